@@ -1,0 +1,54 @@
+/**
+ * Domain errors. Core code throws these with the facts of what went wrong; only
+ * `functions/` turns a code into an HTTP status and the OCI error envelope.
+ */
+export type ErrorCode =
+  | 'BLOB_UNKNOWN'
+  | 'DIGEST_INVALID'
+  | 'MANIFEST_UNKNOWN'
+  | 'MANIFEST_INVALID'
+  | 'NAME_INVALID'
+  | 'TAG_INVALID'
+  | 'NAME_UNKNOWN'
+  | 'SIZE_INVALID'
+  | 'UNAUTHORIZED'
+  | 'DENIED'
+  | 'UNSUPPORTED'
+  | 'TOOMANYREQUESTS'
+  | 'RANGE_INVALID'
+  | 'UPSTREAM_INVALID'
+  | 'UNAVAILABLE'
+  | 'UNKNOWN';
+
+export type ErrorDetail = Record<string, unknown>;
+
+export class OciError extends Error {
+  readonly code: ErrorCode;
+  readonly detail: ErrorDetail | undefined;
+  /** Seconds the client should wait, when the upstream said so (429, 503). */
+  readonly retryAfterSeconds: number | undefined;
+
+  constructor(code: ErrorCode, message: string, detail?: ErrorDetail, opts?: { cause?: unknown; retryAfterSeconds?: number }) {
+    super(message, { cause: opts?.cause });
+    this.name = 'OciError';
+    this.code = code;
+    this.detail = detail;
+    this.retryAfterSeconds = opts?.retryAfterSeconds;
+  }
+}
+
+export const isOciError = (e: unknown): e is OciError => e instanceof OciError;
+
+/** Content did not hash to what it claimed: never store or serve it. */
+export class DigestMismatchError extends OciError {
+  constructor(expected: string, actual: string) {
+    super('UPSTREAM_INVALID', 'content does not match its digest', { expected, actual });
+  }
+}
+
+/** Content was longer or shorter than its descriptor said. */
+export class SizeMismatchError extends OciError {
+  constructor(expected: number, actual: number, digest?: string) {
+    super('UPSTREAM_INVALID', 'content size does not match its descriptor', { digest, expected, actual });
+  }
+}
