@@ -1,0 +1,53 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseDigest, parseReference, resolveTarget, blobKey } from '../../core/reference.ts';
+import { OciError } from '../../core/errors.ts';
+
+const HEX = 'a'.repeat(64);
+const hosts = new Set(['docker.io', 'ghcr.io']);
+const code = (fn: () => unknown) => {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof OciError);
+    return e.code;
+  }
+  assert.fail('expected an OciError');
+};
+
+test('a sha256 digest parses and maps to the public bucket key', () => {
+  const d = parseDigest(`sha256:${HEX}`);
+  assert.deepEqual(d, { algorithm: 'sha256', hex: HEX, value: `sha256:${HEX}` });
+  assert.equal(blobKey(d), `blobs/sha256/${HEX}`);
+});
+
+test('malformed digests are DIGEST_INVALID', () => {
+  for (const bad of ['sha256:abc', `sha256:${'A'.repeat(64)}`, `md5:${HEX}`, 'sha256:', `sha256:${HEX}0`, 'nope']) {
+    assert.equal(code(() => parseDigest(bad)), 'DIGEST_INVALID', bad);
+  }
+});
+
+test('references are tags or digests; bad tags are TAG_INVALID', () => {
+  assert.deepEqual(parseReference('3.19'), { tag: '3.19' });
+  assert.equal(code(() => parseReference('-bad')), 'TAG_INVALID');
+  assert.equal(code(() => parseReference('x'.repeat(129))), 'TAG_INVALID');
+});
+
+test('upstream selection: ns, then a configured first segment, then the default', () => {
+  assert.deepEqual(resolveTarget('alpine', undefined, hosts, 'docker.io'), { upstream: 'docker.io', name: 'library/alpine' });
+  assert.deepEqual(resolveTarget('ghcr.io/org/app', undefined, hosts, 'docker.io'), { upstream: 'ghcr.io', name: 'org/app' });
+  assert.deepEqual(resolveTarget('org/app', 'ghcr.io', hosts, 'docker.io'), { upstream: 'ghcr.io', name: 'org/app' });
+  assert.deepEqual(resolveTarget('alpine', 'docker.io', hosts, 'docker.io'), { upstream: 'docker.io', name: 'library/alpine' });
+});
+
+test('an unconfigured host is never selected', () => {
+  assert.equal(code(() => resolveTarget('org/app', 'evil.example', hosts, 'docker.io')), 'DENIED');
+  // A host-looking first segment that is not configured stays part of a docker.io name.
+  assert.deepEqual(resolveTarget('evil.example/app', undefined, hosts, 'docker.io'), { upstream: 'docker.io', name: 'evil.example/app' });
+});
+
+test('invalid repository names are NAME_INVALID', () => {
+  for (const bad of ['UPPER', 'a//b', '../etc', 'a/', 'ghcr.io/', 'x'.repeat(256)]) {
+    assert.equal(code(() => resolveTarget(bad, undefined, hosts, 'docker.io')), 'NAME_INVALID', bad);
+  }
+});
