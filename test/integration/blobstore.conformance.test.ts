@@ -1,0 +1,159 @@
+// One BlobStore suite, run against every driver on real storage: the local filesystem
+// and S3 on the Ceph RGW that test/run.sh starts (S3_TEST_* variables).
+import { describe, test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { CreateBucketCommand, ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
+import { digestOf } from '../../core/digest.ts';
+import { FilesystemBlobStore } from '../../core/store-fs.ts';
+import { S3BlobStore, createS3Client } from '../../core/store-s3.ts';
+import type { BlobStore } from '../../core/blobstore.ts';
+
+const PART = 5 * 1024 * 1024;
+
+function streamOf(bytes: Uint8Array, chunk = 64 * 1024): ReadableStream<Uint8Array> {
+  let offset = 0;
+  return new ReadableStream({
+    pull(c) {
+      if (offset >= bytes.length) return c.close();
+      c.enqueue(bytes.subarray(offset, offset + chunk));
+      offset += chunk;
+    },
+  });
+}
+
+async function read(s: ReadableStream<Uint8Array>): Promise<Buffer> {
+  const parts: Uint8Array[] = [];
+  for await (const c of s) parts.push(c);
+  return Buffer.concat(parts);
+}
+
+interface Driver {
+  name: string;
+  make(): Promise<BlobStore>;
+  openUploads?(key: string): Promise<number>;
+}
+
+const drivers: Driver[] = [{ name: 'filesystem', make: async () => new FilesystemBlobStore(await mkdtemp(join(tmpdir(), 'pt-fs-'))) }];
+
+if (process.env.S3_TEST_ENDPOINT) {
+  const bucket = `conformance-${Date.now()}`;
+  const client: S3Client = createS3Client({
+    endpoint: process.env.S3_TEST_ENDPOINT,
+    region: 'us-east-1',
+    accessKeyId: process.env.S3_TEST_ACCESS_KEY_ID,
+    secretAccessKey: process.env.S3_TEST_SECRET_ACCESS_KEY,
+    forcePathStyle: true,
+  });
+  let created = false;
+  drivers.push({
+    name: 's3 (Ceph RGW)',
+    async make() {
+      if (!created) await client.send(new CreateBucketCommand({ Bucket: bucket }));
+      created = true;
+      return new S3BlobStore(client, { bucket, partSizeBytes: PART, queueSize: 2 });
+    },
+    async openUploads(key) {
+      const page = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: key }));
+      return (page.Uploads ?? []).filter((u) => u.Key === key).length;
+    },
+  });
+} else if (process.env.CI) {
+  throw new Error('S3_TEST_ENDPOINT is not set: run the suite through `npm test`, which starts Ceph RGW');
+}
+
+for (const driver of drivers) {
+  describe(`BlobStore conformance: ${driver.name}`, () => {
+    let store: BlobStore;
+    before(async () => {
+      store = await driver.make();
+    });
+
+    test('a missing key stats and reads as undefined, and deletes quietly', async () => {
+      const key = `blobs/sha256/${'0'.repeat(64)}`;
+      assert.equal(await store.stat(key), undefined);
+      assert.equal(await store.get(key), undefined);
+      await store.delete(key);
+    });
+
+    test('put with a matching digest stores the exact bytes (multipart-sized)', async () => {
+      const bytes = randomBytes(PART * 2 + 12345);
+      const digest = digestOf(bytes);
+      const key = `blobs/sha256/${digest.slice(7)}`;
+      assert.deepEqual(await store.put(key, streamOf(bytes), { expected: { digest, size: bytes.length } }), { size: bytes.length });
+      assert.deepEqual(await store.stat(key), { size: bytes.length });
+      const got = await store.get(key);
+      assert.equal(got?.length, bytes.length);
+      assert.ok((await read(got!.body)).equals(bytes));
+    });
+
+    test('ranges return exactly the requested bytes', async () => {
+      const bytes = randomBytes(1000);
+      const digest = digestOf(bytes);
+      const key = `blobs/sha256/${digest.slice(7)}`;
+      await store.put(key, streamOf(bytes, 100), { expected: { digest } });
+      const got = await store.get(key, { start: 10, end: 19 });
+      assert.equal(got?.length, 10);
+      assert.ok((await read(got!.body)).equals(bytes.subarray(10, 20)));
+    });
+
+    test('a digest mismatch stores nothing under the key and leaves no open upload', async () => {
+      const claimed = randomBytes(PART + 10);
+      const served = Buffer.from(claimed);
+      served[served.length - 1]! ^= 0xff;
+      const digest = digestOf(claimed);
+      const key = `blobs/sha256/${digest.slice(7)}`;
+      await assert.rejects(store.put(key, streamOf(served), { expected: { digest } }), { code: 'UPSTREAM_INVALID' });
+      assert.equal(await store.stat(key), undefined);
+      if (driver.openUploads) assert.equal(await driver.openUploads(key), 0);
+    });
+
+    test('a size overrun stores nothing', async () => {
+      const bytes = randomBytes(2048);
+      const digest = digestOf(bytes);
+      const key = `blobs/sha256/${digest.slice(7)}`;
+      await assert.rejects(store.put(key, streamOf(bytes), { expected: { digest, size: 1024 } }), /size does not match/);
+      assert.equal(await store.stat(key), undefined);
+    });
+
+    test('a source that breaks mid-stream stores nothing', async () => {
+      const key = `blobs/sha256/${'b'.repeat(64)}`;
+      let sent = 0;
+      const broken = new ReadableStream<Uint8Array>({
+        pull(c) {
+          if (sent >= PART + 1024) return c.error(new Error('upstream cut the connection'));
+          c.enqueue(randomBytes(64 * 1024));
+          sent += 64 * 1024;
+        },
+      });
+      await assert.rejects(store.put(key, broken, { expected: { digest: `sha256:${'b'.repeat(64)}` } }), /cut the connection/);
+      assert.equal(await store.stat(key), undefined);
+      if (driver.openUploads) assert.equal(await driver.openUploads(key), 0);
+    });
+
+    test('delete removes the object', async () => {
+      const bytes = randomBytes(10);
+      const digest = digestOf(bytes);
+      const key = `blobs/sha256/${digest.slice(7)}`;
+      await store.put(key, streamOf(bytes), { expected: { digest } });
+      await store.delete(key);
+      assert.equal(await store.stat(key), undefined);
+    });
+
+    test('presign gives a URL that serves the object, where the backend has one', async () => {
+      const bytes = randomBytes(100);
+      const digest = digestOf(bytes);
+      const key = `blobs/sha256/${digest.slice(7)}`;
+      await store.put(key, streamOf(bytes), { expected: { digest } });
+      const url = await store.presign(key, 60);
+      if (driver.name === 'filesystem') return assert.equal(url, undefined);
+      assert.ok(url);
+      const res = await fetch(url);
+      assert.equal(res.status, 200);
+      assert.ok(Buffer.from(await res.arrayBuffer()).equals(bytes));
+    });
+  });
+}
