@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { accepts, parseAccept, parseManifest, selectPlatform, MediaType } from '../../core/manifest.ts';
+import { accepts, parseAccept, parseManifest, selectPlatform, MediaType, type Platform } from '../../core/manifest.ts';
 
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
-const d = (digest: string, platform?: object) => ({ mediaType: MediaType.OciManifest, digest, size: 1, platform });
+const d = (digest: string, platform?: Platform) => ({ mediaType: MediaType.OciManifest, digest, size: 1, platform });
 
 test('image manifests and indexes parse into descriptors', () => {
   const image = parseManifest(enc({ schemaVersion: 2, mediaType: MediaType.DockerManifest, config: d('sha256:c'), layers: [d('sha256:l')] }), undefined);
