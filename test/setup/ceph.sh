@@ -61,17 +61,17 @@ c ceph-authtool "$dir/mon..keyring" --import-keyring "$dir/client.admin.keyring"
 cp "$dir/mon..keyring" "$dir/mon.a.keyring"
 monmaptool --create --addv a "[v2:127.0.0.1:$mon_port]" --fsid "$fsid" "$dir/monmap" >/dev/null
 c ceph-mon --mkfs -i a --monmap "$dir/monmap" --keyring "$dir/mon..keyring"
-c ceph-mon -f -i a >"$dir/log/mon.out" 2>&1 & echo $! >>"$pids"
+ceph-mon -c "$conf" -f -i a >"$dir/log/mon.out" 2>&1 & echo $! >>"$pids"
 
 osd_uuid=$(python3 -c 'import uuid; print(uuid.uuid4())')
 id=$(c timeout 60 ceph osd new "$osd_uuid")
 c ceph-osd -i "$id" --mkfs --mkkey --osd-uuid "$osd_uuid" --no-mon-config >"$dir/log/osd-mkfs.out" 2>&1
 c ceph auth add "osd.$id" osd 'allow *' mon 'allow profile osd' mgr 'allow profile osd' -i "$dir/osd.$id.keyring" >/dev/null
-c ceph-osd -f -i "$id" >"$dir/log/osd.out" 2>&1 & echo $! >>"$pids"
+ceph-osd -c "$conf" -f -i "$id" >"$dir/log/osd.out" 2>&1 & echo $! >>"$pids"
 
 c ceph auth get-or-create client.rgw.a mon 'allow rw' osd 'allow rwx' -o "$dir/client.rgw.a.keyring" >/dev/null 2>&1
 mkdir -p "$dir/rgw"
-c radosgw -f -n client.rgw.a >"$dir/log/rgw.out" 2>&1 & echo $! >>"$pids"
+radosgw -c "$conf" -f -n client.rgw.a >"$dir/log/rgw.out" 2>&1 & echo $! >>"$pids"
 
 deadline=$((SECONDS + 120))
 until curl -s -o /dev/null "http://127.0.0.1:$rgw_port/"; do
