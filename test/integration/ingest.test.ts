@@ -1,0 +1,121 @@
+// The ingest job on real components: Debian's docker-registry upstream (through a proxy
+// that can corrupt or cut blob bodies), a libSQL file, and the filesystem and S3 stores.
+import { test, before, after, beforeEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { eq } from 'drizzle-orm';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import { openDatabase, type Database } from '../../core/db.ts';
+import { ingestBlob, recordBlob, type IngestDeps } from '../../core/ingest.ts';
+import { UpstreamRegistry } from '../../core/upstream.ts';
+import { FilesystemBlobStore } from '../../core/store-fs.ts';
+import { S3BlobStore, createS3Client } from '../../core/store-s3.ts';
+import { blobs } from '../../schema/blobs.ts';
+import type { BlobStore } from '../../core/blobstore.ts';
+import { startRegistry, pushImage, type Registry, type BuiltImage } from '../setup/registry.ts';
+import { startFaultyProxy, type Fault } from '../setup/faulty-proxy.ts';
+
+let registry: Registry;
+let proxy: Awaited<ReturnType<typeof startFaultyProxy>>;
+let image: BuiltImage;
+let dir: string;
+let db: Database;
+let close: () => void;
+const stores: Array<[string, BlobStore]> = [];
+
+before(async () => {
+  registry = await startRegistry();
+  image = await pushImage(registry, 'library/ingest', '1', [{ 'a.txt': 'a\n' }, { 'big.bin': Buffer.alloc(300_000, 3) }]);
+  proxy = await startFaultyProxy(registry.url);
+  dir = await mkdtemp(join(tmpdir(), 'pt-ingest-'));
+  stores.push(['filesystem', new FilesystemBlobStore(join(dir, 'store'))]);
+  if (process.env.S3_TEST_ENDPOINT) {
+    const client = createS3Client({
+      endpoint: process.env.S3_TEST_ENDPOINT,
+      region: 'us-east-1',
+      accessKeyId: process.env.S3_TEST_ACCESS_KEY_ID,
+      secretAccessKey: process.env.S3_TEST_SECRET_ACCESS_KEY,
+      forcePathStyle: true,
+    });
+    const bucket = `ingest-${Date.now()}`;
+    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+    stores.push(['s3', new S3BlobStore(client, { bucket, partSizeBytes: 5 * 1024 * 1024, queueSize: 2 })]);
+  }
+});
+after(async () => {
+  await proxy?.stop();
+  await registry?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+beforeEach(async () => {
+  close?.();
+  ({ db, close } = await openDatabase(`file:${join(dir, `db-${Date.now()}-${Math.random()}.db`)}`));
+  proxy.fault = 'none';
+});
+
+const deps = (store: BlobStore): IngestDeps => ({
+  db,
+  store,
+  upstreams: new Map([['docker.io', new UpstreamRegistry('docker.io', { url: proxy.url }, { attempts: 1 })]]),
+  leaseMs: 10_000,
+});
+const layer = () => image.layers[1]!;
+const row = async () => (await db.select().from(blobs).where(eq(blobs.digest, layer().digest)))[0];
+
+test('a blob is ingested once, verified, and a repeated job is a no-op', async () => {
+  for (const [name, store] of stores) {
+    await recordBlob(db, { digest: layer().digest, upstream: 'docker.io', name: 'library/ingest', size: layer().size });
+    const before = registry.requests().length;
+    assert.deepEqual(await ingestBlob(deps(store), layer().digest, 'w1'), { ok: true, outcome: 'stored' }, name);
+    assert.deepEqual(await store.stat(`blobs/sha256/${layer().digest.slice(7)}`), { size: layer().size }, name);
+    assert.equal((await row())?.state, 'ready', name);
+    assert.deepEqual(await ingestBlob(deps(store), layer().digest, 'w2'), { ok: true, outcome: 'already-ready' }, name);
+    const blobGets = registry.requests().slice(before).filter((r) => r.method === 'GET' && r.path.includes('/blobs/'));
+    assert.equal(blobGets.length, 1, `${name}: one upstream blob download`);
+    await store.delete(`blobs/sha256/${layer().digest.slice(7)}`);
+    await db.delete(blobs);
+  }
+});
+
+for (const fault of ['corrupt', 'cut'] as Fault[]) {
+  test(`an upstream that ${fault === 'corrupt' ? 'lies about the digest' : 'cuts the stream'}: nothing stored, failed recorded`, async () => {
+    for (const [name, store] of stores) {
+      proxy.fault = fault;
+      await recordBlob(db, { digest: layer().digest, upstream: 'docker.io', name: 'library/ingest', size: layer().size });
+      const result = await ingestBlob(deps(store), layer().digest, 'w1');
+      assert.equal(result.ok, false, name);
+      assert.equal(!result.ok && result.retry, true, name);
+      assert.equal(await store.stat(`blobs/sha256/${layer().digest.slice(7)}`), undefined, name);
+      const r = await row();
+      assert.equal(r?.state, 'failed', name);
+      assert.equal(r?.attempts, 1, name);
+      if (fault === 'corrupt') assert.match(r?.error ?? '', /^UPSTREAM_INVALID: content does not match its digest/, name);
+      // The upstream recovers: the retried job completes.
+      proxy.fault = 'none';
+      assert.deepEqual(await ingestBlob(deps(store), layer().digest, 'w2'), { ok: true, outcome: 'stored' }, name);
+      assert.equal((await row())?.attempts, 2, name);
+      await store.delete(`blobs/sha256/${layer().digest.slice(7)}`);
+      await db.delete(blobs);
+    }
+  });
+}
+
+test('a blob the upstream does not have fails for good', async () => {
+  const [, store] = stores[0]!;
+  const missing = `sha256:${'c'.repeat(64)}`;
+  await recordBlob(db, { digest: missing, upstream: 'docker.io', name: 'library/ingest' });
+  const result = await ingestBlob(deps(store), missing, 'w1');
+  assert.deepEqual(result, { ok: false, retry: false, error: 'upstream answered 404 for the blob' });
+});
+
+test('a blob leased by a live consumer is not fetched twice', async () => {
+  const [, store] = stores[0]!;
+  await recordBlob(db, { digest: layer().digest, upstream: 'docker.io', name: 'library/ingest', size: layer().size });
+  await db.update(blobs).set({ state: 'fetching', leaseOwner: 'other', leaseExpiresAt: Date.now() + 60_000 });
+  const result = await ingestBlob(deps(store), layer().digest, 'w1');
+  assert.equal(result.ok, false);
+  assert.equal(!result.ok && result.retry, true);
+  assert.equal((await row())?.leaseOwner, 'other');
+});

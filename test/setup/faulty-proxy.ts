@@ -1,0 +1,36 @@
+// A real HTTP hop in front of the test registry that misbehaves on blob bodies the way
+// broken upstreams do: it flips a byte ("corrupt") or drops the connection halfway ("cut").
+import { createServer, request, type Server } from 'node:http';
+
+export type Fault = 'none' | 'corrupt' | 'cut';
+
+export async function startFaultyProxy(target: string): Promise<{ url: string; fault: Fault; stop(): Promise<void> }> {
+  const upstream = new URL(target);
+  const state = { url: '', fault: 'none' as Fault, stop: async () => {} };
+  const server: Server = createServer((req, res) => {
+    const isBlob = req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '');
+    const out = request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      if (!isBlob || state.fault === 'none' || up.statusCode !== 200) return up.pipe(res);
+      const total = Number(up.headers['content-length'] ?? 0);
+      let seen = 0;
+      up.on('data', (chunk: Buffer) => {
+        if (state.fault === 'cut' && seen + chunk.length >= total / 2) {
+          res.destroy();
+          up.destroy();
+          return;
+        }
+        if (state.fault === 'corrupt' && seen === 0) chunk[0]! ^= 0xff;
+        seen += chunk.length;
+        res.write(chunk);
+      });
+      up.on('end', () => res.end());
+    });
+    out.on('error', () => res.destroy());
+    req.pipe(out);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  state.url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  state.stop = () => new Promise<void>((r) => server.close(() => r()));
+  return state;
+}
