@@ -1,0 +1,34 @@
+import type { Context } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { OciError, isOciError, type ErrorCode } from '../core/errors.ts';
+
+/** Wire descriptors: the HTTP status for each code (the distribution spec's, plus ours). */
+const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
+  BLOB_UNKNOWN: 404,
+  DIGEST_INVALID: 400,
+  MANIFEST_UNKNOWN: 404,
+  MANIFEST_INVALID: 400,
+  NAME_INVALID: 400,
+  TAG_INVALID: 400,
+  NAME_UNKNOWN: 404,
+  SIZE_INVALID: 400,
+  UNAUTHORIZED: 401,
+  DENIED: 403,
+  UNSUPPORTED: 405,
+  TOOMANYREQUESTS: 429,
+  RANGE_INVALID: 416,
+  UPSTREAM_INVALID: 502,
+  UNAVAILABLE: 503,
+  UNKNOWN: 500,
+};
+
+export const statusOf = (code: ErrorCode): ContentfulStatusCode => STATUS[code];
+
+/** The one place an error becomes an HTTP response: `{"errors":[{code,message,detail}]}`. */
+export function errorResponse(c: Context, err: unknown): Response {
+  const e: OciError = isOciError(err) ? err : new OciError('UNKNOWN', 'internal error');
+  if (!isOciError(err)) console.error(JSON.stringify({ level: 'error', msg: 'unhandled error', error: String(err) }));
+  if (e.retryAfterSeconds !== undefined) c.header('Retry-After', String(e.retryAfterSeconds));
+  c.header('Docker-Distribution-API-Version', 'registry/2.0');
+  return c.json({ errors: [{ code: e.code, message: e.message, detail: e.detail ?? null }] }, statusOf(e.code));
+}
