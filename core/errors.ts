@@ -52,3 +52,6 @@ export class SizeMismatchError extends OciError {
     super('UPSTREAM_INVALID', 'content size does not match its descriptor', { digest, expected, actual });
   }
 }
+
+/** An error's message with URLs removed: they may carry signed credentials or tokens. */
+export const redactUrls = (message: string): string => message.replace(/https?:\/\/\S+/g, '<url>');

@@ -3,7 +3,7 @@ import { blobs, type Blob } from '../schema/blobs.ts';
 import type { Database } from './db.ts';
 import type { BlobStore } from './blobstore.ts';
 import type { UpstreamRegistry } from './upstream.ts';
-import { isOciError } from './errors.ts';
+import { isOciError, redactUrls } from './errors.ts';
 import { blobKey, parseDigest } from './reference.ts';
 
 export interface IngestDeps {
@@ -129,5 +129,5 @@ function classify(e: unknown): { ok: false; retry: boolean; error: string } {
     // Wrong bytes may be a cut or corrupted transfer: retry, the queue bounds the attempts.
     return { ok: false, retry: e.code !== 'UNAUTHORIZED', error: `${e.code}: ${e.message}${detail}` };
   }
-  return { ok: false, retry: true, error: e instanceof Error ? e.message.replace(/https?:\/\/\S+/g, '<url>') : String(e) };
+  return { ok: false, retry: true, error: redactUrls(e instanceof Error ? e.message : String(e)) };
 }

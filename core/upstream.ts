@@ -1,4 +1,4 @@
-import { OciError } from './errors.ts';
+import { OciError, redactUrls } from './errors.ts';
 
 export interface UpstreamConfig {
   /** Base URL, e.g. `https://registry-1.docker.io`. */
@@ -172,7 +172,7 @@ export class UpstreamRegistry {
 /** A short reason that never includes URLs (which may carry signed credentials). */
 function describe(e: unknown): string {
   const err = e as { cause?: { code?: string }; message?: string };
-  return err?.cause?.code ?? err?.message?.replace(/https?:\/\/\S+/g, '<url>') ?? 'unknown error';
+  return err?.cause?.code ?? (err?.message !== undefined ? redactUrls(err.message) : 'unknown error');
 }
 
 export function tooManyRequests(host: string, res: Response): OciError {

@@ -6,10 +6,11 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { CreateBucketCommand, ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
+import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { digestOf } from '../../core/digest.ts';
 import { FilesystemBlobStore } from '../../core/store-fs.ts';
-import { S3BlobStore, createS3Client } from '../../core/store-s3.ts';
+import { S3BlobStore } from '../../core/store-s3.ts';
+import { s3TestBucket } from '../setup/s3.ts';
 import type { BlobStore } from '../../core/blobstore.ts';
 
 const PART = 5 * 1024 * 1024;
@@ -39,30 +40,17 @@ interface Driver {
 
 const drivers: Driver[] = [{ name: 'filesystem', make: async () => new FilesystemBlobStore(await mkdtemp(join(tmpdir(), 'pt-fs-'))) }];
 
-if (process.env.S3_TEST_ENDPOINT) {
-  const bucket = `conformance-${Date.now()}`;
-  const client: S3Client = createS3Client({
-    endpoint: process.env.S3_TEST_ENDPOINT,
-    region: 'us-east-1',
-    accessKeyId: process.env.S3_TEST_ACCESS_KEY_ID,
-    secretAccessKey: process.env.S3_TEST_SECRET_ACCESS_KEY,
-    forcePathStyle: true,
-  });
-  let created = false;
+const s3 = await s3TestBucket('conformance');
+if (s3) {
+  const { client, bucket } = s3;
   drivers.push({
     name: 's3 (Ceph RGW)',
-    async make() {
-      if (!created) await client.send(new CreateBucketCommand({ Bucket: bucket }));
-      created = true;
-      return new S3BlobStore(client, { bucket, partSizeBytes: PART, queueSize: 2 });
-    },
+    make: async () => new S3BlobStore(client, { bucket, partSizeBytes: PART, queueSize: 2 }),
     async openUploads(key) {
       const page = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: key }));
       return (page.Uploads ?? []).filter((u) => u.Key === key).length;
     },
   });
-} else if (process.env.CI) {
-  throw new Error('S3_TEST_ENDPOINT is not set: run the suite through `npm test`, which starts Ceph RGW');
 }
 
 for (const driver of drivers) {

@@ -6,12 +6,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
-import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { openDatabase, type Database } from '../../core/db.ts';
 import { ingestBlob, recordBlob, type IngestDeps } from '../../core/ingest.ts';
 import { UpstreamRegistry } from '../../core/upstream.ts';
 import { FilesystemBlobStore } from '../../core/store-fs.ts';
-import { S3BlobStore, createS3Client } from '../../core/store-s3.ts';
+import { S3BlobStore } from '../../core/store-s3.ts';
+import { s3TestBucket } from '../setup/s3.ts';
 import { blobs } from '../../schema/blobs.ts';
 import type { BlobStore } from '../../core/blobstore.ts';
 import { startRegistry, pushImage, type Registry, type BuiltImage } from '../setup/registry.ts';
@@ -31,18 +31,8 @@ before(async () => {
   proxy = await startFaultyProxy(registry.url);
   dir = await mkdtemp(join(tmpdir(), 'pt-ingest-'));
   stores.push(['filesystem', new FilesystemBlobStore(join(dir, 'store'))]);
-  if (process.env.S3_TEST_ENDPOINT) {
-    const client = createS3Client({
-      endpoint: process.env.S3_TEST_ENDPOINT,
-      region: 'us-east-1',
-      accessKeyId: process.env.S3_TEST_ACCESS_KEY_ID,
-      secretAccessKey: process.env.S3_TEST_SECRET_ACCESS_KEY,
-      forcePathStyle: true,
-    });
-    const bucket = `ingest-${Date.now()}`;
-    await client.send(new CreateBucketCommand({ Bucket: bucket }));
-    stores.push(['s3', new S3BlobStore(client, { bucket, partSizeBytes: 5 * 1024 * 1024, queueSize: 2 })]);
-  }
+  const s3 = await s3TestBucket('ingest');
+  if (s3) stores.push(['s3', new S3BlobStore(s3.client, { bucket: s3.bucket, partSizeBytes: 5 * 1024 * 1024, queueSize: 2 })]);
 });
 after(async () => {
   await proxy?.stop();
