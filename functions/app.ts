@@ -1,13 +1,21 @@
 import { Hono } from 'hono';
 import { OciError } from '../core/errors.ts';
 import { errorResponse } from './errors.ts';
+import { manifestRoutes, type RoutingConfig } from './manifests.ts';
+import type { ManifestDeps } from '../core/manifests.ts';
+
+export interface AppDeps {
+  manifests: ManifestDeps;
+  routing: RoutingConfig;
+}
 
 /**
- * The HTTP app. Handlers only translate HTTP to core calls; the manifest, blob, tag and
- * referrer routes are mounted here as they are built (see the open mirror issue).
+ * The HTTP app. Handlers only translate HTTP to core calls; blob, tag and referrer routes
+ * are mounted here as they are built (see the open mirror issue).
  */
-export function createApp(): Hono {
+export function createApp(deps?: AppDeps): Hono {
   const app = new Hono();
+  if (deps) app.route('/v2', manifestRoutes(deps.manifests, deps.routing));
   app.get('/v2/', (c) => {
     c.header('Docker-Distribution-API-Version', 'registry/2.0');
     return c.json({});
