@@ -3,9 +3,12 @@ import { OciError } from '../core/errors.ts';
 import { errorResponse } from './errors.ts';
 import { manifestRoutes, type RoutingConfig } from './manifests.ts';
 import type { ManifestDeps } from '../core/manifests.ts';
+import { blobRoutes } from './blobs.ts';
+import type { BlobDeps } from '../core/blobs.ts';
 
 export interface AppDeps {
   manifests: ManifestDeps;
+  blobs: BlobDeps;
   routing: RoutingConfig;
 }
 
@@ -15,7 +18,10 @@ export interface AppDeps {
  */
 export function createApp(deps?: AppDeps): Hono {
   const app = new Hono();
-  if (deps) app.route('/v2', manifestRoutes(deps.manifests, deps.routing));
+  if (deps) {
+    app.route('/v2', manifestRoutes(deps.manifests, deps.routing));
+    app.route('/v2', blobRoutes(deps.blobs, deps.routing));
+  }
   app.get('/v2/', (c) => {
     c.header('Docker-Distribution-API-Version', 'registry/2.0');
     return c.json({});

@@ -1,4 +1,4 @@
-// Manifests through the Hono app, on a real registry, libSQL file and filesystem store.
+// Manifests and blobs through the Hono app, on a real registry, libSQL file and filesystem store.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -11,6 +11,7 @@ import { UpstreamRegistry } from '../../core/upstream.ts';
 import { FilesystemBlobStore } from '../../core/store-fs.ts';
 import { digestOf } from '../../core/digest.ts';
 import { jobs } from '../../schema/jobs.ts';
+import { ingestBlob, type IngestDeps } from '../../core/ingest.ts';
 import { startRegistry, pushImage, type Registry, type BuiltImage } from '../setup/registry.ts';
 
 let registry: Registry;
@@ -20,6 +21,7 @@ let db: Database;
 let close: () => void;
 let app: ReturnType<typeof createApp>;
 let now = Date.now();
+let ingestDeps: IngestDeps;
 const OCI = 'application/vnd.oci.image.manifest.v1+json';
 
 before(async () => {
@@ -27,15 +29,16 @@ before(async () => {
   image = await pushImage(registry, 'library/small', '1', [{ 'etc/hello': 'hello\n' }]);
   dir = await mkdtemp(join(tmpdir(), 'pt-manifests-'));
   ({ db, close } = await openDatabase(`file:${join(dir, 'db.sqlite')}`));
+  const shared = {
+    db,
+    store: new FilesystemBlobStore(join(dir, 'store')),
+    upstreams: new Map([['docker.io', new UpstreamRegistry('docker.io', { url: registry.url }, { attempts: 1 })]]),
+    queue: new LibsqlJobQueue(db),
+  };
+  ingestDeps = { ...shared, leaseMs: 10_000 };
   app = createApp({
-    manifests: {
-      db,
-      store: new FilesystemBlobStore(join(dir, 'store')),
-      upstreams: new Map([['docker.io', new UpstreamRegistry('docker.io', { url: registry.url }, { attempts: 1 })]]),
-      queue: new LibsqlJobQueue(db),
-      tagTtlSeconds: 60,
-      now: () => now,
-    },
+    manifests: { ...shared, tagTtlSeconds: 60, now: () => now },
+    blobs: { ...shared, delivery: 'stream', presignTtlSeconds: 60 },
     routing: { upstreamHosts: new Set(['docker.io']), defaultUpstream: 'docker.io' },
   });
 });
@@ -65,6 +68,48 @@ test('HEAD gives the headers and no body', async () => {
   assert.equal((await res.arrayBuffer()).byteLength, 0);
 });
 
+const blobGets = () => registry.requests().filter((r) => r.method === 'GET' && r.path.includes('/blobs/')).length;
+
+test('a cold blob streams from the upstream; HEAD neither downloads nor enqueues', async () => {
+  const layer = image.layers[0]!;
+  await db.delete(jobs);
+  const head = await app.request(`/v2/small/blobs/${layer.digest}`, { method: 'HEAD' });
+  assert.equal(head.status, 200);
+  assert.equal(head.headers.get('content-length'), String(layer.size));
+  assert.equal((await db.select().from(jobs)).length, 0, 'HEAD enqueues nothing');
+  const res = await app.request(`/v2/small/blobs/${layer.digest}`);
+  assert.equal(res.status, 200);
+  assert.ok(Buffer.from(await res.arrayBuffer()).equals(layer.bytes));
+  assert.deepEqual((await db.select().from(jobs)).map((j) => j.key), [`ingest:${layer.digest}`]);
+});
+
+test('once ingested, a blob is served from the store with Range, and the upstream is not asked', async () => {
+  const layer = image.layers[0]!;
+  assert.deepEqual(await ingestBlob(ingestDeps, layer.digest, 'w'), { ok: true, outcome: 'stored' });
+  const before = blobGets();
+  const whole = await app.request(`/v2/small/blobs/${layer.digest}`);
+  assert.equal(whole.status, 200);
+  assert.equal(whole.headers.get('docker-content-digest'), layer.digest);
+  assert.ok(Buffer.from(await whole.arrayBuffer()).equals(layer.bytes));
+  const part = await app.request(`/v2/small/blobs/${layer.digest}`, { headers: { range: 'bytes=2-5' } });
+  assert.equal(part.status, 206);
+  assert.equal(part.headers.get('content-range'), `bytes 2-5/${layer.size}`);
+  assert.ok(Buffer.from(await part.arrayBuffer()).equals(layer.bytes.subarray(2, 6)));
+  const bad = await app.request(`/v2/small/blobs/${layer.digest}`, { headers: { range: `bytes=${layer.size}-` } });
+  assert.equal(bad.status, 416);
+  assert.equal(((await bad.json()) as any).errors[0].code, 'RANGE_INVALID');
+  assert.equal(blobGets(), before, 'no upstream blob request for a warm pull');
+});
+
+test('unknown and malformed blob digests are BLOB_UNKNOWN and DIGEST_INVALID', async () => {
+  const unknown = await app.request(`/v2/small/blobs/sha256:${'d'.repeat(64)}`);
+  assert.equal(unknown.status, 404);
+  assert.deepEqual(await unknown.json(), { errors: [{ code: 'BLOB_UNKNOWN', message: 'blob unknown to registry', detail: { digest: `sha256:${'d'.repeat(64)}` } }] });
+  const malformed = await app.request('/v2/small/blobs/sha256:zz');
+  assert.equal(malformed.status, 400);
+  assert.equal(((await malformed.json()) as any).errors[0].code, 'DIGEST_INVALID');
+});
+
 test('with the upstream stopped, digests and recently resolved tags still work', async () => {
   await registry.stop();
   now += 120_000; // past the tag TTL: the HEAD fails and the last known digest is served
@@ -73,6 +118,8 @@ test('with the upstream stopped, digests and recently resolved tags still work',
   assert.equal(byTag.headers.get('docker-content-digest'), image.manifestDigest);
   const byDigest = await app.request(`/v2/small/manifests/${image.manifestDigest}`);
   assert.equal(byDigest.status, 200);
+  const warmBlob = await app.request(`/v2/small/blobs/${image.layers[0]!.digest}`);
+  assert.equal(warmBlob.status, 200, 'stored blobs outlive the upstream');
   const unknown = await app.request('/v2/small/manifests/never-seen');
   assert.equal(unknown.status, 503);
   assert.equal(((await unknown.json()) as any).errors[0].code, 'UNAVAILABLE');

@@ -1,0 +1,39 @@
+import { Hono } from 'hono';
+import { getBlob, type BlobDeps } from '../core/blobs.ts';
+import { resolveTarget } from '../core/reference.ts';
+import type { RoutingConfig } from './manifests.ts';
+
+const PASSED_HEADERS = ['content-length', 'content-range', 'content-type', 'etag', 'accept-ranges'];
+
+/** `GET|HEAD /v2/<name>/blobs/<digest>`. */
+export function blobRoutes(deps: BlobDeps, routing: RoutingConfig): Hono {
+  const app = new Hono();
+  app.get('/:name{.+}/blobs/:digest', async (c) => {
+    const target = resolveTarget(c.req.param('name'), c.req.query('ns'), routing.upstreamHosts, routing.defaultUpstream);
+    const method = c.req.method === 'HEAD' ? 'HEAD' : 'GET';
+    const answer = await getBlob(deps, target, c.req.param('digest'), method, c.req.header('range'));
+    const headers = new Headers({ 'Docker-Content-Digest': answer.digest, 'Docker-Distribution-API-Version': 'registry/2.0' });
+    if (answer.kind === 'redirect') {
+      headers.set('Location', answer.url);
+      return new Response(null, { status: 307, headers });
+    }
+    if (answer.kind === 'upstream') {
+      for (const h of PASSED_HEADERS) {
+        const v = answer.response.headers.get(h);
+        if (v !== null) headers.set(h, v);
+      }
+      return new Response(method === 'HEAD' ? null : answer.response.body, { status: answer.response.status, headers });
+    }
+    headers.set('Content-Type', 'application/octet-stream');
+    headers.set('Accept-Ranges', 'bytes');
+    headers.set('ETag', `"${answer.digest}"`);
+    if (answer.range) {
+      headers.set('Content-Range', `bytes ${answer.range.start}-${answer.range.end}/${answer.size}`);
+      headers.set('Content-Length', String(answer.range.end - answer.range.start + 1));
+      return new Response(answer.body, { status: 206, headers });
+    }
+    headers.set('Content-Length', String(answer.size));
+    return new Response(method === 'HEAD' ? null : answer.body, { status: 200, headers });
+  });
+  return app;
+}
