@@ -1,0 +1,51 @@
+// End to end: the real server process, skopeo pulling through it, Debian's registry upstream.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { openDatabase } from '../../core/db.ts';
+import { blobs } from '../../schema/blobs.ts';
+import { startRegistry, pushImage, type Registry, type BuiltImage } from '../setup/registry.ts';
+import { startServer, until, type Server } from '../setup/server.ts';
+
+const run = promisify(execFile);
+let registry: Registry;
+let image: BuiltImage;
+let server: Server;
+let dir: string;
+
+before(async () => {
+  registry = await startRegistry();
+  image = await pushImage(registry, 'library/e2e', '1', [{ 'etc/os-release': 'ID=test\n' }, { 'usr/lib/big': Buffer.alloc(2_000_000, 9) }]);
+  dir = await mkdtemp(join(tmpdir(), 'pt-e2e-'));
+  server = await startServer({ DATA_DIR: join(dir, 'data'), UPSTREAMS: JSON.stringify({ 'docker.io': { url: registry.url } }) });
+});
+after(async () => {
+  await server?.stop();
+  await registry?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+const pull = async (to: string) => {
+  await run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', `docker://${server.host}/e2e:1`, `oci:${join(dir, to)}:1`]);
+  const index = JSON.parse(await readFile(join(dir, to, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
+  return index.manifests[0]!.digest;
+};
+
+test('skopeo pulls cold then warm with upstream digests, the warm pull asks the upstream for no blob', async () => {
+  assert.equal(await pull('cold'), image.manifestDigest);
+  const { db, close } = await openDatabase(`file:${join(dir, 'data', 'pullthrough.db')}`);
+  try {
+    await until(async () => (await db.select().from(blobs)).filter((b) => b.state === 'ready').length === 3, 30_000, 'ingest of config and layers');
+  } finally {
+    close();
+  }
+  const before = registry.requests().filter((r) => r.path.includes('/blobs/')).length;
+  assert.equal(await pull('warm'), image.manifestDigest);
+  assert.equal(registry.requests().filter((r) => r.path.includes('/blobs/')).length, before, 'no upstream blob request');
+  await registry.stop();
+  assert.equal(await pull('offline'), image.manifestDigest, 'a recently resolved tag works with the upstream down');
+});

@@ -1,0 +1,48 @@
+// Starts `node workers/node.ts` as a real process on 127.0.0.1 and stops it by PID.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { freePort } from './registry.ts';
+
+export interface Server {
+  url: string;
+  host: string;
+  child: ChildProcess;
+  output(): string;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export async function startServer(env: Record<string, string>): Promise<Server> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['workers/node.ts'], { env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (output += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${output}`)), 30_000);
+    const check = () => {
+      if (output.includes('"msg":"listening"')) (clearTimeout(timer), resolve());
+    };
+    child.stdout!.on('data', check);
+    child.once('exit', (code) => (clearTimeout(timer), reject(new Error(`server exited ${code}: ${output}`))));
+  });
+  return {
+    url: `http://127.0.0.1:${port}`,
+    host: `127.0.0.1:${port}`,
+    child,
+    output: () => output,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill(signal);
+      await exited;
+    },
+  };
+}
+
+/** Polls `check` until it returns true or the deadline passes. */
+export async function until(check: () => Promise<boolean>, deadlineMs: number, what: string): Promise<void> {
+  const end = Date.now() + deadlineMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

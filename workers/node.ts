@@ -1,0 +1,113 @@
+// The embedded single-machine server: one Node process with a libSQL file (or Turso),
+// the filesystem or S3 blob store, the HTTP app, and ingest consumers on the libSQL queue.
+import { createServer as createHttpsServer } from 'node:https';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { serve } from '@hono/node-server';
+import { parseConfig, ConfigError, type Config } from '../core/config.ts';
+import { openDatabase } from '../core/db.ts';
+import { LibsqlJobQueue, backoffMs } from '../core/jobs.ts';
+import { ingestBlob } from '../core/ingest.ts';
+import { UpstreamRegistry } from '../core/upstream.ts';
+import { FilesystemBlobStore } from '../core/store-fs.ts';
+import { S3BlobStore, createS3Client } from '../core/store-s3.ts';
+import type { BlobStore } from '../core/blobstore.ts';
+import { createApp } from '../functions/app.ts';
+
+const log = (fields: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...fields }));
+
+function storeFor(config: Config): BlobStore {
+  if (!config.s3) return new FilesystemBlobStore(`${config.dataDir}/store`);
+  return new S3BlobStore(createS3Client(config.s3), {
+    bucket: config.s3.bucket,
+    partSizeBytes: config.ingestPartSizeBytes,
+    queueSize: config.ingestQueueSize,
+  });
+}
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = parseConfig(process.env);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(`pullthrough: bad configuration: ${e.message}`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  mkdirSync(config.dataDir, { recursive: true });
+  const { db, close } = await openDatabase(config.libsqlUrl, config.libsqlAuthToken);
+  const store = storeFor(config);
+  const upstreams = new Map(Object.entries(config.upstreams).map(([host, u]) => [host, new UpstreamRegistry(host, u)]));
+  const queue = new LibsqlJobQueue(db);
+  const app = createApp({
+    manifests: { db, store, upstreams, queue, tagTtlSeconds: config.tagTtlSeconds },
+    blobs: { db, store, upstreams, queue, delivery: config.blobDelivery, presignTtlSeconds: config.presignTtlSeconds },
+    routing: { upstreamHosts: new Set(upstreams.keys()), defaultUpstream: config.defaultUpstream },
+  });
+  const tls = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined;
+  const server = serve({
+    fetch: app.fetch,
+    hostname: config.host,
+    port: config.port,
+    ...(tls ? { createServer: createHttpsServer, serverOptions: tls } : {}),
+  });
+  await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  log({ msg: 'listening', url: `${tls ? 'https' : 'http'}://${config.host}:${port}`, store: config.s3 ? 's3' : 'filesystem' });
+
+  // Ingest consumers: claim a job, run it, record the outcome. Leases make a crash safe.
+  let stopping = false;
+  const leaseMs = config.jobLeaseSeconds * 1000;
+  let wake: (() => void) | undefined;
+  const consumer = async (n: number) => {
+    const owner = `${process.pid}-${n}-${randomUUID()}`;
+    while (!stopping) {
+      const job = await queue.claim(owner, leaseMs).catch((e) => {
+        log({ level: 'error', msg: 'queue claim failed', error: String(e) });
+        return undefined;
+      });
+      if (!job) {
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, 500);
+          wake = () => (clearTimeout(t), r());
+        });
+        continue;
+      }
+      const renew = setInterval(() => void queue.renew(job.id, owner, leaseMs).catch(() => {}), Math.floor(leaseMs / 3));
+      try {
+        const { digest } = JSON.parse(job.payload) as { digest: string };
+        const result = await ingestBlob({ db, store, upstreams, leaseMs }, digest, owner);
+        if (result.ok) {
+          await queue.complete(job.id, owner);
+          log({ msg: 'ingest', digest, outcome: result.outcome, attempt: job.attempts });
+        } else {
+          const state = await queue.fail(job.id, owner, result.error, { retry: result.retry, maxAttempts: config.ingestMaxAttempts });
+          log({ level: 'warn', msg: 'ingest failed', digest, error: result.error, attempt: job.attempts, state, retryInMs: state === 'retrying' ? backoffMs(job.attempts) : undefined });
+        }
+      } catch (e) {
+        await queue.fail(job.id, owner, String(e), { retry: true, maxAttempts: config.ingestMaxAttempts }).catch(() => {});
+      } finally {
+        clearInterval(renew);
+      }
+    }
+  };
+  const consumers = Array.from({ length: config.ingestConcurrency }, (_, n) => consumer(n));
+
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log({ msg: 'stopping', signal });
+    wake?.();
+    server.close();
+    await Promise.allSettled(consumers);
+    close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+await main();
