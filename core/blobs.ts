@@ -4,7 +4,7 @@ import type { Database } from './db.ts';
 import type { BlobStore, ByteRange } from './blobstore.ts';
 import type { UpstreamRegistry } from './upstream.ts';
 import type { JobMessage } from './jobs.ts';
-import { tooManyRequests } from './upstream.ts';
+import { selectUpstream, upstreamError } from './upstream.ts';
 import { OciError } from './errors.ts';
 import { parseDigest, type RepositoryTarget } from './reference.ts';
 import { recordBlob } from './ingest.ts';
@@ -48,22 +48,10 @@ export async function getBlob(deps: BlobDeps, target: RepositoryTarget, referenc
     // The row says ready but the object is gone (deleted behind our back): fetch it again.
     await deps.db.update(blobs).set({ state: 'pending' }).where(eq(blobs.digest, digest.value));
   }
-  const upstream = deps.upstreams.get(target.upstream);
-  if (!upstream) throw new OciError('DENIED', 'upstream registry is not configured', { upstream: target.upstream });
+  const upstream = selectUpstream(deps.upstreams, target.upstream);
   const headers: Record<string, string> = rangeHeader && method === 'GET' ? { range: rangeHeader } : {};
   const res = await upstream.request(method, `/v2/${target.name}/blobs/${digest.value}`, target.name, headers);
-  if (res.status === 404) {
-    await res.body?.cancel();
-    throw new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.value });
-  }
-  if (res.status === 429) {
-    await res.body?.cancel();
-    throw tooManyRequests(target.upstream, res);
-  }
-  if (!res.ok) {
-    await res.body?.cancel();
-    throw new OciError('UNAVAILABLE', 'upstream registry failed', { upstream: target.upstream, status: res.status });
-  }
+  if (!res.ok) throw await upstreamError(res, target.upstream, new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.value }));
   if (method === 'GET') {
     await recordBlob(deps.db, { digest: digest.value, upstream: target.upstream, name: target.name });
     await deps.queue.send([{ key: `ingest:${digest.value}`, kind: 'ingest', payload: { digest: digest.value } }]);

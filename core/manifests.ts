@@ -7,7 +7,7 @@ import { blobs } from '../schema/blobs.ts';
 import type { Database } from './db.ts';
 import type { BlobStore } from './blobstore.ts';
 import type { UpstreamRegistry } from './upstream.ts';
-import { tooManyRequests } from './upstream.ts';
+import { selectUpstream, upstreamError } from './upstream.ts';
 import { OciError, isOciError } from './errors.ts';
 import { digestOf } from './digest.ts';
 import { MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES, parseManifest } from './manifest.ts';
@@ -60,20 +60,10 @@ async function repositoryId(db: Database, target: RepositoryTarget, now: number)
   return row!.id;
 }
 
-function upstreamOf(deps: ManifestDeps, target: RepositoryTarget): UpstreamRegistry {
-  const upstream = deps.upstreams.get(target.upstream);
-  if (!upstream) throw new OciError('DENIED', 'upstream registry is not configured', { upstream: target.upstream });
-  return upstream;
-}
+const upstreamOf = (deps: ManifestDeps, target: RepositoryTarget): UpstreamRegistry => selectUpstream(deps.upstreams, target.upstream);
 
-/** Turns a non-OK upstream manifest answer into the client's error. */
-async function upstreamFailure(res: Response, target: RepositoryTarget, reference: string): Promise<OciError> {
-  await res.body?.cancel();
-  if (res.status === 404) return new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { name: target.name, reference });
-  if (res.status === 429) return tooManyRequests(target.upstream, res);
-  if (res.status === 401 || res.status === 403) return new OciError('DENIED', 'upstream denied access', { name: target.name, status: res.status });
-  return new OciError('UNAVAILABLE', 'upstream registry failed', { upstream: target.upstream, status: res.status });
-}
+const upstreamFailure = (res: Response, target: RepositoryTarget, reference: string): Promise<OciError> =>
+  upstreamError(res, target.upstream, new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { name: target.name, reference }));
 
 /**
  * Resolves a tag to a digest: the cached digest while fresh, else an upstream HEAD (which

@@ -175,9 +175,28 @@ function describe(e: unknown): string {
   return err?.cause?.code ?? (err?.message !== undefined ? redactUrls(err.message) : 'unknown error');
 }
 
-export function tooManyRequests(host: string, res: Response): OciError {
+function tooManyRequests(host: string, res: Response): OciError {
   const retryAfter = Number(res.headers.get('retry-after'));
   return new OciError('TOOMANYREQUESTS', 'upstream rate limit reached', { upstream: host }, {
     retryAfterSeconds: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : undefined,
   });
+}
+
+/** The configured client for `host`. Throws DENIED for a host that is not configured. */
+export function selectUpstream(upstreams: ReadonlyMap<string, UpstreamRegistry>, host: string): UpstreamRegistry {
+  const upstream = upstreams.get(host);
+  if (!upstream) throw new OciError('DENIED', 'upstream registry is not configured', { upstream: host });
+  return upstream;
+}
+
+/**
+ * The client's error for a non-OK upstream answer (its body is discarded): `notFound`
+ * for 404, TOOMANYREQUESTS for 429, DENIED for 401/403, UNAVAILABLE otherwise.
+ */
+export async function upstreamError(res: Response, host: string, notFound: OciError): Promise<OciError> {
+  await res.body?.cancel();
+  if (res.status === 404) return notFound;
+  if (res.status === 429) return tooManyRequests(host, res);
+  if (res.status === 401 || res.status === 403) return new OciError('DENIED', 'upstream denied access', { upstream: host, status: res.status });
+  return new OciError('UNAVAILABLE', 'upstream registry failed', { upstream: host, status: res.status });
 }
