@@ -31,12 +31,13 @@ export class LibsqlJobQueue {
   async send(messages: readonly JobMessage[]): Promise<void> {
     const now = this.#now();
     for (const m of messages) {
+      const payload = JSON.stringify(m.payload);
       await this.#db
         .insert(jobs)
-        .values({ key: m.key, kind: m.kind, payload: JSON.stringify(m.payload), runAt: now, createdAt: now, updatedAt: now })
+        .values({ key: m.key, kind: m.kind, payload, runAt: now, createdAt: now, updatedAt: now })
         .onConflictDoUpdate({
           target: jobs.key,
-          set: { state: 'queued', attempts: 0, runAt: now, lastError: null, payload: JSON.stringify(m.payload), updatedAt: now },
+          set: { state: 'queued', attempts: 0, runAt: now, lastError: null, payload, updatedAt: now },
           setWhere: inArray(jobs.state, ['done', 'failed']),
         });
     }

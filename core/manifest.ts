@@ -5,8 +5,6 @@ export const MediaType = {
   OciManifest: 'application/vnd.oci.image.manifest.v1+json',
   DockerManifestList: 'application/vnd.docker.distribution.manifest.list.v2+json',
   DockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
-  DockerManifestV1Signed: 'application/vnd.docker.distribution.manifest.v1+prettyjws',
-  DockerManifestV1: 'application/vnd.docker.distribution.manifest.v1+json',
 } as const;
 
 /** Every manifest type we serve, in the order we prefer to ask upstreams for them. */
@@ -16,8 +14,6 @@ export const MANIFEST_MEDIA_TYPES: readonly string[] = [
   MediaType.DockerManifestList,
   MediaType.DockerManifest,
 ];
-
-export const INDEX_MEDIA_TYPES: ReadonlySet<string> = new Set([MediaType.OciIndex, MediaType.DockerManifestList]);
 
 /** Manifests are read whole, so they are capped before reading (as distribution does). */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
@@ -107,15 +103,6 @@ export function parseAccept(headers: readonly string[]): string[] {
 export function accepts(accepted: readonly string[], mediaType: string): boolean {
   if (accepted.length === 0) return true;
   return accepted.some((a) => a === '*/*' || a === mediaType || (a === 'application/*' && mediaType.startsWith('application/')));
-}
-
-export const formatPlatform = (p: Platform): string => `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`;
-
-/** Parses `os/arch[/variant]`; undefined for anything else. */
-export function parsePlatform(value: string): Platform | undefined {
-  const [os, architecture, variant, ...rest] = value.split('/');
-  if (!os || !architecture || rest.length > 0) return undefined;
-  return { os, architecture, variant: variant || undefined };
 }
 
 /**
