@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'NAME_INVALID'
   | 'TAG_INVALID'
   | 'NAME_UNKNOWN'
+  | 'PAGINATION_NUMBER_INVALID'
   | 'SIZE_INVALID'
   | 'UNAUTHORIZED'
   | 'DENIED'

@@ -7,10 +7,10 @@ import { blobs } from '../schema/blobs.ts';
 import type { Database } from './db.ts';
 import type { BlobStore } from './blobstore.ts';
 import type { UpstreamRegistry } from './upstream.ts';
-import { selectUpstream, upstreamError } from './upstream.ts';
+import { readCapped, selectUpstream, upstreamError } from './upstream.ts';
 import { OciError, isOciError } from './errors.ts';
 import { digestOf } from './digest.ts';
-import { MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES, parseManifest } from './manifest.ts';
+import { MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES, MediaType, accepts, parseManifest, selectPlatform } from './manifest.ts';
 import { manifestKey, parseDigest, parseReference, type RepositoryTarget } from './reference.ts';
 import { recordBlob } from './ingest.ts';
 import type { JobMessage } from './jobs.ts';
@@ -33,23 +33,6 @@ export interface ResolvedManifest {
 }
 
 const ACCEPT = { accept: MANIFEST_MEDIA_TYPES.join(', ') };
-
-/** Reads a body up to `limit` bytes; throws UPSTREAM_INVALID beyond it (never buffers more). */
-async function readCapped(res: Response, limit: number): Promise<Uint8Array> {
-  const declared = Number(res.headers.get('content-length') ?? NaN);
-  if (declared > limit) {
-    await res.body?.cancel();
-    throw new OciError('UPSTREAM_INVALID', 'upstream manifest is larger than the 4 MiB limit', { size: declared, limit });
-  }
-  const parts: Uint8Array[] = [];
-  let total = 0;
-  for await (const chunk of res.body ?? []) {
-    total += chunk.byteLength;
-    if (total > limit) throw new OciError('UPSTREAM_INVALID', 'upstream manifest is larger than the 4 MiB limit', { limit });
-    parts.push(chunk);
-  }
-  return Buffer.concat(parts);
-}
 
 async function repositoryId(db: Database, target: RepositoryTarget, now: number): Promise<number> {
   await db.insert(repositories).values({ upstream: target.upstream, name: target.name, createdAt: now }).onConflictDoNothing();
@@ -156,4 +139,31 @@ async function enqueueMissingBlobs(deps: ManifestDeps, manifestDigest: string): 
     .where(eq(manifestBlobs.manifestDigest, manifestDigest));
   const missing = rows.filter((r) => r.state !== 'ready');
   if (missing.length > 0) await deps.queue.send(missing.map((r) => ({ key: `ingest:${r.digest}`, kind: 'ingest', payload: { digest: r.digest } })));
+}
+
+/** The platform served to clients that cannot read an index (as distribution does). */
+export const DEFAULT_PLATFORM = { os: 'linux', architecture: 'amd64' } as const;
+
+/**
+ * A manifest in a media type the client accepts. When the reference names an index and
+ * the client accepts only image manifests (old clients), the index's linux/amd64 child is
+ * served instead. Throws MANIFEST_UNKNOWN when nothing acceptable exists, and whatever
+ * `getManifest` throws.
+ */
+export async function getAcceptedManifest(
+  deps: ManifestDeps,
+  target: RepositoryTarget,
+  reference: string,
+  method: 'GET' | 'HEAD',
+  accepted: readonly string[],
+): Promise<ResolvedManifest> {
+  const manifest = await getManifest(deps, target, reference, method);
+  if (accepts(accepted, manifest.mediaType)) return manifest;
+  const unacceptable = new OciError('MANIFEST_UNKNOWN', 'manifest is not available in an accepted media type', { mediaType: manifest.mediaType, accepted });
+  if (manifest.mediaType !== MediaType.OciIndex && manifest.mediaType !== MediaType.DockerManifestList) throw unacceptable;
+  const index = method === 'GET' ? manifest : await getManifest(deps, target, manifest.digest, 'GET');
+  const parsed = parseManifest(index.bytes!, index.mediaType);
+  const child = parsed.kind === 'index' ? selectPlatform(parsed.manifests, DEFAULT_PLATFORM) : undefined;
+  if (!child || !accepts(accepted, child.mediaType)) throw unacceptable;
+  return getManifest(deps, target, child.digest, method);
 }

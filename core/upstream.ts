@@ -200,3 +200,20 @@ export async function upstreamError(res: Response, host: string, notFound: OciEr
   if (res.status === 401 || res.status === 403) return new OciError('DENIED', 'upstream denied access', { upstream: host, status: res.status });
   return new OciError('UNAVAILABLE', 'upstream registry failed', { upstream: host, status: res.status });
 }
+
+/** Reads a body up to `limit` bytes; throws UPSTREAM_INVALID beyond it (never buffers more). */
+export async function readCapped(res: Response, limit: number): Promise<Uint8Array> {
+  const declared = Number(res.headers.get('content-length') ?? NaN);
+  if (declared > limit) {
+    await res.body?.cancel();
+    throw new OciError('UPSTREAM_INVALID', 'upstream document is larger than the limit', { size: declared, limit });
+  }
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  for await (const chunk of res.body ?? []) {
+    total += chunk.byteLength;
+    if (total > limit) throw new OciError('UPSTREAM_INVALID', 'upstream document is larger than the limit', { limit });
+    parts.push(chunk);
+  }
+  return Buffer.concat(parts);
+}

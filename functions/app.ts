@@ -5,6 +5,7 @@ import { manifestRoutes, type RoutingConfig } from './manifests.ts';
 import type { ManifestDeps } from '../core/manifests.ts';
 import { blobRoutes } from './blobs.ts';
 import type { BlobDeps } from '../core/blobs.ts';
+import { listingRoutes } from './listings.ts';
 
 export interface AppDeps {
   manifests: ManifestDeps;
@@ -12,15 +13,13 @@ export interface AppDeps {
   routing: RoutingConfig;
 }
 
-/**
- * The HTTP app. Handlers only translate HTTP to core calls; blob, tag and referrer routes
- * are mounted here as they are built (see the open mirror issue).
- */
+/** The HTTP app. Handlers only translate HTTP to core calls. */
 export function createApp(deps?: AppDeps): Hono {
   const app = new Hono();
   if (deps) {
     app.route('/v2', manifestRoutes(deps.manifests, deps.routing));
     app.route('/v2', blobRoutes(deps.blobs, deps.routing));
+    app.route('/v2', listingRoutes(deps.blobs, deps.routing));
   }
   app.get('/v2/', (c) => {
     c.header('Docker-Distribution-API-Version', 'registry/2.0');

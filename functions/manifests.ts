@@ -1,8 +1,7 @@
 import { Hono } from 'hono';
-import { getManifest, type ManifestDeps } from '../core/manifests.ts';
+import { getAcceptedManifest, type ManifestDeps } from '../core/manifests.ts';
 import { resolveTarget } from '../core/reference.ts';
-import { OciError } from '../core/errors.ts';
-import { accepts, parseAccept } from '../core/manifest.ts';
+import { parseAccept } from '../core/manifest.ts';
 
 export interface RoutingConfig {
   upstreamHosts: ReadonlySet<string>;
@@ -17,11 +16,8 @@ export function manifestRoutes(deps: ManifestDeps, routing: RoutingConfig): Hono
     const reference = c.req.param('reference');
     // Hono serves HEAD through GET handlers: look at the real method so HEAD never downloads.
     const method = c.req.method === 'HEAD' ? 'HEAD' : 'GET';
-    const manifest = await getManifest(deps, target, reference, method);
-    const accepted = parseAccept(c.req.raw.headers.get('accept') ? [c.req.raw.headers.get('accept')!] : []);
-    if (!accepts(accepted, manifest.mediaType)) {
-      throw new OciError('MANIFEST_UNKNOWN', 'manifest is not available in an accepted media type', { mediaType: manifest.mediaType, accepted });
-    }
+    const accept = c.req.header('accept');
+    const manifest = await getAcceptedManifest(deps, target, reference, method, parseAccept(accept ? [accept] : []));
     const headers = {
       'Content-Type': manifest.mediaType,
       'Content-Length': String(manifest.size),

@@ -14,7 +14,8 @@ import { S3BlobStore } from '../../core/store-s3.ts';
 import { s3TestBucket } from '../setup/s3.ts';
 import { blobs } from '../../schema/blobs.ts';
 import type { BlobStore } from '../../core/blobstore.ts';
-import { startRegistry, pushImage, type Registry, type BuiltImage } from '../setup/registry.ts';
+import { startRegistry, type Registry } from '../setup/registry.ts';
+import { pushImage, type BuiltImage } from '../setup/images.ts';
 import { startFaultyProxy, type Fault } from '../setup/faulty-proxy.ts';
 
 let registry: Registry;

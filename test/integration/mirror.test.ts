@@ -12,10 +12,13 @@ import { FilesystemBlobStore } from '../../core/store-fs.ts';
 import { digestOf } from '../../core/digest.ts';
 import { jobs } from '../../schema/jobs.ts';
 import { ingestBlob, type IngestDeps } from '../../core/ingest.ts';
-import { startRegistry, pushImage, type Registry, type BuiltImage } from '../setup/registry.ts';
+import { startRegistry, type Registry } from '../setup/registry.ts';
+import { pushImage, pushIndex, upstreamBlob, type BuiltImage, type BuiltIndex } from '../setup/images.ts';
 
 let registry: Registry;
 let image: BuiltImage;
+let layerBytes: Buffer;
+let multi: BuiltIndex;
 let dir: string;
 let db: Database;
 let close: () => void;
@@ -27,6 +30,12 @@ const OCI = 'application/vnd.oci.image.manifest.v1+json';
 before(async () => {
   registry = await startRegistry();
   image = await pushImage(registry, 'library/small', '1', [{ 'etc/hello': 'hello\n' }]);
+  layerBytes = await upstreamBlob(registry, 'library/small', image.layers[0]!.digest);
+  for (const tag of ['2', '3']) await pushImage(registry, 'library/small', tag, [{ tag }]);
+  multi = await pushIndex(registry, 'library/multi', 'latest', [
+    { platform: { os: 'linux', architecture: 'arm64' }, layerFiles: [{ arch: 'arm64' }] },
+    { platform: { os: 'linux', architecture: 'amd64' }, layerFiles: [{ arch: 'amd64' }] },
+  ]);
   dir = await mkdtemp(join(tmpdir(), 'pt-manifests-'));
   ({ db, close } = await openDatabase(`file:${join(dir, 'db.sqlite')}`));
   const shared = {
@@ -79,7 +88,7 @@ test('a cold blob streams from the upstream; HEAD neither downloads nor enqueues
   assert.equal((await db.select().from(jobs)).length, 0, 'HEAD enqueues nothing');
   const res = await app.request(`/v2/small/blobs/${layer.digest}`);
   assert.equal(res.status, 200);
-  assert.ok(Buffer.from(await res.arrayBuffer()).equals(layer.bytes));
+  assert.ok(Buffer.from(await res.arrayBuffer()).equals(layerBytes));
   assert.deepEqual((await db.select().from(jobs)).map((j) => j.key), [`ingest:${layer.digest}`]);
 });
 
@@ -90,11 +99,11 @@ test('once ingested, a blob is served from the store with Range, and the upstrea
   const whole = await app.request(`/v2/small/blobs/${layer.digest}`);
   assert.equal(whole.status, 200);
   assert.equal(whole.headers.get('docker-content-digest'), layer.digest);
-  assert.ok(Buffer.from(await whole.arrayBuffer()).equals(layer.bytes));
+  assert.ok(Buffer.from(await whole.arrayBuffer()).equals(layerBytes));
   const part = await app.request(`/v2/small/blobs/${layer.digest}`, { headers: { range: 'bytes=2-5' } });
   assert.equal(part.status, 206);
   assert.equal(part.headers.get('content-range'), `bytes 2-5/${layer.size}`);
-  assert.ok(Buffer.from(await part.arrayBuffer()).equals(layer.bytes.subarray(2, 6)));
+  assert.ok(Buffer.from(await part.arrayBuffer()).equals(layerBytes.subarray(2, 6)));
   const bad = await app.request(`/v2/small/blobs/${layer.digest}`, { headers: { range: `bytes=${layer.size}-` } });
   assert.equal(bad.status, 416);
   assert.equal(((await bad.json()) as any).errors[0].code, 'RANGE_INVALID');
@@ -108,6 +117,57 @@ test('unknown and malformed blob digests are BLOB_UNKNOWN and DIGEST_INVALID', a
   const malformed = await app.request('/v2/small/blobs/sha256:zz');
   assert.equal(malformed.status, 400);
   assert.equal(((await malformed.json()) as any).errors[0].code, 'DIGEST_INVALID');
+});
+
+const errorCode = async (res: Response) => ((await res.json()) as { errors: Array<{ code: string }> }).errors[0]!.code;
+
+test('tags/list pages with n, last and a Link under the client name', async () => {
+  const all = await app.request('/v2/small/tags/list');
+  assert.equal(all.status, 200);
+  const direct = (await (await fetch(`${registry.url}/v2/library/small/tags/list`)).json()) as { tags: string[] };
+  assert.deepEqual(await all.json(), { name: 'small', tags: direct.tags }, 'the upstream list, in its order');
+  assert.deepEqual([...direct.tags].sort(), ['1', '2', '3']);
+  const first = await app.request('/v2/small/tags/list?n=2');
+  assert.deepEqual(await first.json(), { name: 'small', tags: ['1', '2'] });
+  const link = first.headers.get('link');
+  assert.equal(link, '</v2/small/tags/list?n=2&last=2>; rel="next"');
+  const second = await app.request(/<([^>]+)>/.exec(link!)![1]!);
+  assert.deepEqual(await second.json(), { name: 'small', tags: ['3'] });
+  assert.equal(second.headers.get('link'), null);
+  const viaNs = await app.request('/v2/library/small/tags/list?n=1&ns=docker.io');
+  assert.equal(viaNs.headers.get('link'), '</v2/library/small/tags/list?n=1&last=1&ns=docker.io>; rel="next"');
+  const badN = await app.request('/v2/small/tags/list?n=many');
+  assert.equal(badN.status, 400);
+  assert.equal(await errorCode(badN), 'PAGINATION_NUMBER_INVALID');
+  const unknown = await app.request('/v2/never-pushed/tags/list');
+  assert.equal(unknown.status, 404);
+  assert.equal(await errorCode(unknown), 'NAME_UNKNOWN');
+});
+
+test('referrers: an upstream without the API gives 404 (clients fall back to tags); a bad digest is 400', async () => {
+  const res = await app.request(`/v2/small/referrers/${image.manifestDigest}`);
+  assert.equal(res.status, 404);
+  assert.equal(await errorCode(res), 'NAME_UNKNOWN');
+  const bad = await app.request('/v2/small/referrers/sha256:nope');
+  assert.equal(bad.status, 400);
+  assert.equal(await errorCode(bad), 'DIGEST_INVALID');
+});
+
+test('an index is served as is, or as its linux/amd64 child to a client that accepts no index', async () => {
+  const INDEX = 'application/vnd.oci.image.index.v1+json';
+  const asIndex = await app.request('/v2/multi/manifests/latest', { headers: { accept: `${INDEX}, ${OCI}` } });
+  assert.equal(asIndex.headers.get('docker-content-digest'), multi.manifestDigest);
+  assert.equal(asIndex.headers.get('content-type'), INDEX);
+  const amd64 = multi.images[1]!;
+  for (const method of ['GET', 'HEAD']) {
+    const child = await app.request('/v2/multi/manifests/latest', { method, headers: { accept: OCI } });
+    assert.equal(child.status, 200, method);
+    assert.equal(child.headers.get('docker-content-digest'), amd64.manifestDigest, method);
+    assert.equal(child.headers.get('content-type'), OCI, method);
+  }
+  const none = await app.request('/v2/multi/manifests/latest', { headers: { accept: 'application/vnd.docker.distribution.manifest.v2+json' } });
+  assert.equal(none.status, 404);
+  assert.equal(await errorCode(none), 'MANIFEST_UNKNOWN');
 });
 
 test('with the upstream stopped, digests and recently resolved tags still work', async () => {

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { openDatabase } from '../../core/db.ts';
 import { blobs } from '../../schema/blobs.ts';
-import { startRegistry, pushImage, type Registry, type BuiltImage } from '../setup/registry.ts';
+import { startRegistry, type Registry } from '../setup/registry.ts';
+import { pushImage, type BuiltImage } from '../setup/images.ts';
 import { startServer, until, type Server } from '../setup/server.ts';
 
 const run = promisify(execFile);

@@ -11,7 +11,8 @@ import { MANIFEST_MEDIA_TYPES, parseManifest } from '../../core/manifest.ts';
 import { digestOf } from '../../core/digest.ts';
 import { FilesystemBlobStore } from '../../core/store-fs.ts';
 import { blobKey, parseDigest } from '../../core/reference.ts';
-import { startRegistry, pushImage, type Registry, type BuiltImage } from '../setup/registry.ts';
+import { startRegistry, type Registry } from '../setup/registry.ts';
+import { pushImage, type BuiltImage } from '../setup/images.ts';
 
 let registry: Registry;
 let image: BuiltImage;

@@ -1,15 +1,9 @@
-// Test helpers that start real components: Debian's docker-registry (distribution) as
-// the upstream, and hand-built OCI images pushed into it with skopeo.
-import { spawn, execFile } from 'node:child_process';
-import { mkdtemp, mkdir, writeFile, rm } from 'node:fs/promises';
+// Starts Debian's docker-registry (distribution) as a real upstream for tests.
+import { spawn } from 'node:child_process';
+import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { gzipSync } from 'node:zlib';
-import { digestOf } from '../../core/digest.ts';
-
-const run = promisify(execFile);
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -85,71 +79,4 @@ export async function startRegistry(): Promise<Registry> {
       await rm(dir, { recursive: true, force: true });
     },
   };
-}
-
-export interface BuiltImage {
-  manifestDigest: string;
-  configDigest: string;
-  layers: Array<{ digest: string; size: number; bytes: Buffer }>;
-}
-
-/** A minimal tar with one regular file per entry (ustar headers, no external tools). */
-export function tarOf(files: Record<string, string | Buffer>): Buffer {
-  const blocks: Buffer[] = [];
-  for (const [path, content] of Object.entries(files)) {
-    const data = Buffer.isBuffer(content) ? content : Buffer.from(content);
-    const h = Buffer.alloc(512);
-    h.write(path, 0, 100);
-    h.write('0000644\0', 100);
-    h.write('0000000\0', 108);
-    h.write('0000000\0', 116);
-    h.write(data.length.toString(8).padStart(11, '0') + '\0', 124);
-    h.write('00000000000\0', 136);
-    h.write('        ', 148);
-    h.write('0', 156);
-    h.write('ustar\0' + '00', 257);
-    const sum = h.reduce((a, b) => a + b, 0);
-    h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
-    blocks.push(h, data, Buffer.alloc((512 - (data.length % 512)) % 512));
-  }
-  blocks.push(Buffer.alloc(1024));
-  return Buffer.concat(blocks);
-}
-
-/** Writes an OCI image layout of gzip layers and pushes it with skopeo as `name:tag`. */
-export async function pushImage(registry: Registry, name: string, tag: string, layerFiles: Array<Record<string, string | Buffer>>): Promise<BuiltImage> {
-  const dir = await mkdtemp(join(tmpdir(), 'pt-image-'));
-  const blobs = join(dir, 'blobs', 'sha256');
-  await mkdir(blobs, { recursive: true });
-  const put = async (bytes: Buffer) => {
-    const digest = digestOf(bytes);
-    await writeFile(join(blobs, digest.slice(7)), bytes);
-    return { digest, size: bytes.length };
-  };
-  const layers: BuiltImage['layers'] = [];
-  const diffIds: string[] = [];
-  for (const files of layerFiles) {
-    const tar = tarOf(files);
-    diffIds.push(digestOf(tar));
-    const bytes = gzipSync(tar);
-    layers.push({ ...(await put(bytes)), bytes });
-  }
-  const config = await put(Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: diffIds }, config: {} })));
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-      layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: l.digest, size: l.size })),
-    }),
-  );
-  const m = await put(manifest);
-  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  await writeFile(
-    join(dir, 'index.json'),
-    JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...m, annotations: { 'org.opencontainers.image.ref.name': tag } }] }),
-  );
-  await run('skopeo', ['copy', '--quiet', '--preserve-digests', '--dest-tls-verify=false', `oci:${dir}:${tag}`, `docker://${registry.host}/${name}:${tag}`]);
-  await rm(dir, { recursive: true, force: true });
-  return { manifestDigest: m.digest, configDigest: config.digest, layers };
 }
