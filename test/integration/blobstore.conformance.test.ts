@@ -1,8 +1,8 @@
 // One BlobStore suite, run against every driver on real storage: the local filesystem
 // and S3 on the Ceph RGW that test/run.sh starts (S3_TEST_* variables).
-import { describe, test, before } from 'node:test';
+import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -38,7 +38,9 @@ interface Driver {
   openUploads?(key: string): Promise<number>;
 }
 
-const drivers: Driver[] = [{ name: 'filesystem', make: async () => new FilesystemBlobStore(await mkdtemp(join(tmpdir(), 'pt-fs-'))) }];
+const fsRoot = await mkdtemp(join(tmpdir(), 'pt-fs-'));
+after(() => rm(fsRoot, { recursive: true, force: true }));
+const drivers: Driver[] = [{ name: 'filesystem', make: async () => new FilesystemBlobStore(fsRoot) }];
 
 const s3 = await s3TestBucket('conformance');
 if (s3) {

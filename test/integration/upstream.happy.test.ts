@@ -3,7 +3,7 @@
 // verifier into a real store.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UpstreamRegistry } from '../../core/upstream.ts';
@@ -44,8 +44,10 @@ test('a manifest by digest comes back byte-exact and parses', async () => {
   assert.deepEqual(parsed.kind === 'image' && parsed.layers.map((l) => l.digest), image.layers.map((l) => l.digest));
 });
 
-test('a layer streams from the upstream through verification into the store', async () => {
-  const store = new FilesystemBlobStore(await mkdtemp(join(tmpdir(), 'pt-up-')));
+test('a layer streams from the upstream through verification into the store', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'pt-up-'));
+  t.after(() => rm(root, { recursive: true, force: true }));
+  const store = new FilesystemBlobStore(root);
   const layer = image.layers[1]!;
   const res = await upstream.request('GET', `/v2/library/small/blobs/${layer.digest}`, 'library/small');
   assert.equal(res.status, 200);

@@ -71,7 +71,8 @@ export async function startRegistry(): Promise<Registry> {
     host: `127.0.0.1:${port}`,
     requests: () => [...log],
     async stop() {
-      if (child.exitCode === null) {
+      // A process killed by a signal has a signalCode and a null exitCode.
+      if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
         child.kill('SIGTERM');
         await exited;
