@@ -11,11 +11,22 @@ export interface AppDeps {
   manifests: ManifestDeps;
   blobs: BlobDeps;
   routing: RoutingConfig;
+  /** The access log: one entry per request (the path has no credentials; headers are not logged). */
+  log?: (entry: Record<string, unknown>) => void;
 }
 
 /** The HTTP app. Handlers only translate HTTP to core calls. */
 export function createApp(deps?: AppDeps): Hono {
   const app = new Hono();
+  const log = deps?.log;
+  if (log) {
+    app.use(async (c, next) => {
+      const started = performance.now();
+      await next();
+      const url = new URL(c.req.url);
+      log({ msg: 'request', method: c.req.method, path: url.pathname + url.search, status: c.res.status, ms: Math.round(performance.now() - started) });
+    });
+  }
   if (deps) {
     app.route('/v2', manifestRoutes(deps.manifests, deps.routing));
     app.route('/v2', blobRoutes(deps.blobs, deps.routing));

@@ -45,6 +45,7 @@ async function main(): Promise<void> {
     manifests: { db, store, upstreams, queue, tagTtlSeconds: config.tagTtlSeconds },
     blobs: { db, store, upstreams, queue, delivery: config.blobDelivery, presignTtlSeconds: config.presignTtlSeconds },
     routing: { upstreamHosts: new Set(upstreams.keys()), defaultUpstream: config.defaultUpstream },
+    log,
   });
   const tls = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined;
   const server = serve({
@@ -61,7 +62,7 @@ async function main(): Promise<void> {
   // Ingest consumers: claim a job, run it, record the outcome. Leases make a crash safe.
   let stopping = false;
   const leaseMs = config.jobLeaseSeconds * 1000;
-  let wake: (() => void) | undefined;
+  const sleeping = new Set<() => void>();
   const consumer = async (n: number) => {
     const owner = `${process.pid}-${n}-${randomUUID()}`;
     while (!stopping) {
@@ -71,8 +72,9 @@ async function main(): Promise<void> {
       });
       if (!job) {
         await new Promise<void>((r) => {
-          const t = setTimeout(r, 500);
-          wake = () => (clearTimeout(t), r());
+          const wake = () => (clearTimeout(t), sleeping.delete(wake), r());
+          const t = setTimeout(wake, 500);
+          sleeping.add(wake);
         });
         continue;
       }
@@ -100,7 +102,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log({ msg: 'stopping', signal });
-    wake?.();
+    for (const wake of [...sleeping]) wake();
     server.close();
     await Promise.allSettled(consumers);
     close();

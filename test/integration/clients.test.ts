@@ -125,6 +125,7 @@ test('containerd ctr (hosts.toml mirror with ?ns=docker.io) pulls every image wa
     const before = upstreamBlobGets();
     for (const image of images) assert.equal(await containerd.pull(image.name, image.index), image.digest, image.name);
     assert.equal(upstreamBlobGets(), before, 'no upstream blob request');
+    assert.match(server.output(), /"path":"\/v2\/library\/small\/manifests\/[^"]*\?ns=docker\.io"/, 'containerd asked the mirror with ?ns=docker.io');
   } finally {
     await containerd.stop();
   }
