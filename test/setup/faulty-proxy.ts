@@ -1,8 +1,9 @@
 // A real HTTP hop in front of the test registry that misbehaves on blob bodies the way
-// broken upstreams do: it flips a byte ("corrupt") or drops the connection halfway ("cut").
+// broken upstreams do: it flips a byte ("corrupt"), drops the connection halfway ("cut"),
+// or trickles the body ("slow", about 10 MB/s) so a test can act while a download runs.
 import { createServer, request, type Server } from 'node:http';
 
-export type Fault = 'none' | 'corrupt' | 'cut';
+export type Fault = 'none' | 'corrupt' | 'cut' | 'slow';
 
 export async function startFaultyProxy(target: string): Promise<{ url: string; fault: Fault; stop(): Promise<void> }> {
   const upstream = new URL(target);
@@ -23,6 +24,10 @@ export async function startFaultyProxy(target: string): Promise<{ url: string; f
         if (state.fault === 'corrupt' && seen === 0) chunk[0]! ^= 0xff;
         seen += chunk.length;
         res.write(chunk);
+        if (state.fault === 'slow') {
+          up.pause();
+          setTimeout(() => up.resume(), Math.ceil(chunk.length / 10_000));
+        }
       });
       up.on('end', () => res.end());
     });
