@@ -16,7 +16,8 @@ export interface IngestDeps {
 
 /** What a job handler tells its queue: done, or failed with whether to try again. */
 export type JobResult =
-  | { ok: true; outcome: 'stored' | 'already-ready' }
+  | { ok: true; outcome: 'already-ready' }
+  | { ok: true; outcome: 'stored'; bytes: number }
   | { ok: false; retry: boolean; error: string; delayMs?: number };
 
 export interface BlobSource {
@@ -74,21 +75,26 @@ export async function ingestBlob(deps: IngestDeps, digest: string, owner: string
     return { ok: false, retry: true, error: 'another consumer holds the lease', delayMs: Math.max(0, (current.leaseExpiresAt ?? claimedAt) - claimedAt) };
   }
 
+  // Renew the lease while the body streams; if another consumer took it over (we stalled
+  // past the lease), stop writing: the source errors and the store aborts the upload.
+  const leaseLost = new AbortController();
   const heartbeat = setInterval(() => {
     const t = now();
     db.update(blobs)
       .set({ leaseExpiresAt: t + deps.leaseMs, updatedAt: t })
       .where(and(eq(blobs.digest, digest), eq(blobs.leaseOwner, owner)))
+      .returning({ digest: blobs.digest })
+      .then((renewed) => renewed.length === 0 && leaseLost.abort(new Error('lost the blob lease to another consumer')))
       .catch(() => {});
   }, Math.max(500, Math.floor(deps.leaseMs / 3)));
   try {
-    await fetchIntoStore(deps, row);
+    const bytes = await fetchIntoStore(deps, row, leaseLost.signal);
     const t = now();
     await db
       .update(blobs)
       .set({ state: 'ready', readyAt: t, updatedAt: t, error: null, leaseOwner: null, leaseExpiresAt: null })
       .where(and(eq(blobs.digest, digest), eq(blobs.leaseOwner, owner)));
-    return { ok: true, outcome: 'stored' };
+    return { ok: true, outcome: 'stored', bytes };
   } catch (e) {
     const failure = classify(e);
     await db
@@ -101,7 +107,7 @@ export async function ingestBlob(deps: IngestDeps, digest: string, owner: string
   }
 }
 
-async function fetchIntoStore(deps: IngestDeps, row: Blob): Promise<void> {
+async function fetchIntoStore(deps: IngestDeps, row: Blob, signal: AbortSignal): Promise<number> {
   const upstream = deps.upstreams.get(row.upstream);
   if (!upstream) throw new PermanentError(`upstream ${row.upstream} is not configured`);
   const res = await upstream.request('GET', `/v2/${row.name}/blobs/${row.digest}`, row.name);
@@ -113,10 +119,14 @@ async function fetchIntoStore(deps: IngestDeps, row: Blob): Promise<void> {
   const contentLength = res.headers.get('content-length');
   const size = row.size ?? (contentLength !== null ? Number(contentLength) : undefined);
   if (!res.body) throw new Error('upstream sent no body');
-  await deps.store.put(row.storageKey, res.body, { expected: { digest: row.digest, size }, contentType: 'application/octet-stream' });
-  if (row.size === null && size !== undefined) {
-    await deps.db.update(blobs).set({ size }).where(eq(blobs.digest, row.digest));
-  }
+  const body = res.body.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      start: (controller) => signal.addEventListener('abort', () => controller.error(signal.reason), { once: true }),
+    }),
+  );
+  const stored = await deps.store.put(row.storageKey, body, { expected: { digest: row.digest, size }, contentType: 'application/octet-stream' });
+  if (row.size === null) await deps.db.update(blobs).set({ size: stored.size }).where(eq(blobs.digest, row.digest));
+  return stored.size;
 }
 
 /** A failure that retrying will not fix (the upstream does not have the blob, or no such upstream). */

@@ -81,10 +81,12 @@ async function main(): Promise<void> {
       const renew = setInterval(() => void queue.renew(job.id, owner, leaseMs).catch(() => {}), Math.floor(leaseMs / 3));
       try {
         const { digest } = JSON.parse(job.payload) as { digest: string };
+        const started = performance.now();
         const result = await ingestBlob({ db, store, upstreams, leaseMs }, digest, owner);
         if (result.ok) {
           await queue.complete(job.id, owner);
-          log({ msg: 'ingest', digest, outcome: result.outcome, attempt: job.attempts });
+          const ms = Math.round(performance.now() - started);
+          log({ msg: 'ingest', digest, outcome: result.outcome, attempt: job.attempts, ms, ...(result.outcome === 'stored' ? { bytes: result.bytes } : {}) });
         } else {
           const state = await queue.fail(job.id, owner, result.error, { retry: result.retry, maxAttempts: config.ingestMaxAttempts });
           log({ level: 'warn', msg: 'ingest failed', digest, error: result.error, attempt: job.attempts, state, retryInMs: state === 'retrying' ? backoffMs(job.attempts) : undefined });

@@ -17,6 +17,7 @@ import type { BlobStore } from '../../core/blobstore.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
 import { startFaultyProxy, type Fault } from '../setup/faulty-proxy.ts';
+import { until } from '../setup/server.ts';
 
 let registry: Registry;
 let proxy: Awaited<ReturnType<typeof startFaultyProxy>>;
@@ -59,7 +60,7 @@ test('a blob is ingested once, verified, and a repeated job is a no-op', async (
   for (const [name, store] of stores) {
     await recordBlob(db, { digest: layer().digest, upstream: 'docker.io', name: 'library/ingest', size: layer().size });
     const before = registry.requests().length;
-    assert.deepEqual(await ingestBlob(deps(store), layer().digest, 'w1'), { ok: true, outcome: 'stored' }, name);
+    assert.deepEqual(await ingestBlob(deps(store), layer().digest, 'w1'), { ok: true, outcome: 'stored', bytes: layer().size }, name);
     assert.deepEqual(await store.stat(`blobs/sha256/${layer().digest.slice(7)}`), { size: layer().size }, name);
     assert.equal((await row())?.state, 'ready', name);
     assert.deepEqual(await ingestBlob(deps(store), layer().digest, 'w2'), { ok: true, outcome: 'already-ready' }, name);
@@ -85,13 +86,32 @@ for (const fault of ['corrupt', 'cut'] as Fault[]) {
       if (fault === 'corrupt') assert.match(r?.error ?? '', /^UPSTREAM_INVALID: content does not match its digest/, name);
       // The upstream recovers: the retried job completes.
       proxy.fault = 'none';
-      assert.deepEqual(await ingestBlob(deps(store), layer().digest, 'w2'), { ok: true, outcome: 'stored' }, name);
+      assert.deepEqual(await ingestBlob(deps(store), layer().digest, 'w2'), { ok: true, outcome: 'stored', bytes: layer().size }, name);
       assert.equal((await row())?.attempts, 2, name);
       await store.delete(`blobs/sha256/${layer().digest.slice(7)}`);
       await db.delete(blobs);
     }
   });
 }
+
+test('a consumer that loses its lease mid-stream stops writing and leaves the row to the new owner', { timeout: 30_000 }, async () => {
+  for (const [name, store] of stores) {
+    proxy.fault = 'stall';
+    await recordBlob(db, { digest: layer().digest, upstream: 'docker.io', name: 'library/ingest', size: layer().size });
+    const running = ingestBlob({ ...deps(store), leaseMs: 1_500 }, layer().digest, 'w1');
+    await until(async () => (await row())?.state === 'fetching', 10_000, 'the download to start');
+    // What a second consumer's claim does once the first one's lease has run out.
+    await db.update(blobs).set({ leaseOwner: 'w2', leaseExpiresAt: Date.now() + 60_000 }).where(eq(blobs.digest, layer().digest));
+    const result = await running;
+    assert.equal(result.ok, false, name);
+    assert.match(!result.ok ? result.error : '', /lost the blob lease/, name);
+    assert.equal(await store.stat(`blobs/sha256/${layer().digest.slice(7)}`), undefined, name);
+    const r = await row();
+    assert.equal(r?.leaseOwner, 'w2', `${name}: the loser does not touch the row`);
+    assert.equal(r?.state, 'fetching', name);
+    await db.delete(blobs);
+  }
+});
 
 test('a blob the upstream does not have fails for good', async () => {
   const [, store] = stores[0]!;

@@ -94,7 +94,7 @@ test('a cold blob streams from the upstream; HEAD neither downloads nor enqueues
 
 test('once ingested, a blob is served from the store with Range, and the upstream is not asked', async () => {
   const layer = image.layers[0]!;
-  assert.deepEqual(await ingestBlob(ingestDeps, layer.digest, 'w'), { ok: true, outcome: 'stored' });
+  assert.deepEqual(await ingestBlob(ingestDeps, layer.digest, 'w'), { ok: true, outcome: 'stored', bytes: layer.size });
   const before = blobGets();
   const whole = await app.request(`/v2/small/blobs/${layer.digest}`);
   assert.equal(whole.status, 200);

@@ -1,9 +1,10 @@
 // A real HTTP hop in front of the test registry that misbehaves on blob bodies the way
 // broken upstreams do: it flips a byte ("corrupt"), drops the connection halfway ("cut"),
-// or trickles the body ("slow", about 10 MB/s) so a test can act while a download runs.
+// trickles the body ("slow", about 10 MB/s), or sends half and then holds the connection
+// open ("stall"), so a test can act while a download runs.
 import { createServer, request, type Server } from 'node:http';
 
-export type Fault = 'none' | 'corrupt' | 'cut' | 'slow';
+export type Fault = 'none' | 'corrupt' | 'cut' | 'slow' | 'stall';
 
 export async function startFaultyProxy(target: string): Promise<{ url: string; fault: Fault; stop(): Promise<void> }> {
   const upstream = new URL(target);
@@ -15,7 +16,9 @@ export async function startFaultyProxy(target: string): Promise<{ url: string; f
       if (!isBlob || state.fault === 'none' || up.statusCode !== 200) return up.pipe(res);
       const total = Number(up.headers['content-length'] ?? 0);
       let seen = 0;
+      res.on('close', () => up.destroy());
       up.on('data', (chunk: Buffer) => {
+        if (state.fault === 'stall' && seen + chunk.length >= total / 2) return up.pause();
         if (state.fault === 'cut' && seen + chunk.length >= total / 2) {
           res.destroy();
           up.destroy();
