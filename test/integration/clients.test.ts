@@ -13,7 +13,7 @@ import { blobs } from '../../schema/blobs.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, pushIndex } from '../setup/images.ts';
 import { startServer, until, type Server } from '../setup/server.ts';
-import { s3TestBucket } from '../setup/s3.ts';
+import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
 import { skopeoPull, podmanWithMirror, containerdWithMirror } from '../setup/clients.ts';
 
 interface TestImage {
@@ -51,16 +51,7 @@ before(async () => {
   images.push(plain('library/big:1', await pushImage(registry, 'library/big', '1', [{ 'etc/big': 'big\n' }, { 'big.bin': randomBytes(200 * 1024 * 1024) }])));
   dir = await mkdtemp(join(tmpdir(), 'pt-clients-'));
   s3 = await s3TestBucket('clients');
-  const storage: Record<string, string> = s3
-    ? {
-        S3_ENDPOINT: process.env.S3_TEST_ENDPOINT!,
-        S3_BUCKET: s3.bucket,
-        S3_ACCESS_KEY_ID: process.env.S3_TEST_ACCESS_KEY_ID!,
-        S3_SECRET_ACCESS_KEY: process.env.S3_TEST_SECRET_ACCESS_KEY!,
-        S3_FORCE_PATH_STYLE: 'true',
-        BLOB_DELIVERY: 'redirect',
-      }
-    : {};
+  const storage = s3 ? { ...s3ServerEnv(s3.bucket), BLOB_DELIVERY: 'redirect' } : {};
   server = await startServer({ DATA_DIR: join(dir, 'data'), UPSTREAMS: JSON.stringify({ 'docker.io': { url: registry.url } }), ...storage });
 });
 after(async () => {

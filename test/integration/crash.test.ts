@@ -15,7 +15,7 @@ import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
 import { startFaultyProxy } from '../setup/faulty-proxy.ts';
 import { startServer, until, type Server } from '../setup/server.ts';
-import { s3TestBucket } from '../setup/s3.ts';
+import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
 
 let registry: Registry;
 let proxy: Awaited<ReturnType<typeof startFaultyProxy>>;
@@ -43,11 +43,7 @@ const start = async () => {
   const server = await startServer({
     DATA_DIR: join(dir, 'data'),
     UPSTREAMS: JSON.stringify({ 'docker.io': { url: proxy.url } }),
-    S3_ENDPOINT: process.env.S3_TEST_ENDPOINT!,
-    S3_BUCKET: s3!.bucket,
-    S3_ACCESS_KEY_ID: process.env.S3_TEST_ACCESS_KEY_ID!,
-    S3_SECRET_ACCESS_KEY: process.env.S3_TEST_SECRET_ACCESS_KEY!,
-    S3_FORCE_PATH_STYLE: 'true',
+    ...s3ServerEnv(s3!.bucket),
     INGEST_PART_SIZE_BYTES: String(5 * 1024 * 1024),
     JOB_LEASE_SECONDS: '2',
   });

@@ -18,3 +18,12 @@ export async function s3TestBucket(prefix: string): Promise<{ client: S3Client; 
   await client.send(new CreateBucketCommand({ Bucket: bucket }));
   return { client, bucket };
 }
+
+/** The server's S3 variables for a bucket on the test RGW. */
+export const s3ServerEnv = (bucket: string): Record<string, string> => ({
+  S3_ENDPOINT: process.env.S3_TEST_ENDPOINT!,
+  S3_BUCKET: bucket,
+  S3_ACCESS_KEY_ID: process.env.S3_TEST_ACCESS_KEY_ID!,
+  S3_SECRET_ACCESS_KEY: process.env.S3_TEST_SECRET_ACCESS_KEY!,
+  S3_FORCE_PATH_STYLE: 'true',
+});

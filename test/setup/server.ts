@@ -1,6 +1,10 @@
-// Starts `node workers/node.ts` as a real process on 127.0.0.1 and stops it by PID.
+// Starts the server as `npm start` runs it (the esbuild bundle of workers/node.ts, built
+// once per test process) as a real process on 127.0.0.1, and stops it by PID.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { freePort } from './registry.ts';
+import { buildServer } from '../../workers/build.ts';
+
+let bundle: Promise<string> | undefined;
 
 export interface Server {
   url: string;
@@ -11,8 +15,9 @@ export interface Server {
 }
 
 export async function startServer(env: Record<string, string>): Promise<Server> {
+  const entry = await (bundle ??= buildServer());
   const port = await freePort();
-  const child = spawn(process.execPath, ['workers/node.ts'], { env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [entry], { env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (output += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));

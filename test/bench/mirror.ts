@@ -1,0 +1,150 @@
+// `npm run bench`: pull and ingest numbers on real components (Debian's docker-registry
+// upstream, Ceph RGW, the real server process), printed as a table with the targets.
+// Runs under test/setup/with-components.sh, which starts Ceph RGW and exports S3_TEST_*.
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { eq } from 'drizzle-orm';
+import { Upload } from '@aws-sdk/lib-storage';
+import { openDatabase } from '../../core/db.ts';
+import { blobs } from '../../schema/blobs.ts';
+import { startRegistry } from '../setup/registry.ts';
+import { pushImage, type BuiltImage } from '../setup/images.ts';
+import { startServer, until, type Server } from '../setup/server.ts';
+import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
+import { skopeoPull } from '../setup/clients.ts';
+
+const PART_SIZE = 8 * 1024 * 1024; // the server's defaults, so the baseline is like for like
+const QUEUE_SIZE = 4;
+const RUNS = 3;
+const MB = 1024 * 1024;
+
+const rows: Array<[string, string, string]> = [];
+const report = (what: string, value: string, target = '') => {
+  rows.push([what, value, target]);
+  console.error(`  ${what}: ${value}${target ? `  (${target})` : ''}`);
+};
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const seconds = async (fn: () => Promise<unknown>) => {
+  const t = performance.now();
+  await fn();
+  return (performance.now() - t) / 1000;
+};
+
+/** Run in reverse at the end, whatever happened. */
+const cleanups: Array<() => Promise<unknown>> = [];
+
+/** MB/s of the server's own ingest of `digest`, from its log line (bytes and ms). */
+function ingestRate(s: Server, digest: string): number {
+  for (const line of s.output().split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const entry = JSON.parse(line) as { msg?: string; digest?: string; bytes?: number; ms?: number };
+    if (entry.msg === 'ingest' && entry.digest === digest && entry.bytes && entry.ms) return entry.bytes / MB / (entry.ms / 1000);
+  }
+  throw new Error(`no ingest log line for ${digest}`);
+}
+
+const allBlobs = (image: BuiltImage) => [image.configDigest, ...image.layers.map((l) => l.digest)];
+const biggest = (image: BuiltImage) => image.layers.reduce((a, b) => (b.size > a.size ? b : a));
+
+async function main(): Promise<void> {
+  if (!process.env.S3_TEST_ENDPOINT) throw new Error('run through `npm run bench`, which starts Ceph RGW');
+  const scratch = await mkdtemp(join(tmpdir(), 'pt-bench-'));
+  cleanups.push(() => rm(scratch, { recursive: true, force: true }));
+  const registry = await startRegistry();
+  cleanups.push(() => registry.stop());
+  const server = async (name: string, env: Record<string, string>): Promise<Server> => {
+    const s = await startServer({ DATA_DIR: join(scratch, name), UPSTREAMS: JSON.stringify({ 'docker.io': { url: registry.url } }), ...env });
+    cleanups.push(() => s.stop());
+    return s;
+  };
+  const waitReady = async (name: string, digests: string[]): Promise<void> => {
+    const { db, close } = await openDatabase(`file:${join(scratch, name, 'pullthrough.db')}`);
+    try {
+      await until(async () => {
+        const states = await Promise.all(digests.map(async (d) => (await db.select().from(blobs).where(eq(blobs.digest, d)))[0]?.state));
+        return states.every((s) => s === 'ready');
+      }, 600_000, `ingest on ${name}`);
+    } finally {
+      close();
+    }
+  };
+  const upstreamBody = async (image: BuiltImage, name: string) => {
+    const res = await fetch(`${registry.url}/v2/${name}/blobs/${biggest(image).digest}`);
+    return Readable.fromWeb(res.body! as never);
+  };
+  console.error('building images: 200 MB (gzip) and 1 GiB (uncompressed) random layers');
+  const big = await pushImage(registry, 'library/big', '1', [{ 'etc/big': 'big\n' }, { 'big.bin': randomBytes(200 * MB) }]);
+  const huge = await pushImage(registry, 'library/huge', '1', [{ 'huge.bin': randomBytes(1024 * MB) }], { compression: 'none' });
+  const pull = (host: string, tag: string) => skopeoPull(host, 'library/big:1', join(scratch, 'pulls', tag));
+
+  console.error('pull of the 200 MB image');
+  const directRuns: number[] = [];
+  for (let i = 0; i < RUNS; i++) directRuns.push(await seconds(() => pull(registry.host, `direct-${i}`)));
+  report('direct from the upstream (skopeo, median of 3)', `${median(directRuns).toFixed(2)} s`);
+
+  for (const [label, name, env] of [
+    ['S3, redirect', 'mirror-s3', { ...s3ServerEnv((await s3TestBucket('bench-pull'))!.bucket), BLOB_DELIVERY: 'redirect' }],
+    ['filesystem, stream', 'mirror-fs', {}],
+  ] as const) {
+    const s = await server(name, env);
+    report(`cold through the mirror (${label})`, `${(await seconds(() => pull(s.host, `${name}-cold`))).toFixed(2)} s`);
+    await waitReady(name, allBlobs(big));
+    const warm: number[] = [];
+    for (let i = 0; i < RUNS; i++) warm.push(await seconds(() => pull(s.host, `${name}-warm-${i}`)));
+    const ratio = median(warm) / median(directRuns);
+    report(`warm through the mirror (${label}, median of 3)`, `${median(warm).toFixed(2)} s = ${ratio.toFixed(2)}× direct`, `target ≤ 1.20×: ${ratio <= 1.2 ? 'met' : 'MISSED'}`);
+    await s.stop();
+  }
+
+  console.error('ingest throughput of the 200 MB layer (manifest fetched, no client pull)');
+  const layer = biggest(big);
+  const bucket = (await s3TestBucket('bench-baseline'))!;
+  const baseline = await seconds(async () => {
+    const upload = new Upload({ client: bucket.client, params: { Bucket: bucket.bucket, Key: 'baseline', Body: await upstreamBody(big, 'library/big') }, partSize: PART_SIZE, queueSize: QUEUE_SIZE });
+    await upload.done();
+  });
+  const baselineRate = layer.size / MB / baseline;
+  report('plain lib-storage upload, upstream → S3 (same part and queue size)', `${baselineRate.toFixed(1)} MB/s`);
+  const s3Ingest = await server('ingest-s3', s3ServerEnv((await s3TestBucket('bench-ingest'))!.bucket));
+  await (await fetch(`${s3Ingest.url}/v2/big/manifests/1`)).arrayBuffer();
+  await waitReady('ingest-s3', allBlobs(big));
+  const s3Rate = ingestRate(s3Ingest, layer.digest);
+  const share = s3Rate / baselineRate;
+  report('pullthrough ingest into S3', `${s3Rate.toFixed(1)} MB/s = ${(share * 100).toFixed(0)}% of plain lib-storage`, `target ≥ 80%: ${share >= 0.8 ? 'met' : 'MISSED'}`);
+  await s3Ingest.stop();
+
+  const fileBaseline = await seconds(async () => {
+    await pipeline(await upstreamBody(big, 'library/big'), createWriteStream(join(scratch, 'baseline.bin'), { flush: true }));
+  });
+  report('plain download, upstream → local file', `${(layer.size / MB / fileBaseline).toFixed(1)} MB/s`);
+  const fsIngest = await server('ingest-fs', {});
+  await (await fetch(`${fsIngest.url}/v2/big/manifests/1`)).arrayBuffer();
+  await waitReady('ingest-fs', allBlobs(big));
+  report('pullthrough ingest into the filesystem store', `${ingestRate(fsIngest, layer.digest).toFixed(1)} MB/s`);
+  await fsIngest.stop();
+
+  console.error('peak RSS while ingesting a 1 GiB blob into S3');
+  const rssServer = await server('rss', s3ServerEnv((await s3TestBucket('bench-rss'))!.bucket));
+  const hwm = async () => Number(/VmHWM:\s+(\d+) kB/.exec(await readFile(`/proc/${rssServer.child.pid}/status`, 'utf8'))![1]) / 1024;
+  const idle = await hwm();
+  await (await fetch(`${rssServer.url}/v2/huge/manifests/1`)).arrayBuffer();
+  await waitReady('rss', allBlobs(huge));
+  const peak = await hwm();
+  report('server peak RSS, idle', `${idle.toFixed(0)} MB`);
+  report(`server peak RSS during a ${(biggest(huge).size / MB).toFixed(0)} MB ingest (${PART_SIZE / MB} MiB parts × ${QUEUE_SIZE})`, `${peak.toFixed(0)} MB`, `target ≤ 200 MB: ${peak <= 200 ? 'met' : 'MISSED'}`);
+  report('ingest into S3 (1 GiB)', `${ingestRate(rssServer, biggest(huge).digest).toFixed(1)} MB/s`);
+}
+
+try {
+  await main();
+  const width = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i]!.length)));
+  console.log(`\n${rows.map((r) => r.map((c, i) => c.padEnd(width[i]!)).join(' | ').trimEnd()).join('\n')}`);
+} finally {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+}
