@@ -1,10 +1,19 @@
 // Starts the server as `npm start` runs it (the esbuild bundle of workers/node.ts, built
 // once per test process) as a real process on 127.0.0.1, and stops it by PID.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { freePort } from './registry.ts';
 import { buildServer } from '../../workers/build.ts';
 
 let bundle: Promise<string> | undefined;
+
+/** The Node flags `npm start` gives the server (package.json is their one source). */
+async function startFlags(): Promise<string[]> {
+  const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { scripts: { start: string } };
+  const command = /(?:^|&&)\s*node ((?:--\S+\s+)*)dist\/server\.mjs\s*$/.exec(pkg.scripts.start);
+  if (!command) throw new Error(`package.json start script does not end in "node [flags] dist/server.mjs": ${pkg.scripts.start}`);
+  return command[1]!.split(/\s+/).filter(Boolean);
+}
 
 export interface Server {
   url: string;
@@ -17,7 +26,7 @@ export interface Server {
 export async function startServer(env: Record<string, string>): Promise<Server> {
   const entry = await (bundle ??= buildServer());
   const port = await freePort();
-  const child = spawn(process.execPath, [entry], { env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...(await startFlags()), entry], { env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (output += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));
