@@ -1,29 +1,22 @@
 // Manifests and blobs through the Hono app, on a real registry, libSQL file and filesystem store.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createApp } from '../../functions/app.ts';
-import { openDatabase, type Database } from '../../core/db.ts';
-import { LibsqlJobQueue } from '../../core/jobs.ts';
-import { UpstreamRegistry } from '../../core/upstream.ts';
-import { FilesystemBlobStore } from '../../core/store-fs.ts';
+import type { Database } from '../../core/db.ts';
 import { digestOf } from '../../core/digest.ts';
 import { jobs } from '../../schema/jobs.ts';
 import { ingestBlob, type IngestDeps } from '../../core/ingest.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, pushIndex, upstreamBlob, type BuiltImage, type BuiltIndex } from '../setup/images.ts';
+import { createTestApp, type TestApp } from '../setup/app.ts';
 
 let registry: Registry;
 let image: BuiltImage;
 let layerBytes: Buffer;
 let multi: BuiltIndex;
-let dir: string;
 let db: Database;
-let close: () => void;
-let app: ReturnType<typeof createApp>;
-let now = Date.now();
+let close: TestApp['close'];
+let advance: TestApp['advance'];
+let app: TestApp['app'];
 let ingestDeps: IngestDeps;
 const OCI = 'application/vnd.oci.image.manifest.v1+json';
 
@@ -36,25 +29,11 @@ before(async () => {
     { platform: { os: 'linux', architecture: 'arm64' }, layerFiles: [{ arch: 'arm64' }] },
     { platform: { os: 'linux', architecture: 'amd64' }, layerFiles: [{ arch: 'amd64' }] },
   ]);
-  dir = await mkdtemp(join(tmpdir(), 'pt-manifests-'));
-  ({ db, close } = await openDatabase(`file:${join(dir, 'db.sqlite')}`));
-  const shared = {
-    db,
-    store: new FilesystemBlobStore(join(dir, 'store')),
-    upstreams: new Map([['docker.io', new UpstreamRegistry('docker.io', { url: registry.url }, { attempts: 1 })]]),
-    queue: new LibsqlJobQueue(db),
-  };
-  ingestDeps = { ...shared, leaseMs: 10_000 };
-  app = createApp({
-    manifests: { ...shared, tagTtlSeconds: 60, now: () => now },
-    blobs: { ...shared, delivery: 'stream', presignTtlSeconds: 60 },
-    routing: { upstreamHosts: new Set(['docker.io']), defaultUpstream: 'docker.io' },
-  });
+  ({ app, db, ingestDeps, advance, close } = await createTestApp(registry.url));
 });
 after(async () => {
-  close?.();
+  await close?.();
   await registry?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
 });
 
 test('a tag pull returns the exact upstream bytes and enqueues config and layers once', async () => {
@@ -172,7 +151,7 @@ test('an index is served as is, or as its linux/amd64 child to a client that acc
 
 test('with the upstream stopped, digests and recently resolved tags still work', async () => {
   await registry.stop();
-  now += 120_000; // past the tag TTL: the HEAD fails and the last known digest is served
+  advance(120_000); // past the tag TTL: the HEAD fails and the last known digest is served
   const byTag = await app.request('/v2/small/manifests/1');
   assert.equal(byTag.status, 200);
   assert.equal(byTag.headers.get('docker-content-digest'), image.manifestDigest);
