@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { createApp } from '../../functions/app.ts';
 import { openDatabase, type Database } from '../../core/db.ts';
 import { LibsqlJobQueue } from '../../core/jobs.ts';
-import { UpstreamRegistry } from '../../core/upstream.ts';
+import { UpstreamRegistry, type UpstreamConfig } from '../../core/upstream.ts';
 import { FilesystemBlobStore } from '../../core/store-fs.ts';
 import type { IngestDeps } from '../../core/ingest.ts';
 
@@ -20,7 +20,7 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-export async function createTestApp(upstreamUrl: string, tagTtlSeconds = 60): Promise<TestApp> {
+export async function createTestApp(upstream: string | UpstreamConfig, tagTtlSeconds = 60): Promise<TestApp> {
   const dir = await mkdtemp(join(tmpdir(), 'pt-app-'));
   const { db, close } = await openDatabase(`file:${join(dir, 'db.sqlite')}`);
   let now = Date.now();
@@ -28,7 +28,7 @@ export async function createTestApp(upstreamUrl: string, tagTtlSeconds = 60): Pr
   const shared = {
     db,
     store,
-    upstreams: new Map([['docker.io', new UpstreamRegistry('docker.io', { url: upstreamUrl }, { attempts: 1 })]]),
+    upstreams: new Map([['docker.io', new UpstreamRegistry('docker.io', typeof upstream === 'string' ? { url: upstream } : upstream, { attempts: 1 })]]),
     queue: new LibsqlJobQueue(db),
   };
   const app = createApp({

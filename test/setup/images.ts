@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync, constants } from 'node:zlib';
 import { digestOf } from '../../core/digest.ts';
-import { MANIFEST_MEDIA_TYPES, parseManifest, type Platform } from '../../core/manifest.ts';
+import { parseManifest, type Platform } from '../../core/manifest.ts';
 import type { Registry } from './registry.ts';
 
 const run = promisify(execFile);
@@ -122,18 +122,19 @@ class Layout {
   }
 }
 
-/** A manifest as the registry serves it, with its digest checked. */
-async function fetchManifest(registry: Registry, name: string, reference: string) {
-  const res = await fetch(`${registry.url}/v2/${name}/manifests/${reference}`, { headers: { accept: MANIFEST_MEDIA_TYPES.join(', ') } });
-  if (!res.ok) throw new Error(`registry answered ${res.status} for ${name}:${reference}`);
-  const bytes = new Uint8Array(await res.arrayBuffer());
-  const digest = digestOf(bytes);
-  if (res.headers.get('docker-content-digest') !== digest) throw new Error('registry digest header disagrees with the bytes');
-  return { digest, parsed: parseManifest(bytes, res.headers.get('content-type') ?? undefined) };
+/** A manifest exactly as the registry serves it (`skopeo inspect --raw`), and its digest. */
+async function fetchManifest(registry: Registry, name: string, reference: string, creds?: string) {
+  const ref = reference.includes(':') ? `${name}@${reference}` : `${name}:${reference}`;
+  const { stdout } = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', ...(creds ? ['--creds', creds] : []), `docker://${registry.host}/${ref}`], {
+    encoding: 'buffer',
+    maxBuffer: 8 * 1024 * 1024,
+  });
+  const bytes = new Uint8Array(stdout);
+  return { digest: digestOf(bytes), parsed: parseManifest(bytes, undefined) };
 }
 
-async function readImage(registry: Registry, name: string, reference: string): Promise<BuiltImage> {
-  const { digest, parsed } = await fetchManifest(registry, name, reference);
+async function readImage(registry: Registry, name: string, reference: string, creds?: string): Promise<BuiltImage> {
+  const { digest, parsed } = await fetchManifest(registry, name, reference, creds);
   if (parsed.kind !== 'image') throw new Error(`${name}:${reference} is not an image manifest`);
   return {
     manifestDigest: digest,
@@ -149,6 +150,8 @@ export interface ImageOptions {
   /** `v2s2` has skopeo convert to a Docker schema 2 manifest on the way. */
   format?: 'oci' | 'v2s2';
   platform?: Platform;
+  /** `user:password` for a registry with authentication. */
+  creds?: string;
 }
 
 /** Builds an image with one layer per entry of `layerFiles` and pushes it as `name:tag`. */
@@ -163,11 +166,12 @@ export async function pushImage(
   try {
     const manifest = await layout.image(layerFiles, options.compression ?? 'gzip', options.platform ?? { os: 'linux', architecture: 'amd64' });
     await layout.tag(manifest, tag);
-    await layout.push(registry, name, tag, options.format === 'v2s2' ? ['--format', 'v2s2'] : ['--preserve-digests']);
+    const creds = options.creds ? ['--dest-creds', options.creds] : [];
+    await layout.push(registry, name, tag, [...creds, ...(options.format === 'v2s2' ? ['--format', 'v2s2'] : ['--preserve-digests'])]);
   } finally {
     await layout.remove();
   }
-  return readImage(registry, name, tag);
+  return readImage(registry, name, tag, options.creds);
 }
 
 /** Builds one image per platform, an OCI index over them, and pushes all as `name:tag`. */

@@ -37,19 +37,73 @@ export interface Registry {
   stop(): Promise<void>;
 }
 
-/** Starts `docker-registry serve` on 127.0.0.1 with filesystem storage in a temp dir. */
-export async function startRegistry(): Promise<Registry> {
+export interface RegistryOptions {
+  /** Token authentication (`auth.token`): clients need a Bearer token from `realm`. */
+  token?: { realm: string; service: string; issuer: string; rootCertBundle: string };
+  /** S3 storage (on the test RGW) instead of a directory; blob GETs then redirect to it. */
+  s3?: { endpoint: string; bucket: string; accessKeyId: string; secretAccessKey: string };
+}
+
+/**
+ * Starts `docker-registry serve` on 127.0.0.1: filesystem storage in a temp dir (or an S3
+ * bucket), anonymous access (or token authentication).
+ */
+export async function startRegistry(options: RegistryOptions = {}): Promise<Registry> {
   const dir = await mkdtemp(join(tmpdir(), 'pt-registry-'));
   const port = await freePort();
   const config = join(dir, 'config.yml');
+  const storage = options.s3
+    ? [
+        's3:',
+        '    region: us-east-1',
+        `    regionendpoint: ${options.s3.endpoint}`,
+        `    bucket: ${options.s3.bucket}`,
+        `    accesskey: ${options.s3.accessKeyId}`,
+        `    secretkey: ${options.s3.secretAccessKey}`,
+        `    secure: ${options.s3.endpoint.startsWith('https:')}`,
+        '    v4auth: true',
+        '  redirect:',
+        '    disable: false',
+      ]
+    : ['filesystem:', `    rootdirectory: ${dir}/data`];
+  const auth = options.token
+    ? [
+        'auth:',
+        '  token:',
+        `    realm: ${options.token.realm}`,
+        `    service: ${options.token.service}`,
+        `    issuer: ${options.token.issuer}`,
+        `    rootcertbundle: ${options.token.rootCertBundle}`,
+      ]
+    : [];
   await writeFile(
     config,
-    `version: 0.1\nlog:\n  level: info\n  formatter: json\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n`,
+    [
+      'version: 0.1',
+      'log:',
+      '  level: info',
+      '  formatter: json',
+      '  accesslog:',
+      '    disabled: true',
+      'storage:',
+      `  ${storage.join('\n')}`,
+      '  delete:',
+      '    enabled: true',
+      ...auth,
+      'http:',
+      `  addr: 127.0.0.1:${port}`,
+      '',
+    ].join('\n'),
   );
-  const child = spawn('docker-registry', ['serve', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // The registry's AWS SDK refuses to start when AWS_CA_BUNDLE is set with its custom
+  // transport; the test RGW is plain HTTP on 127.0.0.1 and needs no CA.
+  const { AWS_CA_BUNDLE: _unused, ...env } = process.env;
+  const child = spawn('docker-registry', ['serve', config], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   const log: Array<{ method: string; path: string }> = [];
   let buffered = '';
+  let tail = '';
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    tail = (tail + chunk).slice(-2000);
     buffered += chunk;
     const lines = buffered.split('\n');
     buffered = lines.pop() ?? '';
@@ -65,7 +119,9 @@ export async function startRegistry(): Promise<Registry> {
     }
   });
   const url = `http://127.0.0.1:${port}`;
-  await waitFor(`${url}/v2/`, 15_000);
+  const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`docker-registry exited ${code}: ${tail}`))));
+  await Promise.race([waitFor(`${url}/v2/`, 15_000), exited]);
+  exited.catch(() => {});
   return {
     url,
     host: `127.0.0.1:${port}`,
