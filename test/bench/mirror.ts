@@ -14,7 +14,8 @@ import { openDatabase } from '../../core/db.ts';
 import { blobs } from '../../schema/blobs.ts';
 import { startRegistry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
-import { startServer, until, type Server } from '../setup/server.ts';
+import { startServer, type Server } from '../setup/server.ts';
+import { until } from '../setup/process.ts';
 import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
 import { skopeoPull } from '../setup/clients.ts';
 

@@ -14,7 +14,8 @@ import { blobs } from '../../schema/blobs.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
 import { startFaultyProxy } from '../setup/faulty-proxy.ts';
-import { startServer, until, type Server } from '../setup/server.ts';
+import { startServer, type Server } from '../setup/server.ts';
+import { until } from '../setup/process.ts';
 import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
 
 let registry: Registry;

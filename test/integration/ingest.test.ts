@@ -17,7 +17,7 @@ import type { BlobStore } from '../../core/blobstore.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
 import { startFaultyProxy, type Fault } from '../setup/faulty-proxy.ts';
-import { until } from '../setup/server.ts';
+import { until } from '../setup/process.ts';
 
 let registry: Registry;
 let proxy: Awaited<ReturnType<typeof startFaultyProxy>>;

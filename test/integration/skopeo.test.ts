@@ -10,7 +10,8 @@ import { openDatabase } from '../../core/db.ts';
 import { blobs } from '../../schema/blobs.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
-import { startServer, until, type Server } from '../setup/server.ts';
+import { startServer, type Server } from '../setup/server.ts';
+import { until } from '../setup/process.ts';
 
 const run = promisify(execFile);
 let registry: Registry;

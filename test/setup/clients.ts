@@ -5,7 +5,7 @@ import { mkdtemp, mkdir, readFile, writeFile, rm, access } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { until } from './server.ts';
+import { stopProcess, until } from './process.ts';
 import { digestOf } from '../../core/digest.ts';
 
 const run = promisify(execFile);
@@ -115,11 +115,7 @@ export async function containerdWithMirror(mirrorHost: string): Promise<Containe
       return digest;
     },
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        await exited;
-      }
+      await stopProcess(child);
       await rm(dir, { recursive: true, force: true });
     },
   };

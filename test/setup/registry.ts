@@ -4,6 +4,7 @@ import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { stopProcess, until } from './process.ts';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -13,20 +14,6 @@ export async function freePort(): Promise<number> {
     });
     s.on('error', reject);
   });
-}
-
-async function waitFor(url: string, deadlineMs: number): Promise<void> {
-  const until = Date.now() + deadlineMs;
-  for (;;) {
-    try {
-      const res = await fetch(url);
-      await res.body?.cancel();
-      return;
-    } catch (e) {
-      if (Date.now() > until) throw new Error(`${url} did not answer within ${deadlineMs} ms`, { cause: e });
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
 }
 
 export interface Registry {
@@ -120,19 +107,15 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Regi
   });
   const url = `http://127.0.0.1:${port}`;
   const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`docker-registry exited ${code}: ${tail}`))));
-  await Promise.race([waitFor(`${url}/v2/`, 15_000), exited]);
+  const answers = () => fetch(`${url}/v2/`).then((res) => (void res.body?.cancel(), true), () => false);
+  await Promise.race([until(answers, 15_000, 'docker-registry to answer'), exited]);
   exited.catch(() => {});
   return {
     url,
     host: `127.0.0.1:${port}`,
     requests: () => [...log],
     async stop() {
-      // A process killed by a signal has a signalCode and a null exitCode.
-      if (child.exitCode === null && child.signalCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        await exited;
-      }
+      await stopProcess(child);
       await rm(dir, { recursive: true, force: true });
     },
   };

@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { freePort } from './registry.ts';
 import { buildServer } from '../../workers/build.ts';
+import { stopProcess } from './process.ts';
 
 let bundle: Promise<string> | undefined;
 
@@ -43,20 +44,6 @@ export async function startServer(env: Record<string, string>): Promise<Server> 
     host: `127.0.0.1:${port}`,
     child,
     output: () => output,
-    async stop(signal = 'SIGTERM') {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill(signal);
-      await exited;
-    },
+    stop: (signal = 'SIGTERM') => stopProcess(child, signal),
   };
-}
-
-/** Polls `check` until it returns true or the deadline passes. */
-export async function until(check: () => Promise<boolean>, deadlineMs: number, what: string): Promise<void> {
-  const end = Date.now() + deadlineMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
