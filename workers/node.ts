@@ -8,22 +8,10 @@ import { parseConfig, ConfigError, type Config } from '../core/config.ts';
 import { openDatabase } from '../core/db.ts';
 import { LibsqlJobQueue, backoffMs } from '../core/jobs.ts';
 import { ingestBlob } from '../core/ingest.ts';
-import { UpstreamRegistry } from '../core/upstream.ts';
-import { FilesystemBlobStore } from '../core/store-fs.ts';
-import { S3BlobStore, createS3Client } from '../core/store-s3.ts';
-import type { BlobStore } from '../core/blobstore.ts';
 import { createApp } from '../functions/app.ts';
+import { buildDeps, storeFor } from './deps.ts';
 
 const log = (fields: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...fields }));
-
-function storeFor(config: Config): BlobStore {
-  if (!config.s3) return new FilesystemBlobStore(`${config.dataDir}/store`);
-  return new S3BlobStore(createS3Client(config.s3), {
-    bucket: config.s3.bucket,
-    partSizeBytes: config.ingestPartSizeBytes,
-    queueSize: config.ingestQueueSize,
-  });
-}
 
 async function main(): Promise<void> {
   let config: Config;
@@ -38,15 +26,9 @@ async function main(): Promise<void> {
   }
   mkdirSync(config.dataDir, { recursive: true });
   const { db, close } = await openDatabase(config.libsqlUrl, config.libsqlAuthToken);
-  const store = storeFor(config);
-  const upstreams = new Map(Object.entries(config.upstreams).map(([host, u]) => [host, new UpstreamRegistry(host, u)]));
   const queue = new LibsqlJobQueue(db);
-  const app = createApp({
-    manifests: { db, store, upstreams, queue, tagTtlSeconds: config.tagTtlSeconds },
-    blobs: { db, store, upstreams, queue, delivery: config.blobDelivery, presignTtlSeconds: config.presignTtlSeconds },
-    routing: { upstreamHosts: new Set(upstreams.keys()), defaultUpstream: config.defaultUpstream },
-    log,
-  });
+  const deps = buildDeps(config, { db, store: storeFor(config), queue, log });
+  const app = createApp(deps.app);
   const tls = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined;
   const server = serve({
     fetch: app.fetch,
@@ -61,7 +43,7 @@ async function main(): Promise<void> {
 
   // Ingest consumers: claim a job, run it, record the outcome. Leases make a crash safe.
   let stopping = false;
-  const leaseMs = config.jobLeaseSeconds * 1000;
+  const leaseMs = deps.ingest.leaseMs;
   const sleeping = new Set<() => void>();
   const consumer = async (n: number) => {
     const owner = `${process.pid}-${n}-${randomUUID()}`;
@@ -82,7 +64,7 @@ async function main(): Promise<void> {
       try {
         const { digest } = JSON.parse(job.payload) as { digest: string };
         const started = performance.now();
-        const result = await ingestBlob({ db, store, upstreams, leaseMs }, digest, owner);
+        const result = await ingestBlob(deps.ingest, digest, owner);
         if (result.ok) {
           await queue.complete(job.id, owner);
           const ms = Math.round(performance.now() - started);

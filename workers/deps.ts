@@ -1,0 +1,45 @@
+// The one wiring of pullthrough's parts, shared by both runtimes (workers/node.ts and
+// workers/cloudflare.ts): from a parsed configuration, a database and a queue to the app's
+// dependencies and the ingest job's.
+import type { Config } from '../core/config.ts';
+import type { Database } from '../core/db.ts';
+import type { BlobStore } from '../core/blobstore.ts';
+import type { JobMessage } from '../core/jobs.ts';
+import type { IngestDeps } from '../core/ingest.ts';
+import { UpstreamRegistry } from '../core/upstream.ts';
+import { FilesystemBlobStore } from '../core/store-fs.ts';
+import { S3BlobStore, createS3Client } from '../core/store-s3.ts';
+import type { AppDeps } from '../functions/app.ts';
+
+export interface Queue {
+  send(messages: readonly JobMessage[]): Promise<void>;
+}
+
+export interface Deps {
+  app: AppDeps;
+  ingest: IngestDeps;
+}
+
+/** The configured blob store: S3 when `S3_BUCKET` is set, else `DATA_DIR/store`. */
+export function storeFor(config: Config): BlobStore {
+  if (!config.s3) return new FilesystemBlobStore(`${config.dataDir}/store`);
+  return new S3BlobStore(createS3Client(config.s3), {
+    bucket: config.s3.bucket,
+    partSizeBytes: config.ingestPartSizeBytes,
+    queueSize: config.ingestQueueSize,
+  });
+}
+
+export function buildDeps(config: Config, parts: { db: Database; store: BlobStore; queue: Queue; log?: AppDeps['log'] }): Deps {
+  const { db, store, queue } = parts;
+  const upstreams = new Map(Object.entries(config.upstreams).map(([host, u]) => [host, new UpstreamRegistry(host, u)]));
+  return {
+    app: {
+      manifests: { db, store, upstreams, queue, tagTtlSeconds: config.tagTtlSeconds },
+      blobs: { db, store, upstreams, queue, delivery: config.blobDelivery, presignTtlSeconds: config.presignTtlSeconds },
+      routing: { upstreamHosts: new Set(upstreams.keys()), defaultUpstream: config.defaultUpstream },
+      log: parts.log,
+    },
+    ingest: { db, store, upstreams, leaseMs: config.jobLeaseSeconds * 1000 },
+  };
+}
