@@ -1,0 +1,74 @@
+// The Hrana test server (test infrastructure for the Workers build) against the real
+// `@libsql/client` over HTTP: drizzle migrations, the job queue, transactions, values
+// of every type, and the auth token.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createClient } from '@libsql/client';
+import { openDatabase } from '../../core/db.ts';
+import { LibsqlJobQueue } from '../../core/jobs.ts';
+import { startHranaServer, type HranaServer } from '../setup/hrana-server.ts';
+
+let dir: string;
+let server: HranaServer;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'pt-hrana-'));
+  server = await startHranaServer(join(dir, 'db.sqlite'));
+});
+after(async () => {
+  await server?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+test('drizzle migrations and the job queue run over HTTP', async () => {
+  const { db, close } = await openDatabase(server.url, server.authToken);
+  try {
+    const queue = new LibsqlJobQueue(db);
+    await queue.send([{ key: 'ingest:a', kind: 'ingest', payload: { digest: 'a' } }]);
+    await queue.send([{ key: 'ingest:a', kind: 'ingest', payload: { digest: 'a' } }]);
+    const job = await queue.claim('w1', 10_000);
+    assert.equal(job?.key, 'ingest:a');
+    assert.equal(await queue.claim('w2', 10_000), undefined, 'one live job per key, claimed once');
+    await queue.complete(job!.id, 'w1');
+  } finally {
+    close();
+  }
+  // A second open finds the migrations applied.
+  const again = await openDatabase(server.url, server.authToken);
+  again.close();
+});
+
+test('values round-trip, transactions commit and roll back, and the token is required', async () => {
+  const client = createClient({ url: server.url, authToken: server.authToken, intMode: 'bigint' });
+  try {
+    await client.execute('CREATE TABLE v (i INTEGER, f REAL, t TEXT, b BLOB, n)');
+    await client.execute({ sql: 'INSERT INTO v VALUES (?, ?, ?, ?, ?)', args: [9007199254740993n, 2.5, 'text', new Uint8Array([0, 255]), null] });
+    const row = (await client.execute('SELECT * FROM v')).rows[0]!;
+    assert.equal(row.i, 9007199254740993n);
+    assert.equal(row.f, 2.5);
+    assert.equal(row.t, 'text');
+    assert.deepEqual(new Uint8Array(row.b as ArrayBuffer), new Uint8Array([0, 255]));
+    assert.equal(row.n, null);
+
+    const rolledBack = await client.transaction('write');
+    await rolledBack.execute("INSERT INTO v (t) VALUES ('gone')");
+    await rolledBack.rollback();
+    const committed = await client.transaction('write');
+    await committed.execute("INSERT INTO v (t) VALUES ('kept')");
+    await committed.commit();
+    const texts = (await client.execute('SELECT t FROM v ORDER BY rowid')).rows.map((r) => r.t);
+    assert.deepEqual(texts, ['text', 'kept']);
+
+    const batch = await client.batch([{ sql: 'INSERT INTO v (t) VALUES (?)', args: ['b1'] }, 'SELECT count(*) AS c FROM v'], 'write');
+    assert.equal(batch[1]!.rows[0]!.c, 3n);
+    await assert.rejects(client.execute('SELECT * FROM missing_table'), /no such table/);
+  } finally {
+    client.close();
+  }
+  const stranger = createClient({ url: server.url, authToken: 'wrong' });
+  await assert.rejects(stranger.execute('SELECT 1'));
+  stranger.close();
+});
