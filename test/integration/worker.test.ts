@@ -1,0 +1,141 @@
+// The Workers build inside workerd (the deploy bundle, queues delivered by Miniflare) on
+// the same real components as Node: Debian's registry upstream (behind the fault proxy),
+// Ceph RGW, and libSQL over HTTP (the Hrana test server), as Turso would serve it.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { eq } from 'drizzle-orm';
+import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
+import { openDatabase, type Database } from '../../core/db.ts';
+import { blobs } from '../../schema/blobs.ts';
+import { startRegistry, type Registry } from '../setup/registry.ts';
+import { pushImage, type BuiltImage } from '../setup/images.ts';
+import { startFaultyProxy } from '../setup/faulty-proxy.ts';
+import { startHranaServer, type HranaServer } from '../setup/hrana-server.ts';
+import { s3TestBucket } from '../setup/s3.ts';
+import { until } from '../setup/process.ts';
+import { startLocalWorker, type LocalWorker } from '../setup/worker.ts';
+
+const skip = !process.env.S3_TEST_ENDPOINT && 'needs Ceph RGW (npm test starts it)';
+let dir: string;
+let registry: Registry;
+let proxy: Awaited<ReturnType<typeof startFaultyProxy>>;
+let hrana: HranaServer;
+let s3: { client: S3Client; bucket: string };
+let db: Database;
+let closeDb: () => void;
+let worker: LocalWorker;
+let small: BuiltImage;
+let multipart: BuiltImage;
+let big: BuiltImage;
+
+before(async () => {
+  if (skip) return;
+  dir = await mkdtemp(join(tmpdir(), 'pt-worker-'));
+  registry = await startRegistry();
+  small = await pushImage(registry, 'library/small', '1', [{ 'etc/hello': 'from workerd\n' }, { 'usr/lib/data': randomBytes(300_000) }]);
+  multipart = await pushImage(registry, 'library/multipart', '1', [{ 'data.bin': randomBytes(12 * 1024 * 1024) }]);
+  big = await pushImage(registry, 'library/big', '1', [{ 'big.bin': randomBytes(200 * 1024 * 1024) }]);
+  proxy = await startFaultyProxy(registry.url);
+  hrana = await startHranaServer(join(dir, 'turso.sqlite'));
+  ({ db, close: closeDb } = await openDatabase(hrana.url, hrana.authToken)); // migrations, as drizzle-kit would apply them
+  s3 = (await s3TestBucket('worker'))!;
+  worker = await startLocalWorker(
+    {
+      LIBSQL_URL: hrana.url,
+      LIBSQL_AUTH_TOKEN: hrana.authToken,
+      S3_ENDPOINT: process.env.S3_TEST_ENDPOINT!,
+      S3_BUCKET: s3.bucket,
+      S3_REGION: 'us-east-1',
+      S3_ACCESS_KEY_ID: process.env.S3_TEST_ACCESS_KEY_ID!,
+      S3_SECRET_ACCESS_KEY: process.env.S3_TEST_SECRET_ACCESS_KEY!,
+      UPSTREAMS: JSON.stringify({ 'docker.io': { url: proxy.url } }),
+      BLOB_DELIVERY: 'redirect',
+      INGEST_PART_SIZE_BYTES: String(5 * 1024 * 1024),
+      INGEST_MAX_ATTEMPTS: '2',
+    },
+    join(dir, 'wrangler-state'),
+  );
+});
+after(async () => {
+  await worker?.dispose();
+  closeDb?.();
+  await hrana?.stop();
+  await proxy?.stop();
+  await registry?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+const keyOf = (digest: string) => `blobs/sha256/${digest.slice(7)}`;
+const rowOf = async (digest: string) => (await db.select().from(blobs).where(eq(blobs.digest, digest)))[0];
+const upstreamBlobGets = () => registry.requests().filter((r) => r.method === 'GET' && r.path.includes('/blobs/')).length;
+const openUploads = async (key: string) => ((await s3.client.send(new ListMultipartUploadsCommand({ Bucket: s3.bucket }))).Uploads ?? []).filter((u) => u.Key === key).length;
+
+async function bucketDigest(key: string): Promise<string> {
+  const object = await s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: key }));
+  const hash = createHash('sha256');
+  for await (const chunk of object.Body as AsyncIterable<Uint8Array>) hash.update(chunk);
+  return `sha256:${hash.digest('hex')}`;
+}
+
+const waitReady = (digests: string[], what: string) => until(async () => (await Promise.all(digests.map(rowOf))).every((r) => r?.state === 'ready'), 120_000, what);
+
+test('a cold pull through the Worker enqueues ingest; the queue consumer stores verified blobs; warm pulls come from the bucket (redirect, then stream)', { skip }, async () => {
+  const manifest = await fetch(new URL('/v2/small/manifests/1', worker.url));
+  assert.equal(manifest.status, 200);
+  assert.equal(manifest.headers.get('docker-content-digest'), small.manifestDigest);
+  const layer = small.layers[1]!;
+  const cold = await fetch(new URL(`/v2/small/blobs/${layer.digest}`, worker.url));
+  assert.equal(cold.status, 200);
+  assert.equal(createHash('sha256').update(new Uint8Array(await cold.arrayBuffer())).digest('hex'), layer.digest.slice(7));
+
+  const digests = [small.configDigest, ...small.layers.map((l) => l.digest)];
+  await waitReady(digests, 'queue delivery to ingest every blob');
+  for (const d of digests) assert.equal(await bucketDigest(keyOf(d)), d, `${d} in the bucket`);
+
+  const before = upstreamBlobGets();
+  const redirect = await fetch(new URL(`/v2/small/blobs/${layer.digest}`, worker.url), { redirect: 'manual' });
+  assert.equal(redirect.status, 307);
+  const location = redirect.headers.get('location')!;
+  assert.ok(location.startsWith(process.env.S3_TEST_ENDPOINT!), location);
+  assert.equal(createHash('sha256').update(new Uint8Array(await (await fetch(location)).arrayBuffer())).digest('hex'), layer.digest.slice(7));
+
+  await worker.setVars({ BLOB_DELIVERY: 'stream' });
+  const streamed = await fetch(new URL(`/v2/small/blobs/${layer.digest}`, worker.url));
+  assert.equal(streamed.status, 200);
+  assert.equal(createHash('sha256').update(new Uint8Array(await streamed.arrayBuffer())).digest('hex'), layer.digest.slice(7));
+  const range = await fetch(new URL(`/v2/small/blobs/${layer.digest}`, worker.url), { headers: { range: 'bytes=0-9' } });
+  assert.equal(range.status, 206);
+  assert.equal((await range.arrayBuffer()).byteLength, 10);
+  assert.equal(upstreamBlobGets(), before, 'warm pulls ask the upstream for no blob');
+});
+
+test('an upstream that lies: the multipart upload is aborted, the consumer retries, then records the failure', { skip }, async () => {
+  proxy.fault = 'corrupt';
+  const layer = multipart.layers[0]!;
+  try {
+    assert.equal((await fetch(new URL('/v2/multipart/manifests/1', worker.url))).status, 200);
+    await until(async () => (await rowOf(layer.digest))?.attempts === 2 && (await rowOf(layer.digest))?.state === 'failed', 60_000, 'two failed attempts');
+  } finally {
+    proxy.fault = 'none';
+  }
+  const row = await rowOf(layer.digest);
+  assert.match(row?.error ?? '', /^UPSTREAM_INVALID: content does not match its digest/);
+  await assert.rejects(s3.client.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: keyOf(layer.digest) })), { name: 'NotFound' });
+  assert.equal(await openUploads(keyOf(layer.digest)), 0, 'the multipart upload was aborted');
+  // The upstream recovers: pulling the manifest again queues the blob, and it lands.
+  assert.equal((await fetch(new URL('/v2/multipart/manifests/1', worker.url))).status, 200);
+  await waitReady([layer.digest], 'the retried ingest');
+  assert.equal(await bucketDigest(keyOf(layer.digest)), layer.digest);
+});
+
+test('a 200 MB layer streams through the Worker consumer into the bucket', { skip }, async () => {
+  assert.equal((await fetch(new URL('/v2/big/manifests/1', worker.url))).status, 200);
+  const layer = big.layers[0]!;
+  await waitReady([layer.digest], 'the 200 MB ingest');
+  assert.equal(await bucketDigest(keyOf(layer.digest)), layer.digest);
+  assert.equal(await openUploads(keyOf(layer.digest)), 0);
+});
