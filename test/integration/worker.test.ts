@@ -43,8 +43,9 @@ before(async () => {
   hrana = await startHranaServer(join(dir, 'turso.sqlite'));
   ({ db, close: closeDb } = await openDatabase(hrana.url, hrana.authToken)); // migrations, as drizzle-kit would apply them
   s3 = (await s3TestBucket('worker'))!;
-  worker = await startLocalWorker(
-    {
+  worker = await startLocalWorker({
+    persistDir: join(dir, 'wrangler-state'),
+    vars: {
       LIBSQL_URL: hrana.url,
       LIBSQL_AUTH_TOKEN: hrana.authToken,
       S3_ENDPOINT: process.env.S3_TEST_ENDPOINT!,
@@ -57,8 +58,7 @@ before(async () => {
       INGEST_PART_SIZE_BYTES: String(5 * 1024 * 1024),
       INGEST_MAX_ATTEMPTS: '2',
     },
-    join(dir, 'wrangler-state'),
-  );
+  });
 });
 after(async () => {
   await worker?.dispose();
