@@ -7,10 +7,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from '@libsql/client';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { openDatabase } from '../../core/db.ts';
 import { LibsqlJobQueue } from '../../core/jobs.ts';
 import { startHranaServer, type HranaServer } from '../setup/hrana-server.ts';
 
+const run = promisify(execFile);
 let dir: string;
 let server: HranaServer;
 
@@ -39,6 +42,20 @@ test('drizzle migrations and the job queue run over HTTP', async () => {
   // A second open finds the migrations applied.
   const again = await openDatabase(server.url, server.authToken);
   again.close();
+});
+
+test('npm run db:migrate applies the migrations to a database over HTTP, as to Turso', async () => {
+  const target = await startHranaServer(join(dir, 'migrate.sqlite'));
+  try {
+    const { stdout } = await run('npm', ['run', '-s', 'db:migrate'], { env: { ...process.env, LIBSQL_URL: target.url, LIBSQL_AUTH_TOKEN: target.authToken } });
+    assert.match(stdout, /migrations applied/);
+    const client = createClient({ url: target.url, authToken: target.authToken });
+    const tables = (await client.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")).rows.map((r) => r.name);
+    client.close();
+    for (const table of ['blobs', 'jobs', 'manifest_blobs', 'manifests', 'repositories', 'tags']) assert.ok(tables.includes(table), table);
+  } finally {
+    await target.stop();
+  }
 });
 
 test('values round-trip, transactions commit and roll back, and the token is required', async () => {
