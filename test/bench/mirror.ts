@@ -3,7 +3,7 @@
 // Runs under test/setup/with-components.sh, which starts Ceph RGW and exports S3_TEST_*.
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -18,6 +18,8 @@ import { startServer, type Server } from '../setup/server.ts';
 import { until } from '../setup/process.ts';
 import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
 import { skopeoPull } from '../setup/clients.ts';
+import { startHranaServer } from '../setup/hrana-server.ts';
+import { startLocalWorker } from '../setup/worker.ts';
 
 const PART_SIZE = 8 * 1024 * 1024; // the server's defaults, so the baseline is like for like
 const QUEUE_SIZE = 4;
@@ -41,13 +43,18 @@ const seconds = async (fn: () => Promise<unknown>) => {
 const cleanups: Array<() => Promise<unknown>> = [];
 
 /** MB/s of the server's own ingest of `digest`, from its log line (bytes and ms). */
-function ingestRate(s: Server, digest: string): number {
-  for (const line of s.output().split('\n')) {
-    if (!line.startsWith('{')) continue;
-    const entry = JSON.parse(line) as { msg?: string; digest?: string; bytes?: number; ms?: number };
-    if (entry.msg === 'ingest' && entry.digest === digest && entry.bytes && entry.ms) return entry.bytes / MB / (entry.ms / 1000);
-  }
-  throw new Error(`no ingest log line for ${digest}`);
+async function ingestRate(s: Server, digest: string): Promise<number> {
+  // The row turns ready just before the consumer logs: wait for the line itself.
+  let rate: number | undefined;
+  await until(async () => {
+    for (const line of s.output().split('\n')) {
+      if (!line.startsWith('{')) continue;
+      const entry = JSON.parse(line) as { msg?: string; digest?: string; bytes?: number; ms?: number };
+      if (entry.msg === 'ingest' && entry.digest === digest && entry.bytes && entry.ms) rate = entry.bytes / MB / (entry.ms / 1000);
+    }
+    return rate !== undefined;
+  }, 10_000, `the ingest log line for ${digest}`);
+  return rate!;
 }
 
 /** The peak resident set of a server process so far (Linux VmHWM), in MB. */
@@ -123,7 +130,7 @@ async function main(): Promise<void> {
   const s3Ingest = await server('ingest-s3', s3ServerEnv((await s3TestBucket('bench-ingest'))!.bucket));
   await (await fetch(`${s3Ingest.url}/v2/big/manifests/1`)).arrayBuffer();
   await waitReady('ingest-s3', allBlobs(big));
-  const s3Rate = ingestRate(s3Ingest, layer.digest);
+  const s3Rate = await ingestRate(s3Ingest, layer.digest);
   const share = s3Rate / baselineRate;
   report('pullthrough ingest into S3', `${s3Rate.toFixed(1)} MB/s = ${(share * 100).toFixed(0)}% of plain lib-storage`, `target ≥ 80%: ${share >= 0.8 ? 'met' : 'MISSED'}`);
   report(`server peak RSS during a ${(layer.size / MB).toFixed(0)} MB ingest into S3`, `${(await hwmOf(s3Ingest)).toFixed(0)} MB`);
@@ -136,7 +143,7 @@ async function main(): Promise<void> {
   const fsIngest = await server('ingest-fs', {});
   await (await fetch(`${fsIngest.url}/v2/big/manifests/1`)).arrayBuffer();
   await waitReady('ingest-fs', allBlobs(big));
-  report('pullthrough ingest into the filesystem store', `${ingestRate(fsIngest, layer.digest).toFixed(1)} MB/s`);
+  report('pullthrough ingest into the filesystem store', `${(await ingestRate(fsIngest, layer.digest)).toFixed(1)} MB/s`);
   await fsIngest.stop();
 
   // Peak RSS: the defaults, and the smallest multipart configuration lib-storage allows.
@@ -153,8 +160,53 @@ async function main(): Promise<void> {
     await waitReady(name, allBlobs(huge));
     const peak = await hwmOf(s);
     const what = `server peak RSS, 1 GiB ingest into S3, ${partMiB} MiB parts × ${queue} (idle ${idle.toFixed(0)} MB)`;
-    report(what, `${peak.toFixed(0)} MB at ${ingestRate(s, biggest(huge).digest).toFixed(1)} MB/s`, `target ≤ 200 MB: ${peak <= 200 ? 'met' : 'MISSED'}`);
+    report(what, `${peak.toFixed(0)} MB at ${(await ingestRate(s, biggest(huge).digest)).toFixed(1)} MB/s`, `target ≤ 200 MB: ${peak <= 200 ? 'met' : 'MISSED'}`);
     await s.stop();
+  }
+
+  console.error('the Worker build: ingest in local workerd');
+  await workerBench(registry.url, scratch, [['big', big], ['huge', huge]]);
+}
+
+/** Peak RSS (VmHWM, MB) of each workerd process this bench started. */
+async function workerdPeaks(): Promise<number[]> {
+  const peaks: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const status = await readFile(`/proc/${entry}/status`, 'utf8').catch(() => '');
+    if (!/^Name:\s+workerd$/m.test(status)) continue;
+    let ppid = Number(/^PPid:\s+(\d+)/m.exec(status)?.[1]);
+    while (ppid > 1 && ppid !== process.pid) ppid = Number(/^PPid:\s+(\d+)/m.exec(await readFile(`/proc/${ppid}/status`, 'utf8').catch(() => ''))?.[1] ?? 0);
+    if (ppid === process.pid) peaks.push(Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) / 1024);
+  }
+  return peaks;
+}
+
+/** The Worker build in local workerd: ingest of the same layers through its queue consumer. */
+async function workerBench(registryUrl: string, scratch: string, images: Array<[string, BuiltImage]>): Promise<void> {
+  const hrana = await startHranaServer(join(scratch, 'turso.sqlite'));
+  cleanups.push(() => hrana.stop());
+  const { db, close } = await openDatabase(hrana.url, hrana.authToken);
+  cleanups.push(async () => close());
+  const worker = await startLocalWorker({
+    persistDir: join(scratch, 'wrangler-state'),
+    vars: {
+      LIBSQL_URL: hrana.url,
+      LIBSQL_AUTH_TOKEN: hrana.authToken,
+      ...s3ServerEnv((await s3TestBucket('bench-worker'))!.bucket),
+      S3_REGION: 'us-east-1',
+      UPSTREAMS: JSON.stringify({ 'docker.io': { url: registryUrl } }),
+    },
+  });
+  cleanups.push(() => worker.dispose());
+  for (const [name, image] of images) {
+    const layer = biggest(image);
+    const took = await seconds(async () => {
+      await (await fetch(new URL(`/v2/${name}/manifests/1`, worker.url))).arrayBuffer();
+      await until(async () => (await db.select().from(blobs).where(eq(blobs.digest, layer.digest)))[0]?.state === 'ready', 600_000, `worker ingest of ${name}`);
+    });
+    const peak = Math.max(...(await workerdPeaks()));
+    report(`Worker (workerd): ${(layer.size / MB).toFixed(0)} MB ingest into S3, request to ready`, `${(layer.size / MB / took).toFixed(1)} MB/s, workerd peak RSS so far ${peak.toFixed(0)} MB`);
   }
 }
 
