@@ -31,6 +31,13 @@ export async function startLocalWorker(options: { port?: number; vars?: Record<s
     },
   } as StartInput);
   await worker.ready;
+  // `ready` resolves even when workerd refuses the Worker (e.g. a compatibility date newer
+  // than the binary): make sure it answers before handing it out.
+  const answers = await fetch(new URL('/v2/', await worker.url)).then((res) => (void res.body?.cancel(), true), () => false);
+  if (!answers) {
+    await worker.dispose();
+    throw new Error('the local Worker did not start: see the workerd error above');
+  }
   const local: LocalWorker = {
     url: await worker.url,
     async setVars(next) {

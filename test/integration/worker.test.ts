@@ -83,7 +83,7 @@ async function bucketDigest(key: string): Promise<string> {
 
 const waitReady = (digests: string[], what: string) => until(async () => (await Promise.all(digests.map(rowOf))).every((r) => r?.state === 'ready'), 120_000, what);
 
-test('a cold pull through the Worker enqueues ingest; the queue consumer stores verified blobs; warm pulls come from the bucket (redirect, then stream)', { skip }, async () => {
+test('a cold pull through the Worker enqueues ingest; the queue consumer stores verified blobs; warm pulls come from the bucket (redirect, then stream)', { skip, timeout: 180_000 }, async () => {
   const manifest = await fetch(new URL('/v2/small/manifests/1', worker.url));
   assert.equal(manifest.status, 200);
   assert.equal(manifest.headers.get('docker-content-digest'), small.manifestDigest);
@@ -113,7 +113,7 @@ test('a cold pull through the Worker enqueues ingest; the queue consumer stores 
   assert.equal(upstreamBlobGets(), before, 'warm pulls ask the upstream for no blob');
 });
 
-test('an upstream that lies: the multipart upload is aborted, the consumer retries, then records the failure', { skip }, async () => {
+test('an upstream that lies: the multipart upload is aborted, the consumer retries, then records the failure', { skip, timeout: 180_000 }, async () => {
   proxy.fault = 'corrupt';
   const layer = multipart.layers[0]!;
   try {
@@ -132,7 +132,7 @@ test('an upstream that lies: the multipart upload is aborted, the consumer retri
   assert.equal(await bucketDigest(keyOf(layer.digest)), layer.digest);
 });
 
-test('a 200 MB layer streams through the Worker consumer into the bucket', { skip }, async () => {
+test('a 200 MB layer streams through the Worker consumer into the bucket', { skip, timeout: 180_000 }, async () => {
   assert.equal((await fetch(new URL('/v2/big/manifests/1', worker.url))).status, 200);
   const layer = big.layers[0]!;
   await waitReady([layer.digest], 'the 200 MB ingest');
