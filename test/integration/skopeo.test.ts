@@ -1,19 +1,17 @@
 // End to end: the real server process, skopeo pulling through it, Debian's registry upstream.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { openDatabase } from '../../core/db.ts';
 import { blobs } from '../../schema/blobs.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
 import { startServer, type Server } from '../setup/server.ts';
 import { until } from '../setup/process.ts';
+import { skopeoPull } from '../setup/clients.ts';
 
-const run = promisify(execFile);
 let registry: Registry;
 let image: BuiltImage;
 let server: Server;
@@ -31,11 +29,7 @@ after(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-const pull = async (to: string) => {
-  await run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', `docker://${server.host}/e2e:1`, `oci:${join(dir, to)}:1`]);
-  const index = JSON.parse(await readFile(join(dir, to, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
-  return index.manifests[0]!.digest;
-};
+const pull = (to: string) => skopeoPull(server.host, 'e2e:1', join(dir, to));
 
 test('skopeo pulls cold then warm with upstream digests, the warm pull asks the upstream for no blob', async () => {
   assert.equal(await pull('cold'), image.manifestDigest);
