@@ -16,9 +16,9 @@ export interface IngestDeps {
 
 /** What a job handler tells its queue: done, or failed with whether to try again. */
 export type JobResult =
-  | { ok: true; outcome: 'already-ready' }
+  | { ok: true; outcome: 'already-ready' | 'leased-elsewhere' }
   | { ok: true; outcome: 'stored'; bytes: number }
-  | { ok: false; retry: boolean; error: string; delayMs?: number };
+  | { ok: false; retry: boolean; error: string };
 
 export interface BlobSource {
   digest: string;
@@ -72,7 +72,9 @@ export async function ingestBlob(deps: IngestDeps, digest: string, owner: string
     const [current] = await db.select().from(blobs).where(eq(blobs.digest, digest));
     if (!current) return { ok: false, retry: false, error: `no blob row for ${digest}` };
     if (current.state === 'ready') return { ok: true, outcome: 'already-ready' };
-    return { ok: false, retry: true, error: 'another consumer holds the lease', delayMs: Math.max(0, (current.leaseExpiresAt ?? claimedAt) - claimedAt) };
+    // A live lease means another consumer is fetching it under its own job or message,
+    // which is retried or redelivered if that consumer fails: this duplicate is done.
+    return { ok: true, outcome: 'leased-elsewhere' };
   }
 
   // Renew the lease while the body streams; if another consumer took it over (we stalled

@@ -111,7 +111,7 @@ export default {
         log({ msg: 'ingest', digest, outcome: result.outcome, attempt: message.attempts, ms: Date.now() - started, ...(result.outcome === 'stored' ? { bytes: result.bytes } : {}) });
         message.ack();
       } else if (result.retry && message.attempts < config.ingestMaxAttempts) {
-        const delaySeconds = Math.ceil((result.delayMs ?? backoffMs(message.attempts)) / 1000);
+        const delaySeconds = Math.ceil(backoffMs(message.attempts) / 1000);
         log({ level: 'warn', msg: 'ingest failed', digest, error: result.error, attempt: message.attempts, retryInSeconds: delaySeconds });
         message.retry({ delaySeconds });
       } else {
