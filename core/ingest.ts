@@ -78,7 +78,7 @@ export async function ingestBlob(deps: IngestDeps, digest: string, owner: string
   }
 
   // Renew the lease while the body streams; if another consumer took it over (we stalled
-  // past the lease), stop writing: the source errors and the store aborts the upload.
+  // past the lease), stop writing: the download is aborted, so the store aborts the upload.
   const leaseLost = new AbortController();
   const heartbeat = setInterval(() => {
     const t = now();
@@ -112,7 +112,7 @@ export async function ingestBlob(deps: IngestDeps, digest: string, owner: string
 async function fetchIntoStore(deps: IngestDeps, row: Blob, signal: AbortSignal): Promise<number> {
   const upstream = deps.upstreams.get(row.upstream);
   if (!upstream) throw new PermanentError(`upstream ${row.upstream} is not configured`);
-  const res = await upstream.request('GET', `/v2/${row.name}/blobs/${row.digest}`, row.name);
+  const res = await upstream.request('GET', `/v2/${row.name}/blobs/${row.digest}`, row.name, {}, signal);
   if (!res.ok) {
     await res.body?.cancel();
     const message = `upstream answered ${res.status} for the blob`;
@@ -121,12 +121,7 @@ async function fetchIntoStore(deps: IngestDeps, row: Blob, signal: AbortSignal):
   const contentLength = res.headers.get('content-length');
   const size = row.size ?? (contentLength !== null ? Number(contentLength) : undefined);
   if (!res.body) throw new Error('upstream sent no body');
-  const body = res.body.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      start: (controller) => signal.addEventListener('abort', () => controller.error(signal.reason), { once: true }),
-    }),
-  );
-  const stored = await deps.store.put(row.storageKey, body, { expected: { digest: row.digest, size }, contentType: 'application/octet-stream' });
+  const stored = await deps.store.put(row.storageKey, res.body, { expected: { digest: row.digest, size }, contentType: 'application/octet-stream' });
   if (row.size === null) await deps.db.update(blobs).set({ size: stored.size }).where(eq(blobs.digest, row.digest));
   return stored.size;
 }

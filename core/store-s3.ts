@@ -89,15 +89,17 @@ export class S3BlobStore implements BlobStore {
     // We hold the key's lease, so any multipart upload still open for it belongs to a
     // writer that crashed: abort it rather than leave its parts billed forever.
     await this.abortIncompleteUploads(key);
+    // One pass-through hop: the verifier counts what it hashes; without one, just count.
     const verifier = options.expected ? verifyingStream(options.expected) : undefined;
-    let size = 0;
-    const counted = (verifier ? body.pipeThrough(verifier) : body).pipeThrough(
-      new TransformStream<Uint8Array, Uint8Array>({
-        transform(chunk, controller) {
-          size += chunk.byteLength;
-          controller.enqueue(chunk);
-        },
-      }),
+    let unverifiedBytes = 0;
+    const counted = body.pipeThrough(
+      verifier ??
+        new TransformStream<Uint8Array, Uint8Array>({
+          transform(chunk, controller) {
+            unverifiedBytes += chunk.byteLength;
+            controller.enqueue(chunk);
+          },
+        }),
     );
     const upload = new Upload({
       client: this.#client,
@@ -113,7 +115,7 @@ export class S3BlobStore implements BlobStore {
       await counted.cancel(e).catch(() => {});
       throw e;
     }
-    return { size };
+    return { size: verifier ? verifier.bytes() : unverifiedBytes };
   }
 
   /** Aborts every open multipart upload for exactly `key`. Returns how many there were. */

@@ -72,11 +72,12 @@ export class UpstreamRegistry {
    * Sends `method path` (path starts with `/v2/`) for repository `name`. Resolves with
    * the upstream's final response whatever its status (after auth and redirects); throws
    * UNAVAILABLE when the upstream cannot be reached, UNAUTHORIZED when it refuses our
-   * credentials.
+   * credentials. Aborting `signal` stops the request and errors the response body with
+   * the signal's reason.
    */
-  async request(method: 'GET' | 'HEAD', path: string, name: string, headers: Record<string, string> = {}): Promise<Response> {
+  async request(method: 'GET' | 'HEAD', path: string, name: string, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<Response> {
     const scope = `repository:${name}:pull`;
-    let res = await this.#send(method, `${this.#config.url}${path}`, headers, this.#authorization(scope));
+    let res = await this.#send(method, `${this.#config.url}${path}`, headers, this.#authorization(scope), signal);
     if (res.status === 401) {
       const challenge = parseChallenge(res.headers.get('www-authenticate') ?? '');
       await res.body?.cancel();
@@ -87,7 +88,7 @@ export class UpstreamRegistry {
       } else {
         throw new OciError('UNAUTHORIZED', 'upstream requires authentication', { upstream: this.host });
       }
-      res = await this.#send(method, `${this.#config.url}${path}`, headers, this.#authorization(scope));
+      res = await this.#send(method, `${this.#config.url}${path}`, headers, this.#authorization(scope), signal);
       if (res.status === 401) {
         await res.body?.cancel();
         throw new OciError('UNAUTHORIZED', 'upstream refused the configured credentials', { upstream: this.host });
@@ -114,7 +115,7 @@ export class UpstreamRegistry {
     realm.searchParams.set('scope', scope);
     const headers: Record<string, string> = {};
     if (this.#basic) headers.authorization = this.#basic;
-    const res = await this.#send('GET', realm.toString(), headers, undefined, false);
+    const res = await this.#send('GET', realm.toString(), headers, undefined, undefined, false);
     if (!res.ok) {
       await res.body?.cancel();
       if (res.status === 429) throw tooManyRequests(this.host, res);
@@ -132,7 +133,7 @@ export class UpstreamRegistry {
   }
 
   /** One logical request: retries transient failures, follows redirects by hand. */
-  async #send(method: string, url: string, headers: Record<string, string>, authorization: string | undefined, followRedirects = true): Promise<Response> {
+  async #send(method: string, url: string, headers: Record<string, string>, authorization: string | undefined, signal?: AbortSignal, followRedirects = true): Promise<Response> {
     let lastError: unknown;
     for (let attempt = 1; attempt <= this.#attempts; attempt++) {
       try {
@@ -143,6 +144,7 @@ export class UpstreamRegistry {
             method,
             headers: { ...headers, ...(auth ? { authorization: auth } : {}) },
             redirect: 'manual',
+            signal,
           });
           const location = res.headers.get('location');
           if (followRedirects && location && res.status >= 300 && res.status < 400 && hop < MAX_REDIRECTS) {
@@ -161,6 +163,7 @@ export class UpstreamRegistry {
           return res;
         }
       } catch (e) {
+        if (signal?.aborted) throw signal.reason;
         lastError = e;
       }
       if (attempt < this.#attempts) await sleep(this.#backoffBaseMs * 2 ** (attempt - 1));
