@@ -21,8 +21,8 @@ import { skopeoPull } from '../setup/clients.ts';
 import { startHranaServer } from '../setup/hrana-server.ts';
 import { startLocalWorker } from '../setup/worker.ts';
 
-const PART_SIZE = 8 * 1024 * 1024; // the server's defaults, so the baseline is like for like
-const QUEUE_SIZE = 4;
+const PART_SIZE = 5 * 1024 * 1024; // the server's defaults, so the baseline is like for like
+const QUEUE_SIZE = 2;
 const RUNS = 5;
 const MB = 1024 * 1024;
 
@@ -146,8 +146,8 @@ async function main(): Promise<void> {
   report('pullthrough ingest into the filesystem store', `${(await ingestRate(fsIngest, layer.digest)).toFixed(1)} MB/s`);
   await fsIngest.stop();
 
-  // Peak RSS: the defaults, and the smallest multipart configuration lib-storage allows.
-  for (const [partMiB, queue] of [[PART_SIZE / MB, QUEUE_SIZE], [5, 2]] as const) {
+  // Peak RSS: the defaults, and twice the parts, twice as large.
+  for (const [partMiB, queue] of [[PART_SIZE / MB, QUEUE_SIZE], [8, 4]] as const) {
     console.error(`peak RSS while ingesting a 1 GiB blob into S3 (${partMiB} MiB parts × ${queue})`);
     const name = `rss-${partMiB}x${queue}`;
     const s = await server(name, {
