@@ -55,7 +55,7 @@ export async function listTags(deps: ListingDeps, target: RepositoryTarget, n: s
   const next = parseNextLink(res.headers.get('link'));
   let doc: { tags?: unknown };
   try {
-    doc = JSON.parse(Buffer.from(await readCapped(res, MAX_LISTING_BYTES)).toString('utf8')) as { tags?: unknown };
+    doc = JSON.parse(new TextDecoder().decode(await readCapped(res, MAX_LISTING_BYTES))) as { tags?: unknown };
   } catch (cause) {
     if (cause instanceof OciError) throw cause;
     throw new OciError('UPSTREAM_INVALID', 'upstream tag list is not valid JSON', undefined, { cause });

@@ -3,10 +3,9 @@
 import { parseConfig, ConfigError, type Config } from '../core/config.ts';
 import { connectDatabase } from '../core/db.ts';
 import { backoffMs, type JobMessage } from '../core/jobs.ts';
-import { ingestBlob } from '../core/ingest.ts';
 import { createApp } from '../functions/app.ts';
 import type { ExecutionContext } from 'hono';
-import { buildDeps, storeFor, type Deps } from './deps.ts';
+import { buildDeps, runIngest, storeFor, type Deps } from './deps.ts';
 
 /** The subset of the Workers runtime types this entry point uses. */
 export interface WorkerQueue<Body> {
@@ -105,10 +104,8 @@ export default {
         message.ack();
         continue;
       }
-      const started = Date.now();
-      const result = await ingestBlob(deps.ingest, digest, `cf-${message.id}`);
+      const result = await runIngest(deps, digest, `cf-${message.id}`, message.attempts);
       if (result.ok) {
-        log({ msg: 'ingest', digest, outcome: result.outcome, attempt: message.attempts, ms: Date.now() - started, ...(result.outcome === 'stored' ? { bytes: result.bytes } : {}) });
         message.ack();
       } else if (result.retry && message.attempts < config.ingestMaxAttempts) {
         const delaySeconds = Math.ceil(backoffMs(message.attempts) / 1000);

@@ -5,7 +5,7 @@ import type { Config } from '../core/config.ts';
 import type { Database } from '../core/db.ts';
 import type { BlobStore } from '../core/blobstore.ts';
 import type { JobMessage } from '../core/jobs.ts';
-import type { IngestDeps } from '../core/ingest.ts';
+import { ingestBlob, type IngestDeps, type JobResult } from '../core/ingest.ts';
 import { UpstreamRegistry } from '../core/upstream.ts';
 import { FilesystemBlobStore } from '../core/store-fs.ts';
 import { S3BlobStore, createS3Client } from '../core/store-s3.ts';
@@ -15,9 +15,12 @@ export interface Queue {
   send(messages: readonly JobMessage[]): Promise<void>;
 }
 
+type Log = (entry: Record<string, unknown>) => void;
+
 export interface Deps {
   app: AppDeps;
   ingest: IngestDeps;
+  log: Log;
 }
 
 /** The configured blob store: S3 when `S3_BUCKET` is set, else `DATA_DIR/store`. */
@@ -30,7 +33,7 @@ export function storeFor(config: Config): BlobStore {
   });
 }
 
-export function buildDeps(config: Config, parts: { db: Database; store: BlobStore; queue: Queue; log?: AppDeps['log'] }): Deps {
+export function buildDeps(config: Config, parts: { db: Database; store: BlobStore; queue: Queue; log: Log }): Deps {
   const { db, store, queue } = parts;
   const upstreams = new Map(Object.entries(config.upstreams).map(([host, u]) => [host, new UpstreamRegistry(host, u)]));
   return {
@@ -41,5 +44,20 @@ export function buildDeps(config: Config, parts: { db: Database; store: BlobStor
       log: parts.log,
     },
     ingest: { db, store, upstreams, leaseMs: config.jobLeaseSeconds * 1000 },
+    log: parts.log,
   };
+}
+
+/**
+ * One ingest job as both runtimes' consumers run it: timed, and a completed one logged
+ * (`{"msg":"ingest",digest,outcome,attempt,ms,bytes}`); failures are for the caller's queue.
+ */
+export async function runIngest(deps: Deps, digest: string, owner: string, attempt: number): Promise<JobResult> {
+  const started = performance.now();
+  const result = await ingestBlob(deps.ingest, digest, owner);
+  if (result.ok) {
+    const ms = Math.round(performance.now() - started);
+    deps.log({ msg: 'ingest', digest, outcome: result.outcome, attempt, ms, ...(result.outcome === 'stored' ? { bytes: result.bytes } : {}) });
+  }
+  return result;
 }

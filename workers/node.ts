@@ -7,9 +7,8 @@ import { serve } from '@hono/node-server';
 import { parseConfig, ConfigError, type Config } from '../core/config.ts';
 import { openDatabase } from '../core/db.ts';
 import { LibsqlJobQueue, backoffMs } from '../core/jobs.ts';
-import { ingestBlob } from '../core/ingest.ts';
 import { createApp } from '../functions/app.ts';
-import { buildDeps, storeFor } from './deps.ts';
+import { buildDeps, runIngest, storeFor } from './deps.ts';
 
 const log = (fields: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...fields }));
 
@@ -63,12 +62,9 @@ async function main(): Promise<void> {
       const renew = setInterval(() => void queue.renew(job.id, owner, leaseMs).catch(() => {}), Math.floor(leaseMs / 3));
       try {
         const { digest } = JSON.parse(job.payload) as { digest: string };
-        const started = performance.now();
-        const result = await ingestBlob(deps.ingest, digest, owner);
+        const result = await runIngest(deps, digest, owner, job.attempts);
         if (result.ok) {
           await queue.complete(job.id, owner);
-          const ms = Math.round(performance.now() - started);
-          log({ msg: 'ingest', digest, outcome: result.outcome, attempt: job.attempts, ms, ...(result.outcome === 'stored' ? { bytes: result.bytes } : {}) });
         } else {
           const state = await queue.fail(job.id, owner, result.error, { retry: result.retry, maxAttempts: config.ingestMaxAttempts });
           log({ level: 'warn', msg: 'ingest failed', digest, error: result.error, attempt: job.attempts, state, retryInMs: state === 'retrying' ? backoffMs(job.attempts) : undefined });
