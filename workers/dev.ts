@@ -11,6 +11,8 @@ type StartInput = Parameters<typeof unstable_startWorker>[0];
 
 export interface LocalWorker {
   url: URL;
+  /** The DevTools endpoint when started with `inspector: true` (127.0.0.1 only). */
+  inspectorUrl?: URL;
   /** Replaces some vars and restarts the Worker. */
   setVars(vars: Record<string, string>): Promise<void>;
   dispose(): Promise<void>;
@@ -18,14 +20,18 @@ export interface LocalWorker {
 
 const asBindings = (vars: Record<string, string>) => Object.fromEntries(Object.entries(vars).map(([k, value]) => [k, { type: 'plain_text' as const, value }]));
 
-/** Starts the Worker on 127.0.0.1 (port 0 picks a free one) with `vars` over wrangler.toml's. */
-export async function startLocalWorker(options: { port?: number; vars?: Record<string, string>; persistDir?: string } = {}): Promise<LocalWorker> {
+/**
+ * Starts the Worker on 127.0.0.1 (port 0 picks a free one) with `vars` over wrangler.toml's.
+ * `inspector: true` opens DevTools on a free loopback port: only measurements (isolate
+ * heap) use it, with no Network domain enabled; large bodies stream fine that way.
+ */
+export async function startLocalWorker(options: { port?: number; vars?: Record<string, string>; persistDir?: string; inspector?: boolean } = {}): Promise<LocalWorker> {
   let vars = options.vars ?? {};
   const worker = await unstable_startWorker({
     config: fileURLToPath(new URL('../wrangler.toml', import.meta.url)),
     ...(options.vars ? { bindings: asBindings(vars) } : {}),
     dev: {
-      inspector: false,
+      inspector: options.inspector ? { hostname: '127.0.0.1', port: 0 } : false,
       server: { hostname: '127.0.0.1', port: options.port ?? 0 },
       ...(options.persistDir ? { persist: options.persistDir } : {}),
     },
@@ -38,8 +44,10 @@ export async function startLocalWorker(options: { port?: number; vars?: Record<s
     await worker.dispose();
     throw new Error('the local Worker did not start: see the workerd error above');
   }
+  const inspectorUrl = options.inspector ? await worker.inspectorUrl : undefined;
   const local: LocalWorker = {
     url: await worker.url,
+    ...(inspectorUrl ? { inspectorUrl } : {}),
     async setVars(next) {
       vars = { ...vars, ...next };
       await worker.patchConfig({ bindings: asBindings(vars) } as Parameters<typeof worker.patchConfig>[0]);

@@ -20,6 +20,7 @@ import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
 import { skopeoPull } from '../setup/clients.ts';
 import { startHranaServer } from '../setup/hrana-server.ts';
 import { startLocalWorker } from '../setup/worker.ts';
+import { watchIsolateMemory } from '../setup/isolate-memory.ts';
 
 const PART_SIZE = 5 * 1024 * 1024; // the server's defaults, so the baseline is like for like
 const QUEUE_SIZE = 2;
@@ -189,6 +190,7 @@ async function workerBench(registryUrl: string, scratch: string, images: Array<[
   const { db, close } = await openDatabase(hrana.url, hrana.authToken);
   cleanups.push(async () => close());
   const worker = await startLocalWorker({
+    inspector: true, // to read the isolate's memory
     persistDir: join(scratch, 'wrangler-state'),
     vars: {
       LIBSQL_URL: hrana.url,
@@ -201,12 +203,16 @@ async function workerBench(registryUrl: string, scratch: string, images: Array<[
   cleanups.push(() => worker.dispose());
   for (const [name, image] of images) {
     const layer = biggest(image);
+    const memory = await watchIsolateMemory(worker.inspectorUrl!);
     const took = await seconds(async () => {
       await (await fetch(new URL(`/v2/${name}/manifests/1`, worker.url))).arrayBuffer();
       await until(async () => (await db.select().from(blobs).where(eq(blobs.digest, layer.digest)))[0]?.state === 'ready', 600_000, `worker ingest of ${name}`);
     });
+    await memory.stop();
     const peak = Math.max(...(await workerdPeaks()));
-    report(`Worker (workerd): ${(layer.size / MB).toFixed(0)} MB ingest into S3, request to ready`, `${(layer.size / MB / took).toFixed(1)} MB/s, workerd peak RSS so far ${peak.toFixed(0)} MB`);
+    const isolate = memory.livePeak() / MB;
+    report(`Worker (workerd): ${(layer.size / MB).toFixed(0)} MB ingest into S3, request to ready`, `${(layer.size / MB / took).toFixed(1)} MB/s, workerd process peak RSS so far ${peak.toFixed(0)} MB`);
+    report(`Worker isolate memory (V8 heap + buffers), ${(layer.size / MB).toFixed(0)} MB ingest`, memory.describe(), `limit 128 MB live: ${isolate < 128 ? 'met' : 'MISSED'}`);
   }
 }
 

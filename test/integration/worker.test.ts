@@ -18,6 +18,7 @@ import { startHranaServer, type HranaServer } from '../setup/hrana-server.ts';
 import { s3TestBucket } from '../setup/s3.ts';
 import { until } from '../setup/process.ts';
 import { startLocalWorker, type LocalWorker } from '../setup/worker.ts';
+import { watchIsolateMemory } from '../setup/isolate-memory.ts';
 
 const skip = !process.env.S3_TEST_ENDPOINT && 'needs Ceph RGW (npm test starts it)';
 let dir: string;
@@ -44,6 +45,7 @@ before(async () => {
   ({ db, close: closeDb } = await openDatabase(hrana.url, hrana.authToken)); // migrations, as drizzle-kit would apply them
   s3 = (await s3TestBucket('worker'))!;
   worker = await startLocalWorker({
+    inspector: true, // to read the isolate's memory
     persistDir: join(dir, 'wrangler-state'),
     vars: {
       LIBSQL_URL: hrana.url,
@@ -132,10 +134,17 @@ test('an upstream that lies: the multipart upload is aborted, the consumer retri
   assert.equal(await bucketDigest(keyOf(layer.digest)), layer.digest);
 });
 
-test('a 200 MB layer streams through the Worker consumer into the bucket', { skip, timeout: 180_000 }, async () => {
+test('a 200 MB layer streams through the Worker consumer into the bucket within the isolate memory limit', { skip, timeout: 180_000 }, async (t) => {
+  const memory = await watchIsolateMemory(worker.inspectorUrl!);
   assert.equal((await fetch(new URL('/v2/big/manifests/1', worker.url))).status, 200);
   const layer = big.layers[0]!;
   await waitReady([layer.digest], 'the 200 MB ingest');
+  await memory.stop();
+  // Production stops an isolate past 128 MB. What the consumer holds (5 MiB parts × 2 in
+  // flight, the SDK) is far below that; a buffered 200 MB layer could not be.
+  t.diagnostic(`isolate memory: ${memory.describe()}`);
+  assert.ok(memory.livePeak() > 0, 'the isolate was measured after a GC during the ingest');
+  assert.ok(memory.livePeak() < 128 * 1024 * 1024, `isolate memory: ${memory.describe()}`);
   assert.equal(await bucketDigest(keyOf(layer.digest)), layer.digest);
   assert.equal(await openUploads(keyOf(layer.digest)), 0);
 });

@@ -1,0 +1,87 @@
+// The Worker isolate's own memory, read over DevTools (CDP `Runtime.getHeapUsage`): the V8
+// heap, the embedder (C++) heap and the ArrayBuffer backing stores that stream chunks live
+// in. That sum is what the production isolate limit (128 MB) is about; the workerd
+// process RSS is not (it holds the runtime, Miniflare's services and kernel buffers too).
+//
+// Two peaks: `peak` is the largest sum seen, garbage included (V8 lets up to ~64 MB of
+// dead ArrayBuffers pile up before external memory pressure starts a GC); `livePeak` is
+// the largest sum right after a forced full GC (`HeapProfiler.collectGarbage`), i.e. what
+// the isolate actually holds on to.
+
+export interface HeapUsage {
+  usedSize: number;
+  embedderHeapUsedSize?: number;
+  backingStorageSize?: number;
+}
+
+export interface IsolateMemory {
+  /** The largest sample so far, dead objects included, in bytes. */
+  peak(): number;
+  /** The largest sample taken right after a full GC, in bytes. */
+  livePeak(): number;
+  /** Both peaks in MB, for messages. */
+  describe(): string;
+  stop(): Promise<void>;
+}
+
+const total = (u: HeapUsage) => u.usedSize + (u.embedderHeapUsedSize ?? 0) + (u.backingStorageSize ?? 0);
+const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+
+/** Samples the isolate behind `inspectorUrl` (a `LocalWorker.inspectorUrl`) until stopped. */
+export async function watchIsolateMemory(inspectorUrl: URL, options: { everyMs?: number; gcEveryMs?: number } = {}): Promise<IsolateMemory> {
+  const { everyMs = 25, gcEveryMs = 500 } = options;
+  const targets = (await (await fetch(new URL('/json', inspectorUrl.href.replace(/^ws/, 'http')))).json()) as Array<{ webSocketDebuggerUrl: string }>;
+  if (!targets[0]) throw new Error(`no inspector target at ${inspectorUrl.href}`);
+  // wrangler's inspector proxy wants a loopback Origin from clients that send a User-Agent.
+  const ws = new WebSocket(targets[0].webSocketDebuggerUrl, { headers: { Origin: 'http://127.0.0.1' } } as unknown as string[]);
+  await new Promise<void>((resolve, reject) => {
+    ws.onopen = () => resolve();
+    ws.onerror = () => reject(new Error(`cannot open the inspector at ${targets[0]!.webSocketDebuggerUrl}`));
+  });
+  let next = 0;
+  const waiting = new Map<number, (result: unknown) => void>();
+  ws.onmessage = (event) => {
+    const message = JSON.parse(String(event.data)) as { id?: number; result?: unknown };
+    if (message.id !== undefined) waiting.get(message.id)?.(message.result), waiting.delete(message.id);
+  };
+  ws.onclose = () => {
+    for (const resolve of waiting.values()) resolve(undefined);
+    waiting.clear();
+  };
+  const call = <T>(method: string) =>
+    new Promise<T | undefined>((resolve) => {
+      const id = ++next;
+      waiting.set(id, resolve as (result: unknown) => void);
+      ws.send(JSON.stringify({ id, method }));
+    });
+  const sample = () => call<HeapUsage>('Runtime.getHeapUsage');
+
+  const first = await sample();
+  if (!first) throw new Error('the inspector did not answer Runtime.getHeapUsage');
+  let peak = total(first);
+  let livePeak = 0;
+  let stopped = false;
+  const loop = (async () => {
+    let lastGc = 0;
+    while (!stopped && ws.readyState === WebSocket.OPEN) {
+      const afterGc = performance.now() - lastGc >= gcEveryMs;
+      if (afterGc) (await call('HeapProfiler.collectGarbage')), (lastGc = performance.now());
+      const usage = await sample();
+      if (usage) {
+        peak = Math.max(peak, total(usage));
+        if (afterGc) livePeak = Math.max(livePeak, total(usage));
+      }
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
+    }
+  })();
+  return {
+    peak: () => peak,
+    livePeak: () => livePeak,
+    describe: () => `peak ${mb(peak)} with garbage, ${mb(livePeak)} live after GC`,
+    async stop() {
+      stopped = true;
+      await loop;
+      ws.close();
+    },
+  };
+}
