@@ -39,7 +39,12 @@ export interface Config {
   ingestConcurrency: number;
   ingestMaxAttempts: number;
   jobLeaseSeconds: number;
+  /** When layers are extracted for sandboxes: after ingest, when first asked for, or never. */
+  extract: ExtractMode;
 }
+
+export const EXTRACT_MODES = ['eager', 'on-demand', 'off'] as const;
+export type ExtractMode = (typeof EXTRACT_MODES)[number];
 
 /** A configuration problem, naming the variable at fault. */
 export class ConfigError extends Error {
@@ -122,6 +127,8 @@ export function parseConfig(env: Env): Config {
   const tlsCert = env.TLS_CERT || undefined;
   const tlsKey = env.TLS_KEY || undefined;
   if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new ConfigError(tlsCert ? 'TLS_KEY' : 'TLS_CERT', 'set both TLS_CERT and TLS_KEY, or neither');
+  const extract = (env.EXTRACT || 'on-demand') as ExtractMode;
+  if (!EXTRACT_MODES.includes(extract)) throw new ConfigError('EXTRACT', `must be one of ${EXTRACT_MODES.join(', ')}, got ${JSON.stringify(extract)}`);
   const libsqlUrl = env.LIBSQL_URL || `file:${dataDir.replace(/\/+$/, '')}/pullthrough.db`;
   if (!/^(file|libsql|https?|wss?):/.test(libsqlUrl)) throw new ConfigError('LIBSQL_URL', 'must be a file:, libsql:, http(s): or ws(s): URL');
   return {
@@ -143,5 +150,6 @@ export function parseConfig(env: Env): Config {
     ingestConcurrency: integer(env, 'INGEST_CONCURRENCY', 2, 1, 64),
     ingestMaxAttempts: integer(env, 'INGEST_MAX_ATTEMPTS', 5, 1, 100),
     jobLeaseSeconds: integer(env, 'JOB_LEASE_SECONDS', 60, 2, 3600),
+    extract,
   };
 }

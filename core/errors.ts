@@ -19,7 +19,13 @@ export type ErrorCode =
   | 'RANGE_INVALID'
   | 'UPSTREAM_INVALID'
   | 'UNAVAILABLE'
-  | 'UNKNOWN';
+  | 'UNKNOWN'
+  // pullthrough's own, for the sandbox API (/api/...)
+  | 'LAYER_UNKNOWN'
+  | 'LAYER_INVALID'
+  | 'FILE_UNKNOWN'
+  | 'PLATFORM_INVALID'
+  | 'PLATFORM_UNKNOWN';
 
 export type ErrorDetail = Record<string, unknown>;
 

@@ -5,6 +5,7 @@ import type { BlobStore } from './blobstore.ts';
 import type { UpstreamRegistry } from './upstream.ts';
 import { isOciError, redactUrls } from './errors.ts';
 import { blobKey, parseDigest } from './reference.ts';
+import { holdLease } from './lease.ts';
 
 export interface IngestDeps {
   db: Database;
@@ -16,7 +17,7 @@ export interface IngestDeps {
 
 /** What a job handler tells its queue: done, or failed with whether to try again. */
 export type JobResult =
-  | { ok: true; outcome: 'already-ready' | 'leased-elsewhere' }
+  | { ok: true; outcome: 'already-ready' | 'leased-elsewhere' | 'scheduled' }
   | { ok: true; outcome: 'stored'; bytes: number }
   | { ok: false; retry: boolean; error: string };
 
@@ -77,20 +78,18 @@ export async function ingestBlob(deps: IngestDeps, digest: string, owner: string
     return { ok: true, outcome: 'leased-elsewhere' };
   }
 
-  // Renew the lease while the body streams; if another consumer took it over (we stalled
-  // past the lease), stop writing: the download is aborted, so the store aborts the upload.
-  const leaseLost = new AbortController();
-  const heartbeat = setInterval(() => {
+  // Renew the lease while the body streams; losing it aborts the download and the upload.
+  const lease = holdLease('blob', async () => {
     const t = now();
-    db.update(blobs)
+    const renewed = await db
+      .update(blobs)
       .set({ leaseExpiresAt: t + deps.leaseMs, updatedAt: t })
       .where(and(eq(blobs.digest, digest), eq(blobs.leaseOwner, owner)))
-      .returning({ digest: blobs.digest })
-      .then((renewed) => renewed.length === 0 && leaseLost.abort(new Error('lost the blob lease to another consumer')))
-      .catch(() => {});
-  }, Math.max(500, Math.floor(deps.leaseMs / 3)));
+      .returning({ digest: blobs.digest });
+    return renewed.length > 0;
+  }, deps.leaseMs);
   try {
-    const bytes = await fetchIntoStore(deps, row, leaseLost.signal);
+    const bytes = await fetchIntoStore(deps, row, lease.signal);
     const t = now();
     await db
       .update(blobs)
@@ -105,7 +104,7 @@ export async function ingestBlob(deps: IngestDeps, digest: string, owner: string
       .where(and(eq(blobs.digest, digest), eq(blobs.leaseOwner, owner)));
     return failure;
   } finally {
-    clearInterval(heartbeat);
+    lease.stop();
   }
 }
 
@@ -126,15 +125,17 @@ async function fetchIntoStore(deps: IngestDeps, row: Blob, signal: AbortSignal):
   return stored.size;
 }
 
-/** A failure that retrying will not fix (the upstream does not have the blob, or no such upstream). */
-class PermanentError extends Error {}
+/** A failure that retrying will not fix (the upstream does not have the blob, a malformed layer, ...). */
+export class PermanentError extends Error {}
 
-function classify(e: unknown): { ok: false; retry: boolean; error: string } {
+export function classify(e: unknown): { ok: false; retry: boolean; error: string } {
   if (e instanceof PermanentError) return { ok: false, retry: false, error: e.message };
   if (isOciError(e)) {
     const detail = e.detail ? ` ${JSON.stringify(e.detail)}` : '';
     // Wrong bytes may be a cut or corrupted transfer: retry, the queue bounds the attempts.
-    return { ok: false, retry: e.code !== 'UNAUTHORIZED', error: `${e.code}: ${e.message}${detail}` };
+    // A layer that does not decompress to its diff_id, or cannot be read at all, will not change.
+    const retry = !['UNAUTHORIZED', 'LAYER_INVALID', 'UNSUPPORTED'].includes(e.code);
+    return { ok: false, retry, error: `${e.code}: ${e.message}${detail}` };
   }
   return { ok: false, retry: true, error: redactUrls(e instanceof Error ? e.message : String(e)) };
 }

@@ -14,6 +14,7 @@ import { MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES, MediaType, accepts, parseMani
 import { manifestKey, parseDigest, parseReference, type RepositoryTarget } from './reference.ts';
 import { recordBlob } from './ingest.ts';
 import type { JobMessage } from './jobs.ts';
+import type { ExtractMode } from './config.ts';
 
 export interface ManifestDeps {
   db: Database;
@@ -21,6 +22,8 @@ export interface ManifestDeps {
   upstreams: ReadonlyMap<string, UpstreamRegistry>;
   queue: { send(messages: readonly JobMessage[]): Promise<void> };
   tagTtlSeconds: number;
+  /** `eager`: every image manifest fetched from the upstream gets its layers extracted. */
+  extract?: ExtractMode;
   now?: () => number;
 }
 
@@ -127,6 +130,9 @@ export async function getManifest(deps: ManifestDeps, target: RepositoryTarget, 
     }
   }
   await enqueueMissingBlobs(deps, digest.value);
+  if (parsed.kind === 'image' && deps.extract === 'eager') {
+    await deps.queue.send([{ key: `prepare:${digest.value}`, kind: 'prepare-layers', payload: { upstream: target.upstream, name: target.name, manifest: digest.value } }]);
+  }
   return { digest: digest.value, mediaType: parsed.mediaType, size: bytes.length, bytes: method === 'GET' ? bytes : undefined };
 }
 

@@ -97,3 +97,16 @@ export function resolveTarget(
 export const blobKey = (digest: Digest): string => `blobs/${digest.algorithm}/${digest.hex}`;
 /** Storage key of a manifest: `manifests/<algorithm>/<hex>`. */
 export const manifestKey = (digest: Digest): string => `manifests/${digest.algorithm}/${digest.hex}`;
+
+/**
+ * Splits an image reference as people write it (`alpine`, `ghcr.io/org/app:1.2`,
+ * `docker.io/library/alpine@sha256:…`) into the repository path and the tag or digest
+ * (`latest` when neither is given). The path still goes through resolveTarget.
+ */
+export function splitImageReference(image: string): { path: string; reference: string } {
+  const at = image.indexOf('@');
+  if (at !== -1) return { path: image.slice(0, at), reference: image.slice(at + 1) };
+  const colon = image.lastIndexOf(':');
+  if (colon > image.lastIndexOf('/')) return { path: image.slice(0, colon), reference: image.slice(colon + 1) };
+  return { path: image, reference: 'latest' };
+}

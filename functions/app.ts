@@ -6,11 +6,16 @@ import type { ManifestDeps } from '../core/manifests.ts';
 import { blobRoutes } from './blobs.ts';
 import type { BlobDeps } from '../core/blobs.ts';
 import { listingRoutes } from './listings.ts';
+import { layerRoutes } from './layers.ts';
+import type { PlanDeps } from '../core/plan.ts';
+import type { LayerDeps } from '../core/layers.ts';
 
 export interface AppDeps {
   manifests: ManifestDeps;
   blobs: BlobDeps;
   routing: RoutingConfig;
+  plan: PlanDeps;
+  layers: LayerDeps;
   /** The access log: one entry per request (the path has no credentials; headers are not logged). */
   log?: (entry: Record<string, unknown>) => void;
 }
@@ -31,6 +36,7 @@ export function createApp(deps?: AppDeps): Hono {
     app.route('/v2', manifestRoutes(deps.manifests, deps.routing));
     app.route('/v2', blobRoutes(deps.blobs, deps.routing));
     app.route('/v2', listingRoutes(deps.blobs, deps.routing));
+    app.route('/api', layerRoutes(deps.plan, deps.layers, deps.routing));
   }
   app.get('/v2/', (c) => {
     c.header('Docker-Distribution-API-Version', 'registry/2.0');

@@ -21,6 +21,11 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   UPSTREAM_INVALID: 502,
   UNAVAILABLE: 503,
   UNKNOWN: 500,
+  LAYER_UNKNOWN: 404,
+  LAYER_INVALID: 502,
+  FILE_UNKNOWN: 404,
+  PLATFORM_INVALID: 400,
+  PLATFORM_UNKNOWN: 404,
 };
 
 export const statusOf = (code: ErrorCode): ContentfulStatusCode => STATUS[code];

@@ -4,3 +4,4 @@ export * from './manifests.ts';
 export * from './blobs.ts';
 export * from './manifest-blobs.ts';
 export * from './jobs.ts';
+export * from './layers.ts';

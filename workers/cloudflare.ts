@@ -5,7 +5,7 @@ import { connectDatabase } from '../core/db.ts';
 import { backoffMs, type JobMessage } from '../core/jobs.ts';
 import { createApp } from '../functions/app.ts';
 import type { ExecutionContext } from 'hono';
-import { buildDeps, runIngest, storeFor, type Deps } from './deps.ts';
+import { buildDeps, runJob, storeFor, type Deps } from './deps.ts';
 
 /** The subset of the Workers runtime types this entry point uses. */
 export interface WorkerQueue<Body> {
@@ -25,7 +25,7 @@ export interface MessageBatch<Body> {
 
 /** Bindings and vars (wrangler.toml) and secrets (`wrangler secret put`). */
 export interface Env {
-  /** Queue producer binding for ingest jobs. */
+  /** Queue producer binding for jobs (ingest, extract, prepare-layers). */
   INGEST_QUEUE: WorkerQueue<JobMessage>;
   LIBSQL_URL?: string;
   LIBSQL_AUTH_TOKEN?: string;
@@ -44,6 +44,7 @@ export interface Env {
   INGEST_QUEUE_SIZE?: string;
   INGEST_MAX_ATTEMPTS?: string;
   JOB_LEASE_SECONDS?: string;
+  EXTRACT?: string;
 }
 
 const log = (fields: Record<string, unknown>) => console.log(JSON.stringify(fields));
@@ -89,30 +90,25 @@ export default {
   },
 
   /**
-   * Ingest jobs: ack when stored (or already ready), retry with backoff on a transient
-   * failure, ack a permanent failure once it is recorded on the blob row (attempts
+   * Jobs (ingest, extract, prepare-layers): ack when done, retry with backoff on a
+   * transient failure, ack a permanent failure once it is recorded on its row (attempts
    * beyond INGEST_MAX_ATTEMPTS count as permanent; the queue's dead-letter queue is the
-   * backstop for a consumer that crashes).
+   * backstop for a consumer that crashes). Unknown or malformed messages are acked.
    */
   async queue(batch: MessageBatch<JobMessage>, env: Env): Promise<void> {
     const { config, deps } = depsFor(env);
     for (const message of batch.messages) {
-      const { kind, payload } = message.body;
-      const digest = (payload as { digest?: unknown } | null)?.digest;
-      if (kind !== 'ingest' || typeof digest !== 'string') {
-        log({ level: 'error', msg: 'unknown job dropped', id: message.id, kind });
-        message.ack();
-        continue;
-      }
-      const result = await runIngest(deps, digest, `cf-${message.id}`, message.attempts);
+      const kind = message.body?.kind;
+      const result = await runJob(deps, { kind, payload: message.body?.payload }, `cf-${message.id}`, message.attempts);
+      const { subject } = result;
       if (result.ok) {
         message.ack();
       } else if (result.retry && message.attempts < config.ingestMaxAttempts) {
         const delaySeconds = Math.ceil(backoffMs(message.attempts) / 1000);
-        log({ level: 'warn', msg: 'ingest failed', digest, error: result.error, attempt: message.attempts, retryInSeconds: delaySeconds });
+        log({ level: 'warn', msg: `${kind} failed`, ...subject, error: result.error, attempt: message.attempts, retryInSeconds: delaySeconds });
         message.retry({ delaySeconds });
       } else {
-        log({ level: 'error', msg: 'ingest failed for good', digest, error: result.error, attempt: message.attempts });
+        log({ level: 'error', msg: `${kind} failed for good`, id: message.id, ...subject, error: result.error, attempt: message.attempts });
         message.ack();
       }
     }

@@ -8,7 +8,7 @@ import { parseConfig, ConfigError, type Config } from '../core/config.ts';
 import { openDatabase } from '../core/db.ts';
 import { LibsqlJobQueue, backoffMs } from '../core/jobs.ts';
 import { createApp } from '../functions/app.ts';
-import { buildDeps, runIngest, storeFor } from './deps.ts';
+import { buildDeps, runJob, storeFor } from './deps.ts';
 
 const log = (fields: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...fields }));
 
@@ -40,7 +40,7 @@ async function main(): Promise<void> {
   const port = typeof address === 'object' && address ? address.port : config.port;
   log({ msg: 'listening', url: `${tls ? 'https' : 'http'}://${config.host}:${port}`, store: config.s3 ? 's3' : 'filesystem' });
 
-  // Ingest consumers: claim a job, run it, record the outcome. Leases make a crash safe.
+  // Job consumers: claim a job, run it, record the outcome. Leases make a crash safe.
   let stopping = false;
   const leaseMs = deps.ingest.leaseMs;
   const sleeping = new Set<() => void>();
@@ -61,15 +61,15 @@ async function main(): Promise<void> {
       }
       const renew = setInterval(() => void queue.renew(job.id, owner, leaseMs).catch(() => {}), Math.floor(leaseMs / 3));
       try {
-        const { digest } = JSON.parse(job.payload) as { digest: string };
-        const result = await runIngest(deps, digest, owner, job.attempts);
+        const result = await runJob(deps, { kind: job.kind, payload: JSON.parse(job.payload) }, owner, job.attempts);
         if (result.ok) {
           await queue.complete(job.id, owner);
         } else {
           const state = await queue.fail(job.id, owner, result.error, { retry: result.retry, maxAttempts: config.ingestMaxAttempts });
-          log({ level: 'warn', msg: 'ingest failed', digest, error: result.error, attempt: job.attempts, state, retryInMs: state === 'retrying' ? backoffMs(job.attempts) : undefined });
+          log({ level: 'warn', msg: `${job.kind} failed`, ...result.subject, error: result.error, attempt: job.attempts, state, retryInMs: state === 'retrying' ? backoffMs(job.attempts) : undefined });
         }
       } catch (e) {
+        log({ level: 'error', msg: `${job.kind} crashed`, job: job.key, error: String(e) });
         await queue.fail(job.id, owner, String(e), { retry: true, maxAttempts: config.ingestMaxAttempts }).catch(() => {});
       } finally {
         clearInterval(renew);

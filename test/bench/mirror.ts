@@ -161,7 +161,8 @@ async function main(): Promise<void> {
     await waitReady(name, allBlobs(huge));
     const peak = await hwmOf(s);
     const what = `server peak RSS, 1 GiB ingest into S3, ${partMiB} MiB parts × ${queue} (idle ${idle.toFixed(0)} MB)`;
-    report(what, `${peak.toFixed(0)} MB at ${(await ingestRate(s, biggest(huge).digest)).toFixed(1)} MB/s`, `target ≤ 200 MB: ${peak <= 200 ? 'met' : 'MISSED'}`);
+    const defaults = partMiB * MB === PART_SIZE && queue === QUEUE_SIZE;
+    report(what, `${peak.toFixed(0)} MB at ${(await ingestRate(s, biggest(huge).digest)).toFixed(1)} MB/s`, defaults ? `target ≤ 200 MB: ${peak <= 200 ? 'met' : 'MISSED'}` : 'for comparison');
     await s.stop();
   }
 

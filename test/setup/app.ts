@@ -31,10 +31,13 @@ export async function createTestApp(upstream: string | UpstreamConfig, tagTtlSec
     upstreams: new Map([['docker.io', new UpstreamRegistry('docker.io', typeof upstream === 'string' ? { url: upstream } : upstream, { attempts: 1 })]]),
     queue: new LibsqlJobQueue(db),
   };
+  const manifests = { ...shared, tagTtlSeconds, now: () => now };
   const app = createApp({
-    manifests: { ...shared, tagTtlSeconds, now: () => now },
+    manifests,
     blobs: { ...shared, delivery: 'stream', presignTtlSeconds: 60 },
     routing: { upstreamHosts: new Set(['docker.io']), defaultUpstream: 'docker.io' },
+    plan: { manifests, extract: 'on-demand', presignTtlSeconds: 60 },
+    layers: { db, store, delivery: 'stream', presignTtlSeconds: 60 },
   });
   return {
     app,

@@ -124,7 +124,7 @@ test('the TOC document round-trips and carries its own digest', async () => {
 test('a corrupted header, a truncated archive and sparse files are clear errors', () => {
   const tar = archive('gnu');
   const corrupt = tar.slice();
-  corrupt[0] ^= 0xff;
+  corrupt[0] = corrupt[0]! ^ 0xff;
   assert.throws(() => parse(corrupt, 4096), (e: unknown) => e instanceof TarError && /bad header checksum at byte 0/.test(e.message));
   const firstFile = parse(tar, tar.length).entries.find((e) => e.size > 0)!;
   assert.throws(() => parse(tar.subarray(0, firstFile.offset + 10), 4096), (e: unknown) => e instanceof TarError && /truncated/.test(e.message));

@@ -1,0 +1,185 @@
+import { eq, inArray } from 'drizzle-orm';
+import { blobs } from '../schema/blobs.ts';
+import { layers, type LayerState } from '../schema/layers.ts';
+import type { ExtractMode } from './config.ts';
+import { OciError } from './errors.ts';
+import { digestOf } from './digest.ts';
+import { type Platform, parseManifest, selectPlatform } from './manifest.ts';
+import { DEFAULT_PLATFORM, getManifest, type ManifestDeps } from './manifests.ts';
+import { readCapped, selectUpstream, upstreamError } from './upstream.ts';
+import { compressionOf, type Compression } from './decompress.ts';
+import { isPermanentLayerError, recordLayer } from './extract.ts';
+import { parseDigest, type RepositoryTarget } from './reference.ts';
+
+/** Image configs are read whole: capped like manifests. */
+const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+
+export interface PlanDeps {
+  manifests: ManifestDeps;
+  extract: ExtractMode;
+  presignTtlSeconds: number;
+}
+
+export interface PlannedLayer {
+  /** The compressed blob, as in the manifest. */
+  digest: string;
+  diff_id: string;
+  media_type: string;
+  compression: Compression;
+  /** Compressed size, from the manifest. */
+  size: number;
+  /** Bytes in layer.tar, once extracted. */
+  uncompressed_size: number | null;
+  /** `absent` when extraction is off and the layer was never extracted. */
+  state: LayerState | 'absent';
+  error: string | null;
+  file_count: number | null;
+  toc_digest: string | null;
+  /** Bucket keys (a public contract); URLs are added by the HTTP layer. */
+  tar_key: string;
+  toc_key: string;
+  /** Short-lived presigned bucket URLs when the store has them and the layer is ready. */
+  tar_url?: string;
+  toc_url?: string;
+}
+
+export interface RootfsPlan {
+  upstream: string;
+  name: string;
+  /** The image manifest (the platform's child when the reference names an index). */
+  manifest: string;
+  /** The index the reference named, when it named one. */
+  index?: string;
+  config: string;
+  platform: Platform;
+  /** Every layer is ready: the root filesystem can be built now. */
+  ready: boolean;
+  layers: PlannedLayer[];
+}
+
+/** `linux/amd64`, `linux/arm64/v8`. Throws PLATFORM_INVALID. */
+export function parsePlatform(text: string): Platform {
+  const parts = text.split('/');
+  if (parts.length < 2 || parts.length > 3 || parts.some((p) => !/^[a-z0-9_.-]+$/i.test(p))) {
+    throw new OciError('PLATFORM_INVALID', 'platform must be os/architecture[/variant]', { platform: text });
+  }
+  const [os, architecture, variant] = parts as [string, string, string | undefined];
+  return variant === undefined ? { os, architecture } : { os, architecture, variant };
+}
+
+interface ImageConfig {
+  diffIds: string[];
+  platform: Platform;
+}
+
+/** The image config, from the store when ready, else from the upstream (verified). */
+async function readConfig(deps: ManifestDeps, target: RepositoryTarget, digest: string): Promise<ImageConfig> {
+  const [row] = await deps.db.select().from(blobs).where(eq(blobs.digest, digest));
+  let bytes: Uint8Array | undefined;
+  if (row?.state === 'ready') {
+    const object = await deps.store.get(row.storageKey);
+    if (object) bytes = await readCapped(new Response(object.body), MAX_CONFIG_BYTES);
+  }
+  if (!bytes) {
+    const res = await selectUpstream(deps.upstreams, target.upstream).request('GET', `/v2/${target.name}/blobs/${digest}`, target.name, {});
+    if (!res.ok) throw await upstreamError(res, target.upstream, new OciError('BLOB_UNKNOWN', 'image config unknown to the upstream', { digest }));
+    bytes = await readCapped(res, MAX_CONFIG_BYTES);
+    const actual = digestOf(bytes, parseDigest(digest).algorithm);
+    if (actual !== digest) throw new OciError('UPSTREAM_INVALID', 'upstream image config does not match its digest', { expected: digest, actual });
+  }
+  let doc: { rootfs?: { diff_ids?: unknown }; os?: unknown; architecture?: unknown; variant?: unknown };
+  try {
+    doc = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (cause) {
+    throw new OciError('MANIFEST_INVALID', 'image config is not valid JSON', { digest }, { cause });
+  }
+  const diffIds = doc?.rootfs?.diff_ids;
+  if (!Array.isArray(diffIds) || !diffIds.every((d) => typeof d === 'string')) {
+    throw new OciError('MANIFEST_INVALID', 'image config has no rootfs.diff_ids', { digest });
+  }
+  const platform: Platform = { os: String(doc.os ?? ''), architecture: String(doc.architecture ?? '') };
+  if (typeof doc.variant === 'string') platform.variant = doc.variant;
+  return { diffIds, platform };
+}
+
+/**
+ * The layer plan of an image for a platform (default linux/amd64): manifest and config,
+ * and per layer its blob, diff_id, sizes and extraction state. Layers not extracted yet
+ * are scheduled (unless extraction is off); permanently failed ones are reported, not
+ * retried. Throws PLATFORM_UNKNOWN, MANIFEST_INVALID and whatever getManifest throws.
+ */
+export async function rootfsPlan(deps: PlanDeps, target: RepositoryTarget, reference: string, platform?: Platform): Promise<RootfsPlan> {
+  let manifest = await getManifest(deps.manifests, target, reference, 'GET');
+  let parsed = parseManifest(manifest.bytes!, manifest.mediaType);
+  let index: string | undefined;
+  if (parsed.kind === 'index') {
+    const want = platform ?? DEFAULT_PLATFORM;
+    const child = selectPlatform(parsed.manifests, want);
+    if (!child) {
+      const available = parsed.manifests.flatMap((m) => (m.platform ? [[m.platform.os, m.platform.architecture, m.platform.variant].filter(Boolean).join('/')] : []));
+      throw new OciError('PLATFORM_UNKNOWN', 'the image index has no manifest for this platform', { platform: want, available });
+    }
+    index = manifest.digest;
+    manifest = await getManifest(deps.manifests, target, child.digest, 'GET');
+    parsed = parseManifest(manifest.bytes!, manifest.mediaType);
+    if (parsed.kind !== 'image') throw new OciError('MANIFEST_INVALID', 'an index entry is not an image manifest', { digest: child.digest });
+  }
+  const config = await readConfig(deps.manifests, target, parsed.config.digest);
+  if (!index && platform && (config.platform.os !== platform.os || config.platform.architecture !== platform.architecture)) {
+    throw new OciError('PLATFORM_UNKNOWN', 'the image is for another platform', { platform, image: config.platform });
+  }
+  if (config.diffIds.length !== parsed.layers.length) {
+    throw new OciError('MANIFEST_INVALID', 'the image config lists a different number of diff_ids than the manifest has layers', {
+      layers: parsed.layers.length,
+      diff_ids: config.diffIds.length,
+    });
+  }
+  // Non-layer artifacts (an unknown media type) are refused before anything is recorded.
+  const descriptors = parsed.layers.map((d, i) => ({ d, diffId: config.diffIds[i]!, compression: compressionOf(d.mediaType) }));
+  const now = (deps.manifests.now ?? Date.now)();
+  for (const { d, diffId } of descriptors) await recordLayer(deps.manifests.db, { diffId, blobDigest: d.digest, mediaType: d.mediaType }, now);
+
+  const rows = new Map(
+    (await deps.manifests.db.select().from(layers).where(inArray(layers.diffId, [...new Set(config.diffIds)]))).map((r) => [r.diffId, r]),
+  );
+  if (deps.extract !== 'off') {
+    const due = [...rows.values()].filter((r) => r.state === 'pending' || (r.state === 'failed' && !isPermanentLayerError(r.error)));
+    if (due.length > 0) await deps.manifests.queue.send(due.map((r) => ({ key: `extract:${r.diffId}`, kind: 'extract', payload: { diffId: r.diffId } })));
+  }
+  const planned: PlannedLayer[] = [];
+  for (const { d, diffId, compression } of descriptors) {
+    const row = rows.get(diffId)!;
+    const state = deps.extract === 'off' && row.state !== 'ready' ? 'absent' : row.state;
+    const layer: PlannedLayer = {
+      digest: d.digest,
+      diff_id: diffId,
+      media_type: d.mediaType,
+      compression,
+      size: d.size,
+      uncompressed_size: row.size,
+      state,
+      error: row.error,
+      file_count: row.fileCount,
+      toc_digest: row.tocDigest,
+      tar_key: row.tarKey,
+      toc_key: row.tocKey,
+    };
+    if (row.state === 'ready') {
+      const tarUrl = await deps.manifests.store.presign(row.tarKey, deps.presignTtlSeconds, { contentType: 'application/x-tar' });
+      const tocUrl = await deps.manifests.store.presign(row.tocKey, deps.presignTtlSeconds, { contentType: 'application/json' });
+      if (tarUrl) layer.tar_url = tarUrl;
+      if (tocUrl) layer.toc_url = tocUrl;
+    }
+    planned.push(layer);
+  }
+  return {
+    upstream: target.upstream,
+    name: target.name,
+    manifest: manifest.digest,
+    ...(index ? { index } : {}),
+    config: parsed.config.digest,
+    platform: config.platform,
+    ready: planned.every((l) => l.state === 'ready'),
+    layers: planned,
+  };
+}

@@ -1,0 +1,65 @@
+import { Hono, type Context } from 'hono';
+import { rootfsPlan, parsePlatform, type PlanDeps } from '../core/plan.ts';
+import { getLayerFile, getLayerObject, type LayerDeps } from '../core/layers.ts';
+import { resolveTarget, splitImageReference } from '../core/reference.ts';
+import type { RoutingConfig } from './manifests.ts';
+
+/** Seconds a client should wait before asking for a plan again while layers extract. */
+const PLAN_RETRY_AFTER_SECONDS = 2;
+
+/**
+ * The sandbox API: `GET /api/rootfs/<image>?platform=os/arch[/variant]` (the layer plan),
+ * and per extracted layer `GET|HEAD /api/layers/<diff_id>/{tar,toc,files/<path>}`.
+ */
+export function layerRoutes(plan: PlanDeps, layers: LayerDeps, routing: RoutingConfig): Hono {
+  const app = new Hono();
+
+  app.get('/rootfs/:image{.+}', async (c) => {
+    const { path, reference } = splitImageReference(c.req.param('image'));
+    const target = resolveTarget(path, c.req.query('ns'), routing.upstreamHosts, routing.defaultUpstream);
+    const platformText = c.req.query('platform');
+    const answer = await rootfsPlan(plan, target, reference, platformText ? parsePlatform(platformText) : undefined);
+    const origin = new URL(c.req.url).origin;
+    const body = {
+      ...answer,
+      layers: answer.layers.map((l) => {
+        const base = `${origin}/api/layers/${l.diff_id}`;
+        return l.state === 'ready' ? { ...l, tar_url: l.tar_url ?? `${base}/tar`, toc_url: l.toc_url ?? `${base}/toc`, files_url: `${base}/files/` } : l;
+      }),
+    };
+    const waiting = answer.layers.some((l) => l.state === 'pending' || l.state === 'extracting');
+    if (waiting) c.header('Retry-After', String(PLAN_RETRY_AFTER_SECONDS));
+    c.header('Cache-Control', 'no-store'); // presigned URLs expire
+    return c.json(body, waiting ? 202 : 200);
+  });
+
+  const object = (which: 'tar' | 'toc') => async (c: Context) => {
+    const method = c.req.method === 'HEAD' ? 'HEAD' : 'GET';
+    const answer = await getLayerObject(layers, c.req.param('diffId')!, which, method, c.req.header('range'));
+    if (answer.kind === 'redirect') return c.redirect(answer.url, 307);
+    return stored(method, answer.contentType, answer.size, answer.range, answer.body);
+  };
+  app.get('/layers/:diffId/tar', object('tar'));
+  app.get('/layers/:diffId/toc', object('toc'));
+
+  app.get('/layers/:diffId/files/:path{.+}', async (c) => {
+    const method = c.req.method === 'HEAD' ? 'HEAD' : 'GET';
+    const answer = await getLayerFile(layers, c.req.param('diffId'), decodeURIComponent(c.req.param('path')), method, c.req.header('range'));
+    const response = stored(method, 'application/octet-stream', answer.size, answer.range, answer.body);
+    response.headers.set('ETag', `"${answer.entry.digest}"`);
+    response.headers.set('X-File-Mode', answer.entry.mode.toString(8).padStart(4, '0'));
+    return response;
+  });
+  return app;
+}
+
+function stored(method: 'GET' | 'HEAD', contentType: string, size: number, range: { start: number; end: number } | undefined, body: ReadableStream<Uint8Array> | undefined): Response {
+  const headers = new Headers({ 'Content-Type': contentType, 'Accept-Ranges': 'bytes' });
+  if (range) {
+    headers.set('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
+    headers.set('Content-Length', String(range.end - range.start + 1));
+    return new Response(method === 'HEAD' ? null : body, { status: 206, headers });
+  }
+  headers.set('Content-Length', String(size));
+  return new Response(method === 'HEAD' ? null : body, { status: 200, headers });
+}
