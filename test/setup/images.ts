@@ -21,6 +21,10 @@ const LAYER_MEDIA_TYPE: Record<Compression, string> = {
   none: 'application/vnd.oci.image.layer.v1.tar',
 };
 
+/** A layer: files by path (a minimal tar is made of them), or a whole tar built elsewhere. */
+export type LayerSpec = Record<string, string | Buffer> | { tar: Buffer };
+const tarOfLayer = (spec: LayerSpec): Buffer => (Buffer.isBuffer(spec.tar) ? spec.tar : tarOf(spec as Record<string, string | Buffer>));
+
 export interface BuiltImage {
   manifestDigest: string;
   mediaType: string;
@@ -90,11 +94,11 @@ class Layout {
   }
 
   /** Writes layers, config and manifest of one image; returns the manifest's descriptor. */
-  async image(layerFiles: Array<Record<string, string | Buffer>>, compression: Compression, platform: Platform) {
+  async image(layerFiles: LayerSpec[], compression: Compression, platform: Platform) {
     const layers = [];
     const diffIds: string[] = [];
     for (const files of layerFiles) {
-      const tar = tarOf(files);
+      const tar = tarOfLayer(files);
       diffIds.push(digestOf(tar));
       layers.push({ mediaType: LAYER_MEDIA_TYPE[compression], ...(await this.put(await this.compress(tar, compression))) });
     }
@@ -159,7 +163,7 @@ export async function pushImage(
   registry: Registry,
   name: string,
   tag: string,
-  layerFiles: Array<Record<string, string | Buffer>>,
+  layerFiles: LayerSpec[],
   options: ImageOptions = {},
 ): Promise<BuiltImage> {
   const layout = await Layout.create();
@@ -179,7 +183,7 @@ export async function pushIndex(
   registry: Registry,
   name: string,
   tag: string,
-  platforms: Array<{ platform: Platform; layerFiles: Array<Record<string, string | Buffer>> }>,
+  platforms: Array<{ platform: Platform; layerFiles: LayerSpec[] }>,
 ): Promise<BuiltIndex> {
   const layout = await Layout.create();
   try {

@@ -1,0 +1,78 @@
+// Root filesystems to compare: `pullthrough rootfs` (the CLI, as a user runs it) and the
+// reference, Debian's umoci unpacking the same image copied straight from the upstream.
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { lstat, mkdir, readdir, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import type { Registry } from './registry.ts';
+
+const run = promisify(execFile);
+const CLI = fileURLToPath(new URL('../../workers/cli.ts', import.meta.url));
+
+/** Runs `pullthrough rootfs …` as a process; never rejects, the exit code is the answer. */
+export async function pullthroughRootfs(args: string[]): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, 'rootfs', ...args], { maxBuffer: 16 * 1024 * 1024 }, (error, _stdout, stderr) => {
+      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stderr });
+    });
+  });
+}
+
+/**
+ * `skopeo copy` from the upstream into an OCI layout, then `umoci unpack`: the reference
+ * root filesystem, at `<dir>/bundle/rootfs`. umoci 0.4.7 (Debian's) cannot read zstd
+ * layers: `recompress` has skopeo turn them into gzip on the way (same tars, same diff_ids).
+ */
+export async function umociRootfs(registry: Registry, image: string, dir: string, options: { arch?: string | undefined; recompress?: boolean } = {}): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const layout = join(dir, 'layout');
+  const args = [...(options.arch ? ['--override-arch', options.arch] : []), ...(options.recompress ? ['--dest-compress', '--dest-compress-format', 'gzip'] : [])];
+  await run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', ...args, `docker://${registry.host}/${image}`, `oci:${layout}:ref`]);
+  const rootless = process.getuid?.() === 0 ? [] : ['--rootless'];
+  await run('umoci', ['unpack', ...rootless, '--image', `${layout}:ref`, join(dir, 'bundle')], { maxBuffer: 16 * 1024 * 1024 });
+  return join(dir, 'bundle', 'rootfs');
+}
+
+export interface TreeEntry {
+  type: 'file' | 'dir' | 'symlink' | 'fifo' | 'chardev' | 'blockdev' | 'socket';
+  /** Permission and set-id bits. */
+  mode: string;
+  link?: string;
+  sha256?: string;
+  /** Other paths of the same inode (hard links), sorted. */
+  links?: string[];
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** Every path under `root` (not root itself) with type, mode, link target and content hash. */
+export async function snapshot(root: string): Promise<Record<string, TreeEntry>> {
+  const out: Record<string, TreeEntry> = {};
+  const inodes = new Map<number, string[]>();
+  const walk = async (rel: string) => {
+    for (const name of (await readdir(join(root, rel))).sort()) {
+      const path = rel ? `${rel}/${name}` : name;
+      const abs = join(root, path);
+      const st = await lstat(abs);
+      const mode = (st.mode & 0o7777).toString(8).padStart(4, '0');
+      if (st.isDirectory()) {
+        out[path] = { type: 'dir', mode };
+        await walk(path);
+      } else if (st.isSymbolicLink()) out[path] = { type: 'symlink', mode: 'n/a', link: await readlink(abs) };
+      else if (st.isFile()) {
+        out[path] = { type: 'file', mode, sha256: await sha256File(abs) };
+        if (st.nlink > 1) inodes.set(st.ino, [...(inodes.get(st.ino) ?? []), path]);
+      } else out[path] = { type: st.isFIFO() ? 'fifo' : st.isCharacterDevice() ? 'chardev' : st.isBlockDevice() ? 'blockdev' : 'socket', mode };
+    }
+  };
+  await walk('');
+  for (const paths of inodes.values()) for (const p of paths) out[p]!.links = paths.filter((q) => q !== p).sort();
+  return out;
+}

@@ -1,0 +1,36 @@
+// Hand-made tar archives for layers that tar(1) will not write: members named `../x` or
+// `/x`, links out of the root. ustar headers; names and link names up to 100 bytes.
+
+export interface RawTarEntry {
+  name: string;
+  type: 'file' | 'dir' | 'symlink' | 'hardlink';
+  mode?: number;
+  linkname?: string;
+  data?: string | Buffer;
+}
+
+const TYPE_FLAG = { file: '0', hardlink: '1', symlink: '2', dir: '5' } as const;
+
+export function rawTar(entries: readonly RawTarEntry[]): Buffer {
+  const blocks: Buffer[] = [];
+  for (const e of entries) {
+    const data = e.data === undefined ? Buffer.alloc(0) : Buffer.isBuffer(e.data) ? e.data : Buffer.from(e.data);
+    if (Buffer.byteLength(e.name) > 100 || Buffer.byteLength(e.linkname ?? '') > 100) throw new Error(`${e.name}: name too long for rawTar`);
+    const h = Buffer.alloc(512);
+    h.write(e.name, 0, 100);
+    h.write(`${(e.mode ?? (e.type === 'dir' ? 0o755 : 0o644)).toString(8).padStart(7, '0')}\0`, 100);
+    h.write('0000000\0', 108);
+    h.write('0000000\0', 116);
+    h.write(`${data.length.toString(8).padStart(11, '0')}\0`, 124);
+    h.write('14000000000\0', 136);
+    h.write('        ', 148);
+    h.write(TYPE_FLAG[e.type], 156);
+    if (e.linkname) h.write(e.linkname, 157, 100);
+    h.write('ustar\0' + '00', 257);
+    const sum = h.reduce((a, b) => a + b, 0);
+    h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+    blocks.push(h, data, Buffer.alloc((512 - (data.length % 512)) % 512));
+  }
+  blocks.push(Buffer.alloc(1024));
+  return Buffer.concat(blocks);
+}

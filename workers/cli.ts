@@ -1,0 +1,100 @@
+#!/usr/bin/env node
+// `pullthrough rootfs <image> <dir> [--server URL] [--platform os/arch[/variant]] [--concurrency N]`
+// builds a root filesystem from a pullthrough server's pre-extracted layers.
+import { parseArgs } from 'node:util';
+import { buildRootfs, type Progress } from './rootfs.ts';
+import type { PlannedLayer } from '../core/plan.ts';
+
+const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platform os/arch[/variant]] [--concurrency N]
+
+  <image>   e.g. alpine:3.20, docker.io/library/alpine@sha256:..., ghcr.io/org/app:1
+  <dir>     the root filesystem to build (created; should be empty)
+  --server  the pullthrough server (default $PULLTHROUGH_URL or http://127.0.0.1:5000)
+  --platform  for multi-platform images (default linux/amd64)
+  --concurrency  layers downloaded at once (default 4)
+
+Exit status: 0 built, 1 failed, 2 usage, 3 built but some entries were rejected as unsafe.`;
+
+const mb = (n: number) => (n / 1e6).toFixed(1);
+
+/** Bars on a terminal (redrawn in place), one line per finished layer otherwise. */
+function progressDisplay(stream: NodeJS.WriteStream): Progress {
+  let layers: readonly PlannedLayer[] = [];
+  const got: number[] = [];
+  const state: string[] = [];
+  let drawn = 0;
+  let last = 0;
+  const draw = (force = false) => {
+    if (!stream.isTTY) return;
+    const now = Date.now();
+    if (!force && now - last < 100) return;
+    last = now;
+    const width = 30;
+    const lines = layers.map((l, i) => {
+      const total = l.uncompressed_size ?? 0;
+      const done = total ? Math.min(1, got[i]! / total) : 0;
+      const bar = '#'.repeat(Math.round(done * width)).padEnd(width, '-');
+      return `layer ${String(i + 1).padStart(2)}/${layers.length} ${l.diff_id.slice(7, 19)} [${bar}] ${mb(got[i]!)}/${mb(total)} MB ${state[i]}`;
+    });
+    stream.write(`${drawn ? `\x1b[${drawn}A` : ''}${lines.map((line) => `\x1b[2K${line}\n`).join('')}`);
+    drawn = lines.length;
+  };
+  const say = (i: number, what: string) => {
+    state[i] = what;
+    if (stream.isTTY) draw(true);
+    else stream.write(`layer ${i + 1}/${layers.length} ${layers[i]!.diff_id} ${what} (${mb(got[i]!)} MB)\n`);
+  };
+  return {
+    plan(planned) {
+      layers = planned;
+      for (let i = 0; i < planned.length; i++) (got[i] = 0), (state[i] = 'waiting');
+      draw(true);
+    },
+    downloaded(i, bytes) {
+      got[i] = bytes;
+      if (state[i] === 'waiting') state[i] = 'downloading';
+      if (bytes === (layers[i]!.uncompressed_size ?? -1)) say(i, 'downloaded');
+      else draw();
+    },
+    applied: (i) => say(i, 'applied'),
+    done: () => draw(true),
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { server: { type: 'string' }, platform: { type: 'string' }, concurrency: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    });
+  } catch (e) {
+    console.error(`${(e as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  const [command, image, dir, ...rest] = parsed.positionals;
+  if (parsed.values.help) return console.log(USAGE), 0;
+  if (command !== 'rootfs' || !image || !dir || rest.length > 0) return console.error(USAGE), 2;
+  const concurrency = parsed.values.concurrency === undefined ? 4 : Number(parsed.values.concurrency);
+  if (!Number.isInteger(concurrency) || concurrency < 1) return console.error(`--concurrency must be a whole number ≥ 1\n\n${USAGE}`), 2;
+  const server = parsed.values.server ?? process.env.PULLTHROUGH_URL ?? 'http://127.0.0.1:5000';
+  const started = performance.now();
+  try {
+    const report = await buildRootfs({ server, image, dir, platform: parsed.values.platform, concurrency, progress: progressDisplay(process.stderr) });
+    for (const s of report.skipped) console.error(`skipped: layer ${s.layer + 1}: ${s.path}: ${s.reason}`);
+    for (const r of report.rejected) console.error(`rejected: layer ${r.layer + 1}: ${r.path}: ${r.reason}`);
+    const seconds = ((performance.now() - started) / 1000).toFixed(2);
+    console.error(`${dir}: ${report.layers} layers, ${report.entries} entries, ${mb(report.bytes)} MB from ${report.manifest} in ${seconds} s`);
+    if (report.rejected.length > 0) {
+      console.error(`${report.rejected.length} entries were rejected as unsafe`);
+      return 3;
+    }
+    return 0;
+  } catch (e) {
+    console.error(`pullthrough rootfs: ${(e as Error).message}`);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));
