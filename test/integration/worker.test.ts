@@ -32,6 +32,7 @@ let worker: LocalWorker;
 let small: BuiltImage;
 let multipart: BuiltImage;
 let big: BuiltImage;
+let zstd: BuiltImage;
 
 before(async () => {
   if (skip) return;
@@ -40,6 +41,7 @@ before(async () => {
   small = await pushImage(registry, 'library/small', '1', [{ 'etc/hello': 'from workerd\n' }, { 'usr/lib/data': randomBytes(300_000) }]);
   multipart = await pushImage(registry, 'library/multipart', '1', [{ 'data.bin': randomBytes(12 * 1024 * 1024) }]);
   big = await pushImage(registry, 'library/big', '1', [{ 'big.bin': randomBytes(200 * 1024 * 1024) }]);
+  zstd = await pushImage(registry, 'library/zstd', '1', [{ 'etc/hello': 'zstd in workerd\n' }, { 'usr/lib/data.bin': randomBytes(3_000_000) }], { compression: 'zstd' });
   proxy = await startFaultyProxy(registry.url);
   hrana = await startHranaServer(join(dir, 'turso.sqlite'));
   ({ db, close: closeDb } = await openDatabase(hrana.url, hrana.authToken)); // migrations, as drizzle-kit would apply them
@@ -147,4 +149,30 @@ test('a 200 MB layer streams through the Worker consumer into the bucket within 
   assert.ok(memory.livePeak() < 128 * 1024 * 1024, `isolate memory: ${memory.describe()}`);
   assert.equal(await bucketDigest(keyOf(layer.digest)), layer.digest);
   assert.equal(await openUploads(keyOf(layer.digest)), 0);
+});
+
+test('the Worker extracts layers (gzip and zstd) through its queue consumer: layer.tar matches the diff_id, files read out of it', { skip, timeout: 180_000 }, async () => {
+  for (const [image, built] of [['small', small], ['zstd', zstd]] as const) {
+    const planUrl = new URL(`/api/rootfs/${image}:1`, worker.url);
+    const first = await fetch(planUrl);
+    assert.ok(first.status === 202 || first.status === 200, `${first.status}`);
+    await first.body?.cancel();
+    let plan: any;
+    await until(async () => {
+      const res = await fetch(planUrl);
+      plan = await res.json();
+      return res.status === 200;
+    }, 120_000, `extraction of ${image} in workerd`);
+    assert.equal(plan.manifest, built.manifestDigest);
+    for (const layer of plan.layers) {
+      assert.equal(layer.state, 'ready');
+      assert.equal(layer.compression, image === 'zstd' ? 'zstd' : 'gzip');
+      assert.equal(await bucketDigest(layer.tar_key), layer.diff_id, `${image} ${layer.diff_id}`);
+      const toc = await (await fetch(layer.toc_url)).json() as { entries: Array<{ path: string; digest?: string }> };
+      assert.equal(toc.entries.length, layer.file_count);
+    }
+    const hello = await fetch(`${plan.layers[0].files_url}etc/hello`);
+    assert.equal(hello.status, 200);
+    assert.equal(await hello.text(), image === 'zstd' ? 'zstd in workerd\n' : 'from workerd\n');
+  }
 });
