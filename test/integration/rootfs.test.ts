@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, link, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, link, lstat, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -115,6 +115,16 @@ before(async () => {
         { name: 'hl', type: 'hardlink', linkname: '../../../../etc/passwd' },
         { name: 'hl-abs', type: 'hardlink', linkname: '/etc/passwd' },
         { name: 'fine', type: 'file', data: 'ok\n' },
+      ]),
+    },
+  ]);
+  images.owned = await pushImage(registry, 'library/owned', '1', [
+    {
+      tar: rawTar([
+        { name: 'dev/', type: 'dir' },
+        { name: 'dev/null', type: 'chardev', mode: 0o666, devmajor: 1, devminor: 3 },
+        { name: 'home/', type: 'dir', uid: 1000, gid: 1000 },
+        { name: 'home/owned', type: 'file', uid: 1000, gid: 1001, mode: 0o600, data: 'mine\n' },
       ]),
     },
   ]);
@@ -263,6 +273,7 @@ test('a corrupted stored layer fails the diff_id check: the error is recorded an
   // Store the blob (verified), then corrupt it in the bucket behind pullthrough's back.
   assert.equal((await fetch(`${server.url}/v2/library/plain/manifests/1`)).status, 200);
   await until(async () => (await db.select().from(blobs).where(eq(blobs.digest, layer.digest)))[0]?.state === 'ready', 60_000, 'the plain layer ingest');
+  assert.deepEqual(await db.select().from(layers).where(eq(layers.blobDigest, layer.digest)), [], 'on-demand: a pull alone extracts nothing');
   const key = `blobs/sha256/${layer.digest.slice(7)}`;
   const bytes = await bucketBytes(key);
   bytes[bytes.length - 2000] = bytes[bytes.length - 2000]! ^ 0xff; // inside the file's data, so the tar still parses
@@ -350,4 +361,54 @@ test('plan errors: a platform the index lacks, a malformed platform, an unknown 
   const unknown = await fetch(planUrl(server, 'library/nope:1'));
   assert.equal(unknown.status, 404);
   assert.equal(((await unknown.json()) as any).errors[0].code, 'MANIFEST_UNKNOWN');
+});
+
+test('EXTRACT=off: the plan reports layers absent and schedules nothing; rootfs says why it cannot build', { skip }, async () => {
+  const off = await startServer({ DATA_DIR: join(dir, 'offdata'), UPSTREAMS: JSON.stringify({ 'docker.io': { url: registry.url } }), EXTRACT: 'off' });
+  try {
+    const res = await fetch(planUrl(off, 'library/gzip:1'));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('retry-after'), null);
+    const plan = (await res.json()) as any;
+    assert.equal(plan.ready, false);
+    assert.deepEqual(plan.layers.map((l: any) => l.state), ['absent', 'absent']);
+    const cli = await pullthroughRootfs(['library/gzip:1', join(dir, 'off-root'), '--server', off.url]);
+    assert.equal(cli.code, 1);
+    assert.match(cli.stderr, /layers cannot be extracted: sha256:[0-9a-f]{64} absent/);
+    const { db: offDb, close } = await openDatabase(`file:${join(dir, 'offdata', 'pullthrough.db')}`);
+    try {
+      const { jobs } = await import('../../schema/jobs.ts');
+      assert.deepEqual((await offDb.select().from(jobs)).filter((j) => j.kind !== 'ingest'), [], 'no extract job');
+    } finally {
+      close();
+    }
+  } finally {
+    await off.stop();
+  }
+});
+
+test('ownership and device nodes: applied as root; as another user, devices are skipped with a warning and files are theirs', { skip: skip || (process.getuid?.() !== 0 && 'needs root') }, async () => {
+  const asRoot = join(dir, 'owned-root');
+  const result = await pullthroughRootfs(['library/owned:1', asRoot, '--server', server.url]);
+  assert.equal(result.code, 0, result.stderr);
+  const dev = await lstat(join(asRoot, 'dev/null'));
+  assert.ok(dev.isCharacterDevice());
+  assert.equal(dev.rdev, (1 << 8) | 3);
+  const owned = await lstat(join(asRoot, 'home/owned'));
+  assert.deepEqual([owned.uid, owned.gid, owned.mode & 0o7777], [1000, 1001, 0o600]);
+
+  const nobody = { uid: 65534, gid: 65534 };
+  // The test dir is root's (0700): nobody builds in a dir of its own.
+  const parent = await mkdtemp(join(tmpdir(), 'pt-rootfs-nobody-'));
+  try {
+    await chown(parent, nobody.uid, nobody.gid);
+    const asNobody = await pullthroughRootfs(['library/owned:1', join(parent, 'root'), '--server', server.url], nobody);
+    assert.equal(asNobody.code, 0, asNobody.stderr);
+    assert.match(asNobody.stderr, /skipped: layer 1: dev\/null: chardev 1,3 needs root/);
+    assert.equal(existsSync(join(parent, 'root/dev/null')), false);
+    const mine = await lstat(join(parent, 'root/home/owned'));
+    assert.deepEqual([mine.uid, mine.gid, mine.mode & 0o7777], [65534, 65534, 0o600]);
+  } finally {
+    await rm(parent, { recursive: true, force: true });
+  }
 });

@@ -13,9 +13,9 @@ const run = promisify(execFile);
 const CLI = fileURLToPath(new URL('../../workers/cli.ts', import.meta.url));
 
 /** Runs `pullthrough rootfs …` as a process; never rejects, the exit code is the answer. */
-export async function pullthroughRootfs(args: string[]): Promise<{ code: number; stderr: string }> {
+export async function pullthroughRootfs(args: string[], as?: { uid: number; gid: number }): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, 'rootfs', ...args], { maxBuffer: 16 * 1024 * 1024 }, (error, _stdout, stderr) => {
+    execFile(process.execPath, [CLI, 'rootfs', ...args], { maxBuffer: 16 * 1024 * 1024, ...as }, (error, _stdout, stderr) => {
       resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stderr });
     });
   });

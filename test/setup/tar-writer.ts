@@ -3,13 +3,18 @@
 
 export interface RawTarEntry {
   name: string;
-  type: 'file' | 'dir' | 'symlink' | 'hardlink';
+  type: 'file' | 'dir' | 'symlink' | 'hardlink' | 'chardev';
   mode?: number;
+  uid?: number;
+  gid?: number;
+  devmajor?: number;
+  devminor?: number;
   linkname?: string;
   data?: string | Buffer;
 }
 
-const TYPE_FLAG = { file: '0', hardlink: '1', symlink: '2', dir: '5' } as const;
+const TYPE_FLAG = { file: '0', hardlink: '1', symlink: '2', chardev: '3', dir: '5' } as const;
+const octal = (n: number, width: number) => `${n.toString(8).padStart(width - 1, '0')}\0`;
 
 export function rawTar(entries: readonly RawTarEntry[]): Buffer {
   const blocks: Buffer[] = [];
@@ -19,14 +24,15 @@ export function rawTar(entries: readonly RawTarEntry[]): Buffer {
     const h = Buffer.alloc(512);
     h.write(e.name, 0, 100);
     h.write(`${(e.mode ?? (e.type === 'dir' ? 0o755 : 0o644)).toString(8).padStart(7, '0')}\0`, 100);
-    h.write('0000000\0', 108);
-    h.write('0000000\0', 116);
+    h.write(octal(e.uid ?? 0, 8), 108);
+    h.write(octal(e.gid ?? 0, 8), 116);
     h.write(`${data.length.toString(8).padStart(11, '0')}\0`, 124);
     h.write('14000000000\0', 136);
     h.write('        ', 148);
     h.write(TYPE_FLAG[e.type], 156);
     if (e.linkname) h.write(e.linkname, 157, 100);
     h.write('ustar\0' + '00', 257);
+    if (e.type === 'chardev') h.write(octal(e.devmajor ?? 0, 8), 329), h.write(octal(e.devminor ?? 0, 8), 337);
     const sum = h.reduce((a, b) => a + b, 0);
     h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
     blocks.push(h, data, Buffer.alloc((512 - (data.length % 512)) % 512));

@@ -51,3 +51,12 @@ test('invalid repository names are NAME_INVALID', () => {
     assert.equal(code(() => resolveTarget(bad, undefined, hosts, 'docker.io')), 'NAME_INVALID', bad);
   }
 });
+
+test('image references split into repository path and tag or digest', async () => {
+  const { splitImageReference } = await import('../../core/reference.ts');
+  assert.deepEqual(splitImageReference('alpine'), { path: 'alpine', reference: 'latest' });
+  assert.deepEqual(splitImageReference('alpine:3.20'), { path: 'alpine', reference: '3.20' });
+  assert.deepEqual(splitImageReference('ghcr.io/org/app:1.2'), { path: 'ghcr.io/org/app', reference: '1.2' });
+  assert.deepEqual(splitImageReference(`docker.io/library/alpine@sha256:${'a'.repeat(64)}`), { path: 'docker.io/library/alpine', reference: `sha256:${'a'.repeat(64)}` });
+  assert.deepEqual(splitImageReference('registry:5000/team/app'), { path: 'registry:5000/team/app', reference: 'latest' });
+});
