@@ -21,45 +21,14 @@ import { skopeoPull } from '../setup/clients.ts';
 import { startHranaServer } from '../setup/hrana-server.ts';
 import { startLocalWorker } from '../setup/worker.ts';
 import { watchIsolateMemory } from '../setup/isolate-memory.ts';
+import { MB, cleanups, hwmOf, jobRate, median, report, runBench, seconds } from './harness.ts';
 
 const PART_SIZE = 5 * 1024 * 1024; // the server's defaults, so the baseline is like for like
 const QUEUE_SIZE = 2;
 const RUNS = 5;
-const MB = 1024 * 1024;
 
-const rows: Array<[string, string, string]> = [];
-const report = (what: string, value: string, target = '') => {
-  rows.push([what, value, target]);
-  console.error(`  ${what}: ${value}${target ? `  (${target})` : ''}`);
-};
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const seconds = async (fn: () => Promise<unknown>) => {
-  const t = performance.now();
-  await fn();
-  return (performance.now() - t) / 1000;
-};
-
-/** Run in reverse at the end, whatever happened. */
-const cleanups: Array<() => Promise<unknown>> = [];
-
-/** MB/s of the server's own ingest of `digest`, from its log line (bytes and ms). */
-async function ingestRate(s: Server, digest: string): Promise<number> {
-  // The row turns ready just before the consumer logs: wait for the line itself.
-  let rate: number | undefined;
-  await until(async () => {
-    for (const line of s.output().split('\n')) {
-      if (!line.startsWith('{')) continue;
-      const entry = JSON.parse(line) as { msg?: string; digest?: string; bytes?: number; ms?: number };
-      if (entry.msg === 'ingest' && entry.digest === digest && entry.bytes && entry.ms) rate = entry.bytes / MB / (entry.ms / 1000);
-    }
-    return rate !== undefined;
-  }, 10_000, `the ingest log line for ${digest}`);
-  return rate!;
-}
-
-/** The peak resident set of a server process so far (Linux VmHWM), in MB. */
-const hwmOf = async (s: Server): Promise<number> => Number(/VmHWM:\s+(\d+) kB/.exec(await readFile(`/proc/${s.child.pid}/status`, 'utf8'))![1]) / 1024;
+/** MB/s of the server's own ingest of `digest`, from its log line. */
+const ingestRate = (s: Server, digest: string) => jobRate(s, 'ingest', 'digest', digest);
 
 const allBlobs = (image: BuiltImage) => [image.configDigest, ...image.layers.map((l) => l.digest)];
 const biggest = (image: BuiltImage) => image.layers.reduce((a, b) => (b.size > a.size ? b : a));
@@ -217,10 +186,4 @@ async function workerBench(registryUrl: string, scratch: string, images: Array<[
   }
 }
 
-try {
-  await main();
-  const width = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i]!.length)));
-  console.log(`\n${rows.map((r) => r.map((c, i) => c.padEnd(width[i]!)).join(' | ').trimEnd()).join('\n')}`);
-} finally {
-  for (const cleanup of cleanups.reverse()) await cleanup();
-}
+await runBench(main);
