@@ -4,7 +4,7 @@ import { blobs } from '../schema/blobs.ts';
 import type { Database } from './db.ts';
 import type { BlobStore } from './blobstore.ts';
 import { DigestMismatchError, OciError } from './errors.ts';
-import { compressionOf, decompressStream } from './decompress.ts';
+import { DecompressError, compressionOf, decompressed } from './decompress.ts';
 import { TarError } from './tar.ts';
 import { tocStream, tocWriter } from './toc.ts';
 import { holdLease } from './lease.ts';
@@ -122,7 +122,7 @@ async function extractIntoStore(deps: ExtractDeps, row: Layer, signal: AbortSign
   tocPut.catch(() => {});
   let size: number;
   try {
-    const tar = object.body.pipeThrough(decompressStream(row.compression), { signal }).pipeThrough(reader);
+    const tar = decompressed(object.body, row.compression, signal).pipeThrough(reader);
     ({ size } = await deps.store.put(row.tarKey, tar, { expected: { digest: row.diffId }, contentType: 'application/x-tar' }));
   } catch (e) {
     toc.fail(e);
@@ -141,11 +141,6 @@ function layerError(e: unknown, row: Layer): unknown {
     return new OciError('LAYER_INVALID', 'the uncompressed layer does not match the diff_id in the image config', { ...where, actual: e.detail?.actual });
   }
   if (e instanceof TarError) return new OciError('LAYER_INVALID', `the layer is not a valid tar: ${e.message}`, where);
-  // fzstd's errors carry a numeric code; the platform's gzip decoder throws a TypeError.
-  const zstdCode = (e as { code?: unknown } | null)?.code;
-  if (row.compression === 'zstd' && typeof zstdCode === 'number') return new OciError('LAYER_INVALID', `the layer is not valid zstd: ${(e as Error).message}`, where);
-  if (row.compression === 'gzip' && e instanceof TypeError && /compress|gzip|zlib|header|data/i.test(e.message)) {
-    return new OciError('LAYER_INVALID', `the layer is not valid gzip: ${e.message}`, where);
-  }
+  if (e instanceof DecompressError) return new OciError('LAYER_INVALID', `the layer is not valid ${row.compression}: ${e.message}`, where);
   return e;
 }

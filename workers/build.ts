@@ -18,7 +18,7 @@ export async function buildServer(): Promise<string> {
     // libsql loads a native addon for the platform at run time; it stays a package.
     external: ['libsql'],
     // Bundled CommonJS dependencies call require(): give the ES module one.
-    banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
+    banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
     logLevel: 'warning',
   });
   return SERVER_BUNDLE;

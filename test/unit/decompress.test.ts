@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { compressionOf, decompressStream } from '../../core/decompress.ts';
+import { DecompressError, compressionOf, decompressed } from '../../core/decompress.ts';
 
 const chunked = (bytes: Uint8Array, size: number) =>
   new ReadableStream<Uint8Array>({
@@ -38,23 +38,53 @@ for (const [tool, compression] of [['gzip', 'gzip'], ['zstd', 'zstd']] as const)
   test(`${tool} (made by the ${tool} CLI) decompresses in any chunking`, async () => {
     const compressed = compress(tool, original, tool === 'zstd' ? ['-19'] : []);
     for (const size of [1000, 65_536, compressed.length]) {
-      assert.deepEqual(await collect(chunked(compressed, size).pipeThrough(decompressStream(compression))), original, `${tool} in ${size}-byte chunks`);
+      assert.deepEqual(await collect(decompressed(chunked(compressed, size), compression)), original, `${tool} in ${size}-byte chunks`);
     }
   });
 }
 
-test('concatenated zstd frames decompress whole', async () => {
+test('concatenated zstd frames and multi-member gzip decompress whole', async () => {
   const a = compress('zstd', original.subarray(0, 1_000_000));
   const b = compress('zstd', original.subarray(1_000_000));
-  assert.deepEqual(await collect(chunked(Buffer.concat([a, b]), 4096).pipeThrough(decompressStream('zstd'))), original);
+  assert.deepEqual(await collect(decompressed(chunked(Buffer.concat([a, b]), 4096), 'zstd')), original);
+  const g = Buffer.concat([compress('gzip', original.subarray(0, 1_000_000)), compress('gzip', original.subarray(1_000_000))]);
+  assert.deepEqual(await collect(decompressed(chunked(g, 4096), 'gzip')), original);
 });
 
 test('truncated or corrupted input errors the stream instead of ending it', async () => {
   for (const [tool, compression] of [['gzip', 'gzip'], ['zstd', 'zstd']] as const) {
     const compressed = compress(tool, original);
-    await assert.rejects(collect(chunked(compressed.subarray(0, compressed.length - 100), 4096).pipeThrough(decompressStream(compression))), `${tool} truncated`);
+    await assert.rejects(collect(decompressed(chunked(compressed.subarray(0, compressed.length - 100), 4096), compression)), DecompressError, `${tool} truncated`);
     const garbage = Buffer.from(compressed);
     garbage.fill(0x55, 0, 8);
-    await assert.rejects(collect(chunked(garbage, 4096).pipeThrough(decompressStream(compression))), `${tool} corrupted`);
+    await assert.rejects(collect(decompressed(chunked(garbage, 4096), compression)), DecompressError, `${tool} corrupted`);
   }
+});
+
+test('decoding is pulled: a reader that stops reading stops the input being read', async () => {
+  const compressed = compress('gzip', original);
+  let served = 0;
+  const source = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (served >= compressed.length) return c.close();
+      c.enqueue(compressed.subarray(served, served + 65_536));
+      served += 65_536;
+    },
+  }, { highWaterMark: 0 });
+  const reader = decompressed(source, 'gzip').getReader();
+  await reader.read();
+  await new Promise((r) => setTimeout(r, 50));
+  assert.ok(served <= 2 * 65_536, `only what the first output needed was read (${served} of ${compressed.length} bytes)`);
+  await reader.cancel();
+});
+
+test('an aborted signal stops decoding and cancels the source', async () => {
+  let cancelled = false;
+  const source = new ReadableStream<Uint8Array>({ pull: (c) => c.enqueue(compress('gzip', Buffer.alloc(100_000))), cancel: () => void (cancelled = true) });
+  const stop = new AbortController();
+  const reader = decompressed(source, 'gzip', stop.signal).getReader();
+  await reader.read();
+  stop.abort(new Error('lease lost'));
+  await assert.rejects(async () => { for (;;) if ((await reader.read()).done) break; }, /lease lost/);
+  assert.equal(cancelled, true);
 });
