@@ -3,10 +3,11 @@
 // in. That sum is what the production isolate limit (128 MB) is about; the workerd
 // process RSS is not (it holds the runtime, Miniflare's services and kernel buffers too).
 //
-// Two peaks: `peak` is the largest sum seen, garbage included (V8 lets up to ~64 MB of
-// dead ArrayBuffers pile up before external memory pressure starts a GC); `livePeak` is
-// the largest sum right after a forced full GC (`HeapProfiler.collectGarbage`), i.e. what
-// the isolate actually holds on to.
+// Two peaks: `peak` is the largest sum seen, garbage included (V8 lets tens of MB of dead
+// ArrayBuffers pile up before external memory pressure starts a GC); `livePeak` is the
+// largest sum right after a full GC forced every `gcEveryMs` (`HeapProfiler.collectGarbage`),
+// i.e. what the isolate holds on to. Not more often: a forced GC also flushes compiled
+// code, and every 500 ms it slowed pure-JS decompression fifty-fold (every 2 s: by 20%).
 
 export interface HeapUsage {
   usedSize: number;
@@ -17,10 +18,12 @@ export interface HeapUsage {
 export interface IsolateMemory {
   /** The largest sample so far, dead objects included, in bytes. */
   peak(): number;
-  /** The largest sample taken right after a full GC, in bytes. */
+  /** The largest sample taken right after a forced full GC, in bytes. */
   livePeak(): number;
   /** Both peaks in MB, for messages. */
   describe(): string;
+  /** Describes the peaks so far and starts both afresh (one inspector client can watch phases). */
+  mark(): string;
   stop(): Promise<void>;
 }
 
@@ -29,7 +32,7 @@ const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 
 /** Samples the isolate behind `inspectorUrl` (a `LocalWorker.inspectorUrl`) until stopped. */
 export async function watchIsolateMemory(inspectorUrl: URL, options: { everyMs?: number; gcEveryMs?: number } = {}): Promise<IsolateMemory> {
-  const { everyMs = 25, gcEveryMs = 500 } = options;
+  const { everyMs = 10, gcEveryMs = 2000 } = options;
   const targets = (await (await fetch(new URL('/json', inspectorUrl.href.replace(/^ws/, 'http')))).json()) as Array<{ webSocketDebuggerUrl: string }>;
   if (!targets[0]) throw new Error(`no inspector target at ${inspectorUrl.href}`);
   // wrangler's inspector proxy wants a loopback Origin from clients that send a User-Agent.
@@ -62,22 +65,30 @@ export async function watchIsolateMemory(inspectorUrl: URL, options: { everyMs?:
   let livePeak = 0;
   let stopped = false;
   const loop = (async () => {
-    let lastGc = 0;
+    let lastGc = performance.now();
     while (!stopped && ws.readyState === WebSocket.OPEN) {
-      const afterGc = performance.now() - lastGc >= gcEveryMs;
-      if (afterGc) (await call('HeapProfiler.collectGarbage')), (lastGc = performance.now());
+      const forced = performance.now() - lastGc >= gcEveryMs;
+      if (forced) (await call('HeapProfiler.collectGarbage')), (lastGc = performance.now());
       const usage = await sample();
       if (usage) {
-        peak = Math.max(peak, total(usage));
-        if (afterGc) livePeak = Math.max(livePeak, total(usage));
+        const now = total(usage);
+        peak = Math.max(peak, now);
+        if (forced) livePeak = Math.max(livePeak, now);
       }
       await new Promise((resolve) => setTimeout(resolve, everyMs));
     }
   })();
+  const describe = () => `peak ${mb(peak)} with garbage, ${mb(livePeak)} live after forced GCs`;
   return {
     peak: () => peak,
     livePeak: () => livePeak,
-    describe: () => `peak ${mb(peak)} with garbage, ${mb(livePeak)} live after GC`,
+    describe,
+    mark() {
+      const text = describe();
+      peak = 0;
+      livePeak = 0;
+      return text;
+    },
     async stop() {
       stopped = true;
       await loop;
