@@ -15,7 +15,7 @@ import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
 import { pullthroughRootfs, umociRootfs } from '../setup/rootfs.ts';
 import { MB, cleanups, hwmOf, jobRate, median, report, runBench, seconds } from './harness.ts';
 
-const RUNS = 3;
+const RUNS = 5;
 
 /** File content that compresses about 2:1, like binaries and text in a real image. */
 function content(size: number): Buffer {
@@ -51,10 +51,46 @@ async function main(): Promise<void> {
   const registry = await startRegistry();
   cleanups.push(() => registry.stop());
 
-  console.error('building images: a 256 MB layer (gzip and zstd), and a 4-layer root filesystem');
-  const extractLayer = await layerOf(scratch, 'extract', 256, 256 * MB);
-  const gzip = await pushImage(registry, 'library/extract-gzip', '1', [extractLayer]);
-  const zstd = await pushImage(registry, 'library/extract-zstd', '1', [extractLayer], { compression: 'zstd' });
+  const server = async (name: string): Promise<Server> => {
+    const s = await startServer({
+      DATA_DIR: join(scratch, name),
+      UPSTREAMS: JSON.stringify({ 'docker.io': { url: registry.url } }),
+      ...s3ServerEnv((await s3TestBucket(`bench-${name}`))!.bucket),
+      BLOB_DELIVERY: 'redirect',
+    });
+    cleanups.push(() => s.stop());
+    return s;
+  };
+  const readyPlan = async (s: Server, image: string) => {
+    let plan: { layers: Array<{ diff_id: string; uncompressed_size: number }> } | undefined;
+    await until(async () => {
+      const res = await fetch(`${s.url}/api/rootfs/${image}`);
+      plan = (await res.json()) as typeof plan;
+      return res.status === 200;
+    }, 1_200_000, `extraction of ${image}`);
+    return plan!;
+  };
+  // Store the blobs first, so that the extract job's own time is what its log line measures.
+  const ingested = async (s: Server, image: BuiltImage, name: string) => {
+    await (await fetch(`${s.url}/v2/${name}/manifests/1`)).arrayBuffer();
+    for (const layer of image.layers) await jobRate(s, 'ingest', 'digest', layer.digest, 600_000);
+  };
+
+  console.error('extraction (stored blob in S3 → decompress → layer.tar + toc.json in S3), one server each');
+  for (const [compression, sizeMiB] of [['gzip', 256], ['zstd', 256], ['gzip', 1024]] as const) {
+    const name = `extract-${compression}-${sizeMiB}`;
+    const image = await pushImage(registry, `library/${name}`, '1', [await layerOf(scratch, name, sizeMiB, sizeMiB * MB)], { compression });
+    const s = await server(name);
+    await ingested(s, image, `library/${name}`);
+    const before = await hwmOf(s);
+    const layer = (await readyPlan(s, `library/${name}:1`)).layers[0]!;
+    const rate = await jobRate(s, 'extract', 'diff_id', layer.diff_id);
+    const what = `extract a ${(layer.uncompressed_size / MB).toFixed(0)} MB ${compression} layer (${(image.layers[0]!.size / MB).toFixed(0)} MB compressed, ${sizeMiB} files)`;
+    report(what, `${rate.toFixed(1)} MB/s uncompressed output, server peak RSS ${(await hwmOf(s)).toFixed(0)} MB (${before.toFixed(0)} MB before)`);
+    await s.stop();
+  }
+
+  console.error('building a 4-layer root filesystem image');
   const rootfsLayers = [
     await layerOf(scratch, 'base', 1500, 30 * MB),
     await layerOf(scratch, 'libs', 800, 60 * MB),
@@ -62,49 +98,17 @@ async function main(): Promise<void> {
     await layerOf(scratch, 'config', 40, 1 * MB),
   ];
   const app = await pushImage(registry, 'library/app', '1', rootfsLayers);
-
-  const server: Server = await startServer({
-    DATA_DIR: join(scratch, 'server'),
-    UPSTREAMS: JSON.stringify({ 'docker.io': { url: registry.url } }),
-    ...s3ServerEnv((await s3TestBucket('bench-layers'))!.bucket),
-    BLOB_DELIVERY: 'redirect',
-  });
-  cleanups.push(() => server.stop());
-  const readyPlan = async (image: string) => {
-    let plan: { layers: Array<{ diff_id: string; uncompressed_size: number }> } | undefined;
-    await until(async () => {
-      const res = await fetch(`${server.url}/api/rootfs/${image}`);
-      plan = (await res.json()) as typeof plan;
-      return res.status === 200;
-    }, 1_200_000, `extraction of ${image}`);
-    return plan!;
-  };
-  const ingested = async (image: BuiltImage, name: string) => {
-    // Store the blobs first, so the extract job's own time is what the log line measures.
-    await (await fetch(`${server.url}/v2/${name}/manifests/1`)).arrayBuffer();
-    for (const layer of image.layers) await jobRate(server, 'ingest', 'digest', layer.digest, 600_000);
-  };
-
-  console.error('extraction throughput (stored blob → decompress → layer.tar + toc.json in S3)');
-  for (const [label, image, name] of [['gzip', gzip, 'library/extract-gzip'], ['zstd', zstd, 'library/extract-zstd']] as const) {
-    await ingested(image, name);
-    const plan = await readyPlan(`${name}:1`);
-    const layer = plan.layers[0]!;
-    const rate = await jobRate(server, 'extract', 'diff_id', layer.diff_id);
-    report(`extract a ${(layer.uncompressed_size / MB).toFixed(0)} MB ${label} layer (${(image.layers[0]!.size / MB).toFixed(0)} MB compressed)`, `${rate.toFixed(1)} MB/s uncompressed output`);
-  }
-  report('server peak RSS after both extractions', `${(await hwmOf(server)).toFixed(0)} MB`);
-
+  const rootfsServer = await server('rootfs');
   console.error('time to a ready root filesystem (4 layers, 2,640 files)');
-  await ingested(app, 'library/app');
-  const plan = await readyPlan('library/app:1');
+  await ingested(rootfsServer, app, 'library/app');
+  const plan = await readyPlan(rootfsServer, 'library/app:1');
   const size = plan.layers.reduce((a, l) => a + l.uncompressed_size, 0);
   const ours: number[] = [];
   const theirs: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     ours.push(
       await seconds(async () => {
-        const result = await pullthroughRootfs(['library/app:1', join(scratch, `ours-${i}`), '--server', server.url]);
+        const result = await pullthroughRootfs(['library/app:1', join(scratch, `ours-${i}`), '--server', rootfsServer.url]);
         if (result.code !== 0) throw new Error(result.stderr);
       }),
     );
