@@ -6,6 +6,9 @@
 // Decoding is pull-driven: compressed input is fed in small pieces only when the reader
 // asks for more, so memory is bounded by piece size × the format's worst-case ratio
 // (deflate ≈ 1032:1 on 16 KiB; zstd RLE blocks ≈ 32768:1 on 1 KiB), not by the layer.
+// fflate's streaming gunzip does not check the gzip trailer (CRC32, size): a truncated
+// gzip layer may end early here rather than error; the tar reader or the diff_id check
+// refuses it, so nothing unverified is published either way.
 import { Gunzip } from 'fflate';
 import { Decompress as Unzstd } from 'fzstd';
 import { OciError } from './errors.ts';
