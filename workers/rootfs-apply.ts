@@ -46,8 +46,26 @@ export class Applier {
   /** Resolved parent directories; dropped whenever a symlink appears or anything is removed. */
   #resolved = new Map<string, string>();
 
-  constructor(root: string) {
+  /** Bytes of each layer's temp file written so far (-1: its download failed), shared with the downloader. */
+  readonly #written: BigInt64Array | undefined;
+
+  constructor(root: string, written?: BigInt64Array) {
     this.root = root;
+    this.#written = written;
+  }
+
+  /**
+   * How far the current layer's file is written, once it reaches `position` (waiting for
+   * the downloader when it has not: layers are applied while they download).
+   */
+  #availableFrom(position: number): number {
+    if (!this.#written) return Number.MAX_SAFE_INTEGER;
+    for (;;) {
+      const have = Atomics.load(this.#written, this.#layer);
+      if (have < 0n) throw new ApplyError('the layer download failed');
+      if (have > BigInt(position)) return Number(have);
+      Atomics.wait(this.#written, this.#layer, have, 1000);
+    }
   }
 
   #abs(rel: string): string {
@@ -194,7 +212,9 @@ export class Applier {
     try {
       let done = 0;
       while (done < entry.size) {
-        const bytesRead = readSync(tar, buffer, 0, Math.min(buffer.length, entry.size - done), entry.offset + done);
+        const position = entry.offset + done;
+        const want = Math.min(buffer.length, entry.size - done, this.#availableFrom(position) - position);
+        const bytesRead = readSync(tar, buffer, 0, want, position);
         if (bytesRead === 0) throw new ApplyError(`${entry.path}: the layer tar ends inside the file`);
         const chunk = buffer.subarray(0, bytesRead);
         hash.update(chunk);
@@ -252,7 +272,8 @@ export type ApplyReply =
   | { error: string };
 
 if (!isMainThread && (workerData as { role?: string } | null)?.role === 'pullthrough-apply') {
-  const applier = new Applier((workerData as { root: string }).root);
+  const { root, written } = workerData as { root: string; written: BigInt64Array };
+  const applier = new Applier(root, written);
   parentPort!.on('message', (request: ApplyRequest) => {
     try {
       if ('finish' in request) {

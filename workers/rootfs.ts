@@ -4,12 +4,9 @@
 // applied in order on a second thread (workers/rootfs-apply.ts, which says how hostile
 // layers are contained) while later layers still download.
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { Worker } from 'node:worker_threads';
 import { parseToc, type Toc } from '../core/toc.ts';
 import type { ApplyReply, ApplyRequest, Rejected } from './rootfs-apply.ts';
@@ -80,34 +77,39 @@ async function readyPlan(options: RootfsOptions): Promise<RootfsPlan> {
   }
 }
 
-/** Downloads layer.tar to `file`, checking it against the diff_id, and its TOC against its digest. */
-async function download(layer: PlannedLayer, file: string, onBytes: (n: number) => void, signal: AbortSignal): Promise<Toc> {
+/**
+ * Downloads layer.tar to `file`, checking it against the diff_id, and its TOC against its
+ * digest. `started` gets the TOC once the file exists; `onBytes` how much of it is written.
+ */
+async function download(layer: PlannedLayer, file: string, started: (toc: Toc) => void, onBytes: (n: number) => void, signal: AbortSignal): Promise<void> {
   const tocBytes = new Uint8Array(await (await fetchOk(layer.toc_url!, `TOC of ${layer.diff_id}`, signal)).arrayBuffer());
   const tocDigest = `sha256:${createHash('sha256').update(tocBytes).digest('hex')}`;
   if (layer.toc_digest && tocDigest !== layer.toc_digest) throw new RootfsError(`TOC of ${layer.diff_id} does not match its digest`);
   const toc = parseToc(new TextDecoder().decode(tocBytes));
   if (toc.diff_id !== layer.diff_id) throw new RootfsError(`TOC of ${layer.diff_id} is for ${toc.diff_id}`);
   const res = await fetchOk(layer.tar_url!, `layer ${layer.diff_id}`, signal);
+  const out = await open(file, 'w');
   const hash = createHash('sha256');
   let bytes = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, done) {
+  try {
+    started(toc);
+    for await (const chunk of res.body! as AsyncIterable<Uint8Array>) {
       hash.update(chunk);
+      for (let done = 0; done < chunk.length; ) done += (await out.write(chunk, done)).bytesWritten;
       bytes += chunk.length;
       onBytes(bytes);
-      done(null, chunk);
-    },
-  });
-  await pipeline(Readable.fromWeb(res.body! as never), counter, createWriteStream(file), { signal });
+    }
+  } finally {
+    await out.close();
+  }
   const actual = `sha256:${hash.digest('hex')}`;
   if (actual !== layer.diff_id) throw new RootfsError(`layer ${layer.diff_id} downloaded as ${actual}`);
   if (bytes !== toc.size) throw new RootfsError(`layer ${layer.diff_id} is ${bytes} bytes, its TOC says ${toc.size}`);
-  return toc;
 }
 
 /** The apply thread (workers/rootfs-apply.ts), one request at a time. */
-function applyThread(root: string): { call(request: ApplyRequest): Promise<ApplyReply>; stop(): Promise<void> } {
-  const worker = new Worker(new URL('./rootfs-apply.ts', import.meta.url), { workerData: { role: 'pullthrough-apply', root } });
+function applyThread(root: string, written: BigInt64Array): { call(request: ApplyRequest): Promise<ApplyReply>; stop(): Promise<void> } {
+  const worker = new Worker(new URL('./rootfs-apply.ts', import.meta.url), { workerData: { role: 'pullthrough-apply', root, written } });
   let pending: { resolve(reply: ApplyReply): void; reject(e: Error): void } | undefined;
   worker.on('message', (reply: ApplyReply) => {
     const p = pending;
@@ -140,31 +142,47 @@ export async function buildRootfs(options: RootfsOptions): Promise<RootfsReport>
   progress?.plan(plan.layers);
   const stop = new AbortController();
   const limit = Math.max(1, options.concurrency ?? 4);
-  // Downloads run `limit` at a time in layer order; layer i is applied once it is
-  // downloaded and layer i-1 is applied, while later downloads go on.
-  const downloads = plan.layers.map(() => Promise.withResolvers<Toc>());
-  for (const d of downloads) d.promise.catch(() => {});
+  // Downloads run `limit` at a time in layer order, each into a temp file; layer i is
+  // applied (on the apply thread) once layer i-1 is, reading its file as it is written.
+  const count = plan.layers.length;
+  const written = new BigInt64Array(new SharedArrayBuffer(8 * count));
+  const started = plan.layers.map(() => Promise.withResolvers<Toc>());
+  const finished = plan.layers.map(() => Promise.withResolvers<void>());
+  for (const d of [...started, ...finished]) d.promise.catch(() => {});
+  const signalWritten = (i: number, value: bigint) => {
+    Atomics.store(written, i, value);
+    Atomics.notify(written, i);
+  };
   let next = 0;
-  const pool = Array.from({ length: Math.min(limit, plan.layers.length) }, async () => {
-    while (next < plan.layers.length && !stop.signal.aborted) {
+  const pool = Array.from({ length: Math.min(limit, count) }, async () => {
+    while (next < count && !stop.signal.aborted) {
       const i = next++;
-      await download(plan.layers[i]!, join(scratch, `${i}.tar`), (n) => progress?.downloaded(i, n), stop.signal).then(downloads[i]!.resolve, downloads[i]!.reject);
+      const onBytes = (n: number) => (signalWritten(i, BigInt(n)), progress?.downloaded(i, n));
+      await download(plan.layers[i]!, join(scratch, `${i}.tar`), started[i]!.resolve, onBytes, stop.signal).then(finished[i]!.resolve, (e: unknown) => {
+        signalWritten(i, -1n);
+        started[i]!.reject(e);
+        finished[i]!.reject(e);
+      });
     }
   });
-  const applier = applyThread(root);
+  const applier = applyThread(root, written);
   try {
     let bytes = 0;
-    for (let i = 0; i < plan.layers.length; i++) {
-      const toc = await downloads[i]!.promise;
+    for (let i = 0; i < count; i++) {
+      const toc = await started[i]!.promise;
       bytes += toc.size;
-      await applier.call({ layer: i, tarFile: join(scratch, `${i}.tar`), toc });
-      await rm(join(scratch, `${i}.tar`), { force: true });
+      // A failed download makes the apply fail too: report the download's reason.
+      await applier.call({ layer: i, tarFile: join(scratch, `${i}.tar`), toc }).catch(async (e: unknown) => {
+        throw await finished[i]!.promise.then(() => e, (reason: unknown) => reason);
+      });
       progress?.applied(i);
     }
+    // Every download must also have matched its diff_id.
+    await Promise.all(finished.map((d) => d.promise));
     const reply = await applier.call({ finish: true });
     if (!('finished' in reply)) throw new RootfsError('the apply thread did not finish');
     progress?.done();
-    return { manifest: plan.manifest, layers: plan.layers.length, bytes, ...reply.finished };
+    return { manifest: plan.manifest, layers: count, bytes, ...reply.finished };
   } finally {
     stop.abort();
     await applier.stop();
