@@ -10,19 +10,86 @@ import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import {
   chmodSync, closeSync, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync,
-  mkdirSync, openSync, readdirSync, readlinkSync, readSync, rmSync, symlinkSync, utimesSync, writeSync,
+  mkdirSync, openSync, readdirSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { isMainThread, parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { Toc, TocEntry } from '../core/toc.ts';
 
-const COPY_BUFFER_BYTES = 1024 * 1024;
 const MAX_SYMLINK_HOPS = 255;
 
 export interface Rejected {
   layer: number;
   path: string;
   reason: string;
+}
+
+/** A chunk of a layer's tar, or the reason its download failed, sent by the downloader. */
+export type LayerMessage = { layer: number; chunk: Uint8Array } | { layer: number; error: string };
+
+/**
+ * The layers' bytes as they arrive from the downloader (main thread) over a message port,
+ * read synchronously in order. Reading past what has arrived waits (`Atomics.wait` on a
+ * counter the downloader bumps per message); what is read is released and reported in
+ * `consumed`, which the downloader uses to stay at most a window ahead.
+ */
+export class LayerBytes {
+  readonly #port: MessagePort;
+  readonly #posted: Int32Array;
+  readonly #consumed: BigInt64Array;
+  readonly #layers = new Map<number, { chunks: Uint8Array[]; start: number; error?: string }>();
+  readonly #applied = new Set<number>();
+
+  constructor(port: MessagePort, posted: Int32Array, consumed: BigInt64Array) {
+    this.#port = port;
+    this.#posted = posted;
+    this.#consumed = consumed;
+  }
+
+  #queue(layer: number) {
+    let q = this.#layers.get(layer);
+    if (!q) this.#layers.set(layer, (q = { chunks: [], start: 0 }));
+    return q;
+  }
+
+  /** Takes one message off the port, waiting for one when there is none. */
+  #receive(): void {
+    const seen = Atomics.load(this.#posted, 0);
+    const received = receiveMessageOnPort(this.#port);
+    if (!received) {
+      Atomics.wait(this.#posted, 0, seen, 1000);
+      return;
+    }
+    const message = received.message as LayerMessage;
+    if (this.#applied.has(message.layer)) return; // the tar's tail (end blocks) after its last entry
+    const q = this.#queue(message.layer);
+    if ('error' in message) q.error = message.error;
+    else q.chunks.push(message.chunk);
+  }
+
+  /** Up to `max` bytes of `layer` from `position` on (positions only grow), waiting for them. */
+  read(layer: number, position: number, max: number): Uint8Array {
+    for (;;) {
+      const q = this.#queue(layer);
+      while (q.chunks.length > 0 && q.start + q.chunks[0]!.length <= position) {
+        q.start += q.chunks.shift()!.length;
+        Atomics.store(this.#consumed, layer, BigInt(q.start));
+        Atomics.notify(this.#consumed, layer);
+      }
+      const first = q.chunks[0];
+      if (first && q.start <= position) return first.subarray(position - q.start, position - q.start + max);
+      if (q.error !== undefined) throw new ApplyError(q.error);
+      this.#receive();
+    }
+  }
+
+  /** The layer is applied: drop what is left of it and let its download run free. */
+  done(layer: number): void {
+    this.#applied.add(layer);
+    this.#layers.delete(layer);
+    Atomics.store(this.#consumed, layer, BigInt(Number.MAX_SAFE_INTEGER));
+    Atomics.notify(this.#consumed, layer);
+  }
 }
 
 /** A layer that cannot be applied as it claims (a file whose content is not its TOC's). */
@@ -46,26 +113,11 @@ export class Applier {
   /** Resolved parent directories; dropped whenever a symlink appears or anything is removed. */
   #resolved = new Map<string, string>();
 
-  /** Bytes of each layer's temp file written so far (-1: its download failed), shared with the downloader. */
-  readonly #written: BigInt64Array | undefined;
+  readonly #source: LayerBytes;
 
-  constructor(root: string, written?: BigInt64Array) {
+  constructor(root: string, source: LayerBytes) {
     this.root = root;
-    this.#written = written;
-  }
-
-  /**
-   * How far the current layer's file is written, once it reaches `position` (waiting for
-   * the downloader when it has not: layers are applied while they download).
-   */
-  #availableFrom(position: number): number {
-    if (!this.#written) return Number.MAX_SAFE_INTEGER;
-    for (;;) {
-      const have = Atomics.load(this.#written, this.#layer);
-      if (have < 0n) throw new ApplyError('the layer download failed');
-      if (have > BigInt(position)) return Number(have);
-      Atomics.wait(this.#written, this.#layer, have, 1000);
-    }
+    this.#source = source;
   }
 
   #abs(rel: string): string {
@@ -136,22 +188,20 @@ export class Applier {
    * Applies one layer. File system calls are synchronous: with thousands of small files,
    * a thread-pool round trip per call would dominate. (This runs on its own thread.)
    */
-  apply(layer: number, tarFile: string, toc: Toc): void {
+  apply(layer: number, toc: Toc): void {
     this.#layer = layer;
     this.#created = new Set();
-    const tar = openSync(tarFile, 'r');
-    const buffer = Buffer.allocUnsafe(COPY_BUFFER_BYTES);
     try {
       for (const entry of toc.entries) {
         this.entries++;
-        this.#entry(entry, tar, buffer);
+        this.#entry(entry);
       }
     } finally {
-      closeSync(tar);
+      this.#source.done(layer);
     }
   }
 
-  #entry(entry: TocEntry, tar: number, buffer: Buffer): void {
+  #entry(entry: TocEntry): void {
     if (unsafeName(entry.path)) return this.#reject(entry.path, entry.path.startsWith('/') ? 'absolute path' : 'path leaves the root through ..');
     if (entry.opaque !== undefined) return this.#opaque(entry);
     if (entry.whiteout !== undefined) return this.#whiteout(entry);
@@ -172,7 +222,7 @@ export class Applier {
         this.dirs.set(rel, entry);
         return;
       case 'file':
-        return this.#file(entry, abs, tar, buffer);
+        return this.#file(entry, abs);
       case 'symlink':
         symlinkSync(entry.linkname!, abs);
         this.#resolved.clear();
@@ -206,20 +256,16 @@ export class Applier {
   }
 
   /** Copies the file's bytes out of the layer tar, hashing them against the TOC. */
-  #file(entry: TocEntry, abs: string, tar: number, buffer: Buffer): void {
+  #file(entry: TocEntry, abs: string): void {
     const out = openSync(abs, 'wx', 0o600);
     const hash = createHash('sha256');
     try {
       let done = 0;
       while (done < entry.size) {
-        const position = entry.offset + done;
-        const want = Math.min(buffer.length, entry.size - done, this.#availableFrom(position) - position);
-        const bytesRead = readSync(tar, buffer, 0, want, position);
-        if (bytesRead === 0) throw new ApplyError(`${entry.path}: the layer tar ends inside the file`);
-        const chunk = buffer.subarray(0, bytesRead);
+        const chunk = this.#source.read(this.#layer, entry.offset + done, entry.size - done);
         hash.update(chunk);
-        for (let written = 0; written < bytesRead; ) written += writeSync(out, chunk, written);
-        done += bytesRead;
+        for (let written = 0; written < chunk.length; ) written += writeSync(out, chunk, written);
+        done += chunk.length;
       }
       const actual = `sha256:${hash.digest('hex')}`;
       if (actual !== entry.digest) throw new ApplyError(`${entry.path}: content ${actual} does not match the TOC's ${entry.digest}`);
@@ -265,22 +311,22 @@ export class Applier {
 
 
 /** Messages between the main thread and the apply thread. */
-export type ApplyRequest = { layer: number; tarFile: string; toc: Toc } | { finish: true };
+export type ApplyRequest = { layer: number; toc: Toc } | { finish: true };
 export type ApplyReply =
   | { layer: number }
   | { finished: { entries: number; rejected: Rejected[]; skipped: Rejected[] } }
   | { error: string };
 
 if (!isMainThread && (workerData as { role?: string } | null)?.role === 'pullthrough-apply') {
-  const { root, written } = workerData as { root: string; written: BigInt64Array };
-  const applier = new Applier(root, written);
+  const { root, port, posted, consumed } = workerData as { root: string; port: MessagePort; posted: Int32Array; consumed: BigInt64Array };
+  const applier = new Applier(root, new LayerBytes(port, posted, consumed));
   parentPort!.on('message', (request: ApplyRequest) => {
     try {
       if ('finish' in request) {
         applier.finish();
         parentPort!.postMessage({ finished: { entries: applier.entries, rejected: applier.rejected, skipped: applier.skipped } } satisfies ApplyReply);
       } else {
-        applier.apply(request.layer, request.tarFile, request.toc);
+        applier.apply(request.layer, request.toc);
         parentPort!.postMessage({ layer: request.layer } satisfies ApplyReply);
       }
     } catch (e) {

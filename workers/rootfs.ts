@@ -1,18 +1,21 @@
 // `pullthrough rootfs`: a root filesystem from a pullthrough server's layer plan. Layers
 // are downloaded in parallel (uncompressed tars and their TOCs, straight from the bucket
 // when the server hands out presigned URLs), each checked against its diff_id, and
-// applied in order on a second thread (workers/rootfs-apply.ts, which says how hostile
-// layers are contained) while later layers still download.
+// streamed to a second thread (workers/rootfs-apply.ts, which says how hostile layers are
+// contained) that applies them in order as their bytes arrive. Nothing is written but the
+// root filesystem itself; memory is bounded by AHEAD_BYTES × the downloads at once.
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { mkdir } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { MessageChannel, Worker } from 'node:worker_threads';
 import { parseToc, type Toc } from '../core/toc.ts';
-import type { ApplyReply, ApplyRequest, Rejected } from './rootfs-apply.ts';
+import type { ApplyReply, ApplyRequest, LayerMessage, Rejected } from './rootfs-apply.ts';
 import type { RootfsPlan, PlannedLayer } from '../core/plan.ts';
 
 export type { Rejected };
+
+/** How far a layer's download may run ahead of its apply (memory: this × downloads at once). */
+const AHEAD_BYTES = 32 * 1024 * 1024;
 
 export interface RootfsReport {
   manifest: string;
@@ -78,29 +81,23 @@ async function readyPlan(options: RootfsOptions): Promise<RootfsPlan> {
 }
 
 /**
- * Downloads layer.tar to `file`, checking it against the diff_id, and its TOC against its
- * digest. `started` gets the TOC once the file exists; `onBytes` how much of it is written.
+ * Downloads layer.tar, checking it against the diff_id, and its TOC against its digest.
+ * `started` gets the TOC; every chunk goes to `send` (which may hold the download back).
  */
-async function download(layer: PlannedLayer, file: string, started: (toc: Toc) => void, onBytes: (n: number) => void, signal: AbortSignal): Promise<void> {
+async function download(layer: PlannedLayer, started: (toc: Toc) => void, send: (chunk: Uint8Array, total: number) => Promise<void>, signal: AbortSignal): Promise<void> {
   const tocBytes = new Uint8Array(await (await fetchOk(layer.toc_url!, `TOC of ${layer.diff_id}`, signal)).arrayBuffer());
   const tocDigest = `sha256:${createHash('sha256').update(tocBytes).digest('hex')}`;
   if (layer.toc_digest && tocDigest !== layer.toc_digest) throw new RootfsError(`TOC of ${layer.diff_id} does not match its digest`);
   const toc = parseToc(new TextDecoder().decode(tocBytes));
   if (toc.diff_id !== layer.diff_id) throw new RootfsError(`TOC of ${layer.diff_id} is for ${toc.diff_id}`);
   const res = await fetchOk(layer.tar_url!, `layer ${layer.diff_id}`, signal);
-  const out = await open(file, 'w');
   const hash = createHash('sha256');
   let bytes = 0;
-  try {
-    started(toc);
-    for await (const chunk of res.body! as AsyncIterable<Uint8Array>) {
-      hash.update(chunk);
-      for (let done = 0; done < chunk.length; ) done += (await out.write(chunk, done)).bytesWritten;
-      bytes += chunk.length;
-      onBytes(bytes);
-    }
-  } finally {
-    await out.close();
+  started(toc);
+  for await (const chunk of res.body! as AsyncIterable<Uint8Array>) {
+    hash.update(chunk);
+    bytes += chunk.length;
+    await send(chunk, bytes);
   }
   const actual = `sha256:${hash.digest('hex')}`;
   if (actual !== layer.diff_id) throw new RootfsError(`layer ${layer.diff_id} downloaded as ${actual}`);
@@ -108,8 +105,11 @@ async function download(layer: PlannedLayer, file: string, started: (toc: Toc) =
 }
 
 /** The apply thread (workers/rootfs-apply.ts), one request at a time. */
-function applyThread(root: string, written: BigInt64Array): { call(request: ApplyRequest): Promise<ApplyReply>; stop(): Promise<void> } {
-  const worker = new Worker(new URL('./rootfs-apply.ts', import.meta.url), { workerData: { role: 'pullthrough-apply', root, written } });
+function applyThread(root: string, layers: number): { call(request: ApplyRequest): Promise<ApplyReply>; send(message: LayerMessage, total?: number): Promise<void>; stop(): Promise<void> } {
+  const { port1, port2 } = new MessageChannel();
+  const posted = new Int32Array(new SharedArrayBuffer(4));
+  const consumed = new BigInt64Array(new SharedArrayBuffer(8 * layers));
+  const worker = new Worker(new URL('./rootfs-apply.ts', import.meta.url), { workerData: { role: 'pullthrough-apply', root, port: port2, posted, consumed }, transferList: [port2] });
   let pending: { resolve(reply: ApplyReply): void; reject(e: Error): void } | undefined;
   worker.on('message', (reply: ApplyReply) => {
     const p = pending;
@@ -126,7 +126,19 @@ function applyThread(root: string, written: BigInt64Array): { call(request: Appl
         worker.postMessage(request);
       });
     },
+    /** Sends layer bytes; resolves when the layer is less than a window ahead of the apply. */
+    async send(message, total = 0) {
+      port1.postMessage(message);
+      Atomics.add(posted, 0, 1);
+      Atomics.notify(posted, 0);
+      for (;;) {
+        const applied = Atomics.load(consumed, message.layer);
+        if (total - Number(applied) <= AHEAD_BYTES) return;
+        await Atomics.waitAsync(consumed, message.layer, applied, 1000).value;
+      }
+    },
     async stop() {
+      port1.close();
       await worker.terminate();
     },
   };
@@ -137,42 +149,39 @@ export async function buildRootfs(options: RootfsOptions): Promise<RootfsReport>
   const plan = await readyPlan(options);
   const root = resolve(options.dir);
   await mkdir(root, { recursive: true });
-  const scratch = await mkdtemp(join(tmpdir(), 'pt-rootfs-'));
   const progress = options.progress;
   progress?.plan(plan.layers);
   const stop = new AbortController();
   const limit = Math.max(1, options.concurrency ?? 4);
-  // Downloads run `limit` at a time in layer order, each into a temp file; layer i is
-  // applied (on the apply thread) once layer i-1 is, reading its file as it is written.
+  // Downloads run `limit` at a time in layer order, streaming to the apply thread, which
+  // applies layer i once layer i-1 is; later layers run at most AHEAD_BYTES ahead of it.
   const count = plan.layers.length;
-  const written = new BigInt64Array(new SharedArrayBuffer(8 * count));
+  const applier = applyThread(root, count);
   const started = plan.layers.map(() => Promise.withResolvers<Toc>());
   const finished = plan.layers.map(() => Promise.withResolvers<void>());
   for (const d of [...started, ...finished]) d.promise.catch(() => {});
-  const signalWritten = (i: number, value: bigint) => {
-    Atomics.store(written, i, value);
-    Atomics.notify(written, i);
-  };
   let next = 0;
   const pool = Array.from({ length: Math.min(limit, count) }, async () => {
     while (next < count && !stop.signal.aborted) {
       const i = next++;
-      const onBytes = (n: number) => (signalWritten(i, BigInt(n)), progress?.downloaded(i, n));
-      await download(plan.layers[i]!, join(scratch, `${i}.tar`), started[i]!.resolve, onBytes, stop.signal).then(finished[i]!.resolve, (e: unknown) => {
-        signalWritten(i, -1n);
+      const send = async (chunk: Uint8Array, total: number) => {
+        progress?.downloaded(i, total);
+        await applier.send({ layer: i, chunk }, total);
+      };
+      await download(plan.layers[i]!, started[i]!.resolve, send, stop.signal).then(finished[i]!.resolve, (e: unknown) => {
+        void applier.send({ layer: i, error: e instanceof Error ? e.message : String(e) });
         started[i]!.reject(e);
         finished[i]!.reject(e);
       });
     }
   });
-  const applier = applyThread(root, written);
   try {
     let bytes = 0;
     for (let i = 0; i < count; i++) {
       const toc = await started[i]!.promise;
       bytes += toc.size;
       // A failed download makes the apply fail too: report the download's reason.
-      await applier.call({ layer: i, tarFile: join(scratch, `${i}.tar`), toc }).catch(async (e: unknown) => {
+      await applier.call({ layer: i, toc }).catch(async (e: unknown) => {
         throw await finished[i]!.promise.then(() => e, (reason: unknown) => reason);
       });
       progress?.applied(i);
@@ -187,6 +196,5 @@ export async function buildRootfs(options: RootfsOptions): Promise<RootfsReport>
     stop.abort();
     await applier.stop();
     await Promise.allSettled(pool);
-    await rm(scratch, { recursive: true, force: true });
   }
 }
