@@ -51,10 +51,14 @@ export async function watchIsolateMemory(inspectorUrl: URL, options: { everyMs?:
     for (const resolve of waiting.values()) resolve(undefined);
     waiting.clear();
   };
+  // A call that gets no answer in time counts as no sample, so a stuck inspector cannot
+  // hang the caller.
+  const CALL_TIMEOUT_MS = 10_000;
   const call = <T>(method: string) =>
     new Promise<T | undefined>((resolve) => {
       const id = ++next;
-      waiting.set(id, resolve as (result: unknown) => void);
+      const timer = setTimeout(() => (waiting.delete(id), resolve(undefined)), CALL_TIMEOUT_MS);
+      waiting.set(id, (result) => (clearTimeout(timer), resolve(result as T | undefined)));
       ws.send(JSON.stringify({ id, method }));
     });
   const sample = () => call<HeapUsage>('Runtime.getHeapUsage');
@@ -91,8 +95,10 @@ export async function watchIsolateMemory(inspectorUrl: URL, options: { everyMs?:
     },
     async stop() {
       stopped = true;
-      await loop;
       ws.close();
+      for (const resolve of waiting.values()) resolve(undefined);
+      waiting.clear();
+      await loop;
     },
   };
 }
