@@ -1,4 +1,4 @@
-import { eq, inArray } from 'drizzle-orm';
+import { and, eq, inArray, isNull, lte, or } from 'drizzle-orm';
 import { blobs } from '../schema/blobs.ts';
 import { layers, type LayerState } from '../schema/layers.ts';
 import type { ExtractMode } from './config.ts';
@@ -10,6 +10,9 @@ import { readCapped, selectUpstream, upstreamError } from './upstream.ts';
 import { compressionOf, type Compression } from './decompress.ts';
 import { isPermanentLayerError, recordLayer } from './extract.ts';
 import { parseDigest, type RepositoryTarget } from './reference.ts';
+
+/** A layer whose extract job was sent this recently is not sent another by a plan request. */
+const RESEND_AFTER_MS = 60_000;
 
 /** Image configs are read whole: capped like manifests. */
 const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
@@ -143,8 +146,18 @@ export async function rootfsPlan(deps: PlanDeps, target: RepositoryTarget, refer
     (await deps.manifests.db.select().from(layers).where(inArray(layers.diffId, [...new Set(config.diffIds)]))).map((r) => [r.diffId, r]),
   );
   if (deps.extract !== 'off') {
-    const due = [...rows.values()].filter((r) => r.state === 'pending' || (r.state === 'failed' && !isPermanentLayerError(r.error)));
-    if (due.length > 0) await deps.manifests.queue.send(due.map((r) => ({ key: `extract:${r.diffId}`, kind: 'extract', payload: { diffId: r.diffId } })));
+    const due = [...rows.values()].filter((r) => r.state === 'pending' || (r.state === 'failed' && !isPermanentLayerError(r.error))).map((r) => r.diffId);
+    // Clients poll the plan while layers extract: one job per layer, not one per poll
+    // (Cloudflare Queues do not deduplicate). A job lost on the way is sent again later.
+    const sent =
+      due.length === 0
+        ? []
+        : await deps.manifests.db
+            .update(layers)
+            .set({ queuedAt: now })
+            .where(and(inArray(layers.diffId, due), or(isNull(layers.queuedAt), lte(layers.queuedAt, now - RESEND_AFTER_MS))))
+            .returning({ diffId: layers.diffId });
+    if (sent.length > 0) await deps.manifests.queue.send(sent.map((r) => ({ key: `extract:${r.diffId}`, kind: 'extract', payload: { diffId: r.diffId } })));
   }
   const planned: PlannedLayer[] = [];
   for (const { d, diffId, compression } of descriptors) {

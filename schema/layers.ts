@@ -23,6 +23,8 @@ export const layers = sqliteTable(
     tarKey: text('tar_key').notNull(),
     tocKey: text('toc_key').notNull(),
     tocDigest: text('toc_digest'),
+    /** When an extract job was last sent for it: plan requests do not send another for a while. */
+    queuedAt: integer('queued_at'),
     attempts: integer('attempts').notNull().default(0),
     error: text('error'),
     leaseOwner: text('lease_owner'),

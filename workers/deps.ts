@@ -5,7 +5,7 @@ import type { Config } from '../core/config.ts';
 import type { Database } from '../core/db.ts';
 import type { BlobStore } from '../core/blobstore.ts';
 import type { JobMessage } from '../core/jobs.ts';
-import { eq } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import { blobs } from '../schema/blobs.ts';
 import { layers } from '../schema/layers.ts';
 import { classify, ingestBlob, type IngestDeps, type JobResult } from '../core/ingest.ts';
@@ -80,7 +80,12 @@ async function runExtract(deps: Deps, diffId: string, owner: string): Promise<Jo
     if (!blob) return { ok: false, retry: false, error: `no blob row for ${layer.blobDigest}` };
     if (blob.state === 'ready') break;
     const ingested = await ingestBlob(deps.ingest, layer.blobDigest, owner);
-    if (!ingested.ok) return { ...ingested, error: `the layer blob could not be stored: ${ingested.error}` };
+    if (!ingested.ok) {
+      // Said on the layer too, so that a plan shows why it is not extracting.
+      const error = `the layer blob could not be stored: ${ingested.error}`;
+      await deps.extract.db.update(layers).set({ state: 'failed', error, updatedAt: Date.now() }).where(and(eq(layers.diffId, diffId), eq(layers.state, 'pending')));
+      return { ...ingested, error };
+    }
     if (ingested.outcome !== 'leased-elsewhere') continue;
     if (Date.now() > deadline) return { ok: false, retry: true, error: `blob ${layer.blobDigest} is still being fetched by another consumer` };
     await new Promise((resolve) => setTimeout(resolve, BLOB_POLL_MS));

@@ -9,6 +9,7 @@ CREATE TABLE `layers` (
 	`tar_key` text NOT NULL,
 	`toc_key` text NOT NULL,
 	`toc_digest` text,
+	`queued_at` integer,
 	`attempts` integer DEFAULT 0 NOT NULL,
 	`error` text,
 	`lease_owner` text,

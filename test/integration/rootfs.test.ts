@@ -9,7 +9,7 @@ import { chmod, chown, link, lstat, mkdir, mkdtemp, readdir, rm, symlink, writeF
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { eq } from 'drizzle-orm';
+import { eq, inArray } from 'drizzle-orm';
 import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { openDatabase, type Database } from '../../core/db.ts';
 import { blobs } from '../../schema/blobs.ts';
@@ -173,6 +173,12 @@ test('a plan schedules extraction (202 with Retry-After), then lists every layer
   const pending = (await first.json()) as any;
   assert.deepEqual(pending.layers.map((l: any) => l.state), ['pending', 'pending']);
   assert.equal(pending.manifest, images.gzip!.manifestDigest);
+  // One extract job per layer however often the plan is polled.
+  const queuedAt = async () => (await db.select().from(layers).where(inArray(layers.diffId, pending.layers.map((l: any) => l.diff_id)))).map((r) => r.queuedAt);
+  const firstSent = await queuedAt();
+  assert.ok(firstSent.every((t) => typeof t === 'number'), 'extract jobs were sent');
+  await (await fetch(planUrl(server, 'library/gzip:1'))).arrayBuffer();
+  assert.deepEqual(await queuedAt(), firstSent, 'a second poll sent none');
 
   const plan = await readyPlan(server, 'docker.io/library/gzip:1');
   assert.equal(plan.ready, true);
