@@ -2,6 +2,7 @@ import { Hono } from 'hono';
 import { getBlob, type BlobDeps } from '../core/blobs.ts';
 import { resolveTarget } from '../core/reference.ts';
 import type { RoutingConfig } from './manifests.ts';
+import { storedResponse } from './stored.ts';
 
 const PASSED_HEADERS = ['content-length', 'content-range', 'content-type', 'etag', 'accept-ranges'];
 
@@ -25,15 +26,8 @@ export function blobRoutes(deps: BlobDeps, routing: RoutingConfig): Hono {
       return new Response(method === 'HEAD' ? null : answer.response.body, { status: answer.response.status, headers });
     }
     headers.set('Content-Type', 'application/octet-stream');
-    headers.set('Accept-Ranges', 'bytes');
     headers.set('ETag', `"${answer.digest}"`);
-    if (answer.range) {
-      headers.set('Content-Range', `bytes ${answer.range.start}-${answer.range.end}/${answer.size}`);
-      headers.set('Content-Length', String(answer.range.end - answer.range.start + 1));
-      return new Response(answer.body, { status: 206, headers });
-    }
-    headers.set('Content-Length', String(answer.size));
-    return new Response(method === 'HEAD' ? null : answer.body, { status: 200, headers });
+    return storedResponse(method, headers, answer.size, answer.range, answer.body);
   });
   return app;
 }

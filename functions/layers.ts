@@ -3,6 +3,7 @@ import { rootfsPlan, parsePlatform, type PlanDeps } from '../core/plan.ts';
 import { getLayerFile, getLayerObject, type LayerDeps } from '../core/layers.ts';
 import { resolveTarget, splitImageReference } from '../core/reference.ts';
 import type { RoutingConfig } from './manifests.ts';
+import { storedResponse } from './stored.ts';
 
 /** Seconds a client should wait before asking for a plan again while layers extract. */
 const PLAN_RETRY_AFTER_SECONDS = 2;
@@ -37,7 +38,7 @@ export function layerRoutes(plan: PlanDeps, layers: LayerDeps, routing: RoutingC
     const method = c.req.method === 'HEAD' ? 'HEAD' : 'GET';
     const answer = await getLayerObject(layers, c.req.param('diffId')!, which, method, c.req.header('range'));
     if (answer.kind === 'redirect') return c.redirect(answer.url, 307);
-    return stored(method, answer.contentType, answer.size, answer.range, answer.body);
+    return storedResponse(method, new Headers({ 'Content-Type': answer.contentType }), answer.size, answer.range, answer.body);
   };
   app.get('/layers/:diffId/tar', object('tar'));
   app.get('/layers/:diffId/toc', object('toc'));
@@ -45,21 +46,12 @@ export function layerRoutes(plan: PlanDeps, layers: LayerDeps, routing: RoutingC
   app.get('/layers/:diffId/files/:path{.+}', async (c) => {
     const method = c.req.method === 'HEAD' ? 'HEAD' : 'GET';
     const answer = await getLayerFile(layers, c.req.param('diffId'), decodeURIComponent(c.req.param('path')), method, c.req.header('range'));
-    const response = stored(method, 'application/octet-stream', answer.size, answer.range, answer.body);
-    response.headers.set('ETag', `"${answer.entry.digest}"`);
-    response.headers.set('X-File-Mode', answer.entry.mode.toString(8).padStart(4, '0'));
-    return response;
+    const headers = new Headers({
+      'Content-Type': 'application/octet-stream',
+      ETag: `"${answer.entry.digest}"`,
+      'X-File-Mode': answer.entry.mode.toString(8).padStart(4, '0'),
+    });
+    return storedResponse(method, headers, answer.size, answer.range, answer.body);
   });
   return app;
-}
-
-function stored(method: 'GET' | 'HEAD', contentType: string, size: number, range: { start: number; end: number } | undefined, body: ReadableStream<Uint8Array> | undefined): Response {
-  const headers = new Headers({ 'Content-Type': contentType, 'Accept-Ranges': 'bytes' });
-  if (range) {
-    headers.set('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
-    headers.set('Content-Length', String(range.end - range.start + 1));
-    return new Response(method === 'HEAD' ? null : body, { status: 206, headers });
-  }
-  headers.set('Content-Length', String(size));
-  return new Response(method === 'HEAD' ? null : body, { status: 200, headers });
 }
