@@ -13,7 +13,7 @@ import { pushImage, type BuiltImage, type LayerSpec } from '../setup/images.ts';
 import { startServer, type Server } from '../setup/server.ts';
 import { until } from '../setup/process.ts';
 import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
-import { pullthroughRootfs, umociRootfs } from '../setup/rootfs.ts';
+import { pullthroughRootfs, readyPlan, umociRootfs } from '../setup/rootfs.ts';
 import { MB, cleanups, hwmOf, jobRate, median, report, runBench, seconds } from './harness.ts';
 
 const RUNS = 5;
@@ -62,15 +62,6 @@ async function main(): Promise<void> {
     cleanups.push(() => s.stop());
     return s;
   };
-  const readyPlan = async (s: Server, image: string) => {
-    let plan: { layers: Array<{ diff_id: string; uncompressed_size: number }> } | undefined;
-    await until(async () => {
-      const res = await fetch(`${s.url}/api/rootfs/${image}`);
-      plan = (await res.json()) as typeof plan;
-      return res.status === 200;
-    }, 1_200_000, `extraction of ${image}`);
-    return plan!;
-  };
   // Store the blobs first, so that the extract job's own time is what its log line measures.
   const ingested = async (s: Server, image: BuiltImage, name: string) => {
     await (await fetch(`${s.url}/v2/${name}/manifests/1`)).arrayBuffer();
@@ -84,7 +75,7 @@ async function main(): Promise<void> {
     const s = await server(name);
     await ingested(s, image, `library/${name}`);
     const before = await hwmOf(s);
-    const layer = (await readyPlan(s, `library/${name}:1`)).layers[0]!;
+    const layer = (await readyPlan(s.url, `library/${name}:1`, { deadlineMs: 1_200_000 })).layers[0]!;
     const rate = await jobRate(s, 'extract', 'diff_id', layer.diff_id);
     const what = `extract a ${(layer.uncompressed_size / MB).toFixed(0)} MB ${compression} layer (${(image.layers[0]!.size / MB).toFixed(0)} MB compressed, ${sizeMiB} files)`;
     report(what, `${rate.toFixed(1)} MB/s uncompressed output, server peak RSS ${(await hwmOf(s)).toFixed(0)} MB (${before.toFixed(0)} MB before)`);
@@ -102,7 +93,7 @@ async function main(): Promise<void> {
   const rootfsServer = await server('rootfs');
   console.error('time to a ready root filesystem (4 layers, 2,640 files)');
   await ingested(rootfsServer, app, 'library/app');
-  const plan = await readyPlan(rootfsServer, 'library/app:1');
+  const plan = await readyPlan(rootfsServer.url, 'library/app:1', { deadlineMs: 1_200_000 });
   const size = plan.layers.reduce((a, l) => a + l.uncompressed_size, 0);
   // Both tools write the same tree; on this VM's disk, repeated 200 MB writes run into its
   // write throttling, so the target filesystem is measured both ways: disk and tmpfs.

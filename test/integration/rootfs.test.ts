@@ -21,7 +21,7 @@ import { startServer, type Server } from '../setup/server.ts';
 import { until } from '../setup/process.ts';
 import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
 import { rawTar } from '../setup/tar-writer.ts';
-import { pullthroughRootfs, snapshot, umociRootfs } from '../setup/rootfs.ts';
+import { pullthroughRootfs, readyPlan, snapshot, umociRootfs } from '../setup/rootfs.ts';
 
 const skip = !process.env.S3_TEST_ENDPOINT && 'needs Ceph RGW (npm test starts it)';
 let registry: Registry;
@@ -151,18 +151,6 @@ after(async () => {
 
 const planUrl = (s: Server, image: string, platform?: string) => `${s.url}/api/rootfs/${image}${platform ? `?platform=${platform}` : ''}`;
 
-/** Polls the plan until it is 200 (every layer ready). */
-async function readyPlan(s: Server, image: string, platform?: string): Promise<any> {
-  let plan: any;
-  await until(async () => {
-    const res = await fetch(planUrl(s, image, platform));
-    plan = await res.json();
-    assert.ok(res.status === 200 || res.status === 202, `${res.status} ${JSON.stringify(plan)}`);
-    return res.status === 200;
-  }, 120_000, `the plan of ${image}`);
-  return plan;
-}
-
 const exists = (key: string) => s3.client.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: key })).then(() => true, (e) => (e.name === 'NotFound' ? false : Promise.reject(e)));
 const bucketBytes = async (key: string) => Buffer.from(await (await s3.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: key }))).Body!.transformToByteArray());
 
@@ -180,7 +168,7 @@ test('a plan schedules extraction (202 with Retry-After), then lists every layer
   await (await fetch(planUrl(server, 'library/gzip:1'))).arrayBuffer();
   assert.deepEqual(await queuedAt(), firstSent, 'a second poll sent none');
 
-  const plan = await readyPlan(server, 'docker.io/library/gzip:1');
+  const plan = await readyPlan(server.url, 'docker.io/library/gzip:1');
   assert.equal(plan.ready, true);
   assert.equal(plan.config, images.gzip!.configDigest);
   assert.deepEqual(plan.platform, { os: 'linux', architecture: 'amd64' });
@@ -206,7 +194,7 @@ test('a plan schedules extraction (202 with Retry-After), then lists every layer
     assert.equal(toc.entries.length, layer.file_count);
     for (const e of toc.entries.filter((x) => x.type === 'file')) assert.equal(`sha256:${sha256(tar.subarray(e.offset, e.offset + e.size))}`, e.digest, e.path);
   }
-  const [row] = await db.select().from(layers).where(eq(layers.diffId, plan.layers[1].diff_id));
+  const [row] = await db.select().from(layers).where(eq(layers.diffId, plan.layers[1]!.diff_id));
   assert.equal(row?.state, 'ready');
   assert.equal(row?.compression, 'gzip');
   assert.equal(row?.fileCount, 2);
@@ -312,8 +300,9 @@ test('a corrupted stored layer fails the diff_id check: the error is recorded an
 test('single files come out of a layer with one Range read: exact bytes, ranges, hard links; directories and unknown paths are clear errors', { skip }, async () => {
   // EXTRACT=eager on the filesystem server: pulling the manifest is enough.
   assert.equal((await fetch(`${fsServer.url}/v2/library/tricky/manifests/1`)).status, 200);
-  const plan = await readyPlan(fsServer, 'library/tricky:1');
-  const [base, changes] = plan.layers;
+  const plan = await readyPlan(fsServer.url, 'library/tricky:1');
+  const base = plan.layers[0]!;
+  const changes = plan.layers[1]!;
   assert.equal(base.tar_url, `${fsServer.url}/api/layers/${base.diff_id}/tar`, 'pullthrough URLs with the filesystem store');
   const toc = parseToc(await (await fetch(base.toc_url)).text());
   const tar = Buffer.from(await (await fetch(base.tar_url)).arrayBuffer());

@@ -19,6 +19,7 @@ import { s3TestBucket } from '../setup/s3.ts';
 import { until } from '../setup/process.ts';
 import { startLocalWorker, type LocalWorker } from '../setup/worker.ts';
 import { watchIsolateMemory } from '../setup/isolate-memory.ts';
+import { readyPlan } from '../setup/rootfs.ts';
 
 const skip = !process.env.S3_TEST_ENDPOINT && 'needs Ceph RGW (npm test starts it)';
 let dir: string;
@@ -144,13 +145,8 @@ test('a 200 MB layer streams through the Worker consumer into the bucket, and is
   assert.equal(await bucketDigest(keyOf(layer.digest)), layer.digest);
   assert.equal(await openUploads(keyOf(layer.digest)), 0);
   const ingestMemory = memory.mark();
-  let plan: any;
-  await until(async () => {
-    const res = await fetch(new URL('/api/rootfs/big:1', worker.url));
-    plan = await res.json();
-    return res.status === 200;
-  }, 240_000, 'the 200 MB extraction');
-  assert.equal(await bucketDigest(plan.layers[0].tar_key), plan.layers[0].diff_id);
+  const plan = await readyPlan(worker.url, 'big:1', { deadlineMs: 240_000 });
+  assert.equal(await bucketDigest(plan.layers[0]!.tar_key), plan.layers[0]!.diff_id);
   await memory.stop();
   // Production stops an isolate past 128 MB. What the consumer holds (5 MiB parts × 2 in
   // flight, the SDK, a decoder's window) is far below that; a buffered 200 MB layer could not be.
@@ -161,16 +157,10 @@ test('a 200 MB layer streams through the Worker consumer into the bucket, and is
 
 test('the Worker extracts layers (gzip and zstd) through its queue consumer: layer.tar matches the diff_id, files read out of it', { skip, timeout: 180_000 }, async () => {
   for (const [image, built] of [['small', small], ['zstd', zstd]] as const) {
-    const planUrl = new URL(`/api/rootfs/${image}:1`, worker.url);
-    const first = await fetch(planUrl);
+    const first = await fetch(new URL(`/api/rootfs/${image}:1`, worker.url));
     assert.ok(first.status === 202 || first.status === 200, `${first.status}`);
     await first.body?.cancel();
-    let plan: any;
-    await until(async () => {
-      const res = await fetch(planUrl);
-      plan = await res.json();
-      return res.status === 200;
-    }, 120_000, `extraction of ${image} in workerd`);
+    const plan = await readyPlan(worker.url, `${image}:1`);
     assert.equal(plan.manifest, built.manifestDigest);
     for (const layer of plan.layers) {
       assert.equal(layer.state, 'ready');
@@ -179,7 +169,7 @@ test('the Worker extracts layers (gzip and zstd) through its queue consumer: lay
       const toc = await (await fetch(layer.toc_url)).json() as { entries: Array<{ path: string; digest?: string }> };
       assert.equal(toc.entries.length, layer.file_count);
     }
-    const hello = await fetch(`${plan.layers[0].files_url}etc/hello`);
+    const hello = await fetch(`${plan.layers[0]!.files_url}etc/hello`);
     assert.equal(hello.status, 200);
     assert.equal(await hello.text(), image === 'zstd' ? 'zstd in workerd\n' : 'from workerd\n');
   }

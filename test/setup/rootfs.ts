@@ -8,8 +8,32 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import type { Registry } from './registry.ts';
+import type { PlannedLayer, RootfsPlan } from '../../core/plan.ts';
+import { until } from './process.ts';
 
 const run = promisify(execFile);
+
+/** A plan as the server sends it once every layer is ready: every URL is there. */
+export type ServedPlan = Omit<RootfsPlan, 'layers'> & {
+  layers: Array<Omit<PlannedLayer, 'tar_url' | 'toc_url' | 'uncompressed_size'> & { tar_url: string; toc_url: string; files_url: string; uncompressed_size: number }>;
+};
+
+/**
+ * Polls `GET <server>/api/rootfs/<image>` until it answers 200 (every layer extracted);
+ * any status but 200 and 202 fails at once.
+ */
+export async function readyPlan(server: string | URL, image: string, options: { platform?: string | undefined; deadlineMs?: number } = {}): Promise<ServedPlan> {
+  const url = new URL(`/api/rootfs/${image}`, server);
+  if (options.platform) url.searchParams.set('platform', options.platform);
+  let plan: unknown;
+  await until(async () => {
+    const res = await fetch(url);
+    plan = await res.json();
+    if (res.status !== 200 && res.status !== 202) throw new Error(`the plan of ${image} answered ${res.status}: ${JSON.stringify(plan)}`);
+    return res.status === 200;
+  }, options.deadlineMs ?? 120_000, `the plan of ${image}`);
+  return plan as ServedPlan;
+}
 const CLI = fileURLToPath(new URL('../../workers/cli.ts', import.meta.url));
 
 /** Runs `pullthrough rootfs …` as a process; never rejects, the exit code is the answer. */
