@@ -46,7 +46,7 @@ bluestore cache autotune = false
 bluestore cache size = 134217728
 
 [client.rgw.a]
-rgw frontends = beast endpoint=127.0.0.1:$rgw_port
+rgw frontends = beast endpoint=127.0.0.1:$rgw_port tcp_nodelay=1
 rgw data = $dir/rgw
 rgw dns name = 127.0.0.1
 rgw thread pool size = 64
