@@ -2,6 +2,7 @@
 // `pullthrough rootfs <image> <dir> [--server URL] [--platform os/arch[/variant]] [--concurrency N]`
 // builds a root filesystem from a pullthrough server's pre-extracted layers.
 import { parseArgs } from 'node:util';
+import { isMainThread } from 'node:worker_threads';
 import { buildRootfs, type Progress } from './rootfs.ts';
 import type { PlannedLayer } from '../core/plan.ts';
 
@@ -11,7 +12,7 @@ const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platfor
   <dir>     the root filesystem to build (created; should be empty)
   --server  the pullthrough server (default $PULLTHROUGH_URL or http://127.0.0.1:5000)
   --platform  for multi-platform images (default linux/amd64)
-  --concurrency  layers downloaded at once (default 4)
+  --concurrency  parallel downloads, each writing its files (default 4)
 
 Exit status: 0 built, 1 failed, 2 usage, 3 built but some entries were rejected as unsafe.`;
 
@@ -53,10 +54,10 @@ function progressDisplay(stream: NodeJS.WriteStream): Progress {
     downloaded(i, bytes) {
       got[i] = bytes;
       if (state[i] === 'waiting') state[i] = 'downloading';
-      if (bytes === (layers[i]!.uncompressed_size ?? -1)) say(i, 'downloaded');
-      else draw();
+      draw();
     },
-    applied: (i) => say(i, 'applied'),
+    // Only file contents are fetched (not tar headers): a finished layer's bar is full.
+    applied: (i) => ((got[i] = layers[i]!.uncompressed_size ?? got[i]!), say(i, 'applied')),
     done: () => draw(true),
   };
 }
@@ -97,4 +98,5 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+// The writer threads load this same file (from a bundle): only the main thread runs the command.
+if (isMainThread) process.exitCode = await main(process.argv.slice(2));

@@ -1,20 +1,24 @@
-// The apply step of `pullthrough rootfs`, on a worker thread of its own while the main
-// thread downloads: layers in order, OCI whiteout semantics, driven by each layer's TOC.
+// The apply step of `pullthrough rootfs`: layers in order, OCI whiteout semantics, driven
+// by each layer's TOC. Directories, links, whiteouts and metadata are done here, with
+// synchronous calls; regular files go in batches to the writer threads
+// (workers/rootfs-write.ts), which fetch their bytes by Range and write them in parallel.
 //
 // Hostile layers: every path is resolved inside the root as if it were `/` (symlinks in
 // parent directories are followed within the root, never out of it; the final component
 // is never followed); names with `..` components or absolute names, and hard links to
 // such names, are rejected and reported. Every regular file's content is hashed while it
 // is written and checked against its TOC digest.
-import { createHash } from 'node:crypto';
+//
+// Files being written are "pending": anything that would remove, replace, link to or look
+// through a pending path first waits for the writes in flight (a barrier), so the result is
+// the one applying the entries one by one would give.
 import { execFileSync } from 'node:child_process';
 import {
-  chmodSync, closeSync, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync,
-  mkdirSync, openSync, readdirSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeSync,
+  chmodSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, utimesSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { isMainThread, parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { Toc, TocEntry } from '../core/toc.ts';
+import type { FileWrite, WriteBatch, WriterPool } from './rootfs-write.ts';
 
 const MAX_SYMLINK_HOPS = 255;
 
@@ -24,76 +28,16 @@ export interface Rejected {
   reason: string;
 }
 
-/** A chunk of a layer's tar, or the reason its download failed, sent by the downloader. */
-export type LayerMessage = { layer: number; chunk: Uint8Array } | { layer: number; error: string };
-
-/**
- * The layers' bytes as they arrive from the downloader (main thread) over a message port,
- * read synchronously in order. Reading past what has arrived waits (`Atomics.wait` on a
- * counter the downloader bumps per message); what is read is released and reported in
- * `consumed`, which the downloader uses to stay at most a window ahead.
- */
-export class LayerBytes {
-  readonly #port: MessagePort;
-  readonly #posted: Int32Array;
-  readonly #consumed: BigInt64Array;
-  readonly #layers = new Map<number, { chunks: Uint8Array[]; start: number; error?: string }>();
-  readonly #applied = new Set<number>();
-
-  constructor(port: MessagePort, posted: Int32Array, consumed: BigInt64Array) {
-    this.#port = port;
-    this.#posted = posted;
-    this.#consumed = consumed;
-  }
-
-  #queue(layer: number) {
-    let q = this.#layers.get(layer);
-    if (!q) this.#layers.set(layer, (q = { chunks: [], start: 0 }));
-    return q;
-  }
-
-  /** Takes one message off the port, waiting for one when there is none. */
-  #receive(): void {
-    const seen = Atomics.load(this.#posted, 0);
-    const received = receiveMessageOnPort(this.#port);
-    if (!received) {
-      Atomics.wait(this.#posted, 0, seen, 1000);
-      return;
-    }
-    const message = received.message as LayerMessage;
-    if (this.#applied.has(message.layer)) return; // the tar's tail (end blocks) after its last entry
-    const q = this.#queue(message.layer);
-    if ('error' in message) q.error = message.error;
-    else q.chunks.push(message.chunk);
-  }
-
-  /** Up to `max` bytes of `layer` from `position` on (positions only grow), waiting for them. */
-  read(layer: number, position: number, max: number): Uint8Array {
-    for (;;) {
-      const q = this.#queue(layer);
-      while (q.chunks.length > 0 && q.start + q.chunks[0]!.length <= position) {
-        q.start += q.chunks.shift()!.length;
-        Atomics.store(this.#consumed, layer, BigInt(q.start));
-        Atomics.notify(this.#consumed, layer);
-      }
-      const first = q.chunks[0];
-      if (first && q.start <= position) return first.subarray(position - q.start, position - q.start + max);
-      if (q.error !== undefined) throw new ApplyError(q.error);
-      this.#receive();
-    }
-  }
-
-  /** The layer is applied: drop what is left of it and let its download run free. */
-  done(layer: number): void {
-    this.#applied.add(layer);
-    this.#layers.delete(layer);
-    Atomics.store(this.#consumed, layer, BigInt(Number.MAX_SAFE_INTEGER));
-    Atomics.notify(this.#consumed, layer);
-  }
+/** How files are grouped into one Range request for one writer thread. */
+export interface BatchLimits {
+  /** Content bytes per batch (a larger single file is a batch of its own). */
+  bytes: number;
+  files: number;
+  /** Bytes of the tar skipped between two files before a batch is cut instead. */
+  gap: number;
 }
 
-/** A layer that cannot be applied as it claims (a file whose content is not its TOC's). */
-export class ApplyError extends Error {}
+export const BATCH_LIMITS: BatchLimits = { bytes: 8 * 1024 * 1024, files: 256, gap: 1024 * 1024 };
 
 const components = (path: string) => path.split('/').filter((p) => p !== '' && p !== '.');
 const unsafeName = (path: string) => path.startsWith('/') || components(path).includes('..');
@@ -108,16 +52,27 @@ export class Applier {
   readonly dirs = new Map<string, TocEntry>();
   entries = 0;
   #layer = 0;
+  #url = '';
   /** Paths (relative to root) this layer created: its own whiteouts must not remove them. */
   #created = new Set<string>();
   /** Resolved parent directories; dropped whenever a symlink appears or anything is removed. */
   #resolved = new Map<string, string>();
 
-  readonly #source: LayerBytes;
+  readonly #writers: WriterPool;
+  readonly #limits: BatchLimits;
+  /** The batch being filled, with the relative paths of its files. */
+  #batch: { batch: WriteBatch; rels: string[]; bytes: number; end: number } | undefined;
+  /** Relative paths of files not written yet (in the open batch or in flight). */
+  readonly #pending = new Set<string>();
+  readonly #inFlight = new Set<Promise<void>>();
+  /** Each layer's batches. */
+  readonly #layerWrites: Array<Array<Promise<void>>> = [];
+  #failure: Error | undefined;
 
-  constructor(root: string, source: LayerBytes) {
+  constructor(root: string, writers: WriterPool, limits: BatchLimits = BATCH_LIMITS) {
     this.root = root;
-    this.#source = source;
+    this.#writers = writers;
+    this.#limits = limits;
   }
 
   #abs(rel: string): string {
@@ -128,7 +83,36 @@ export class Applier {
     this.rejected.push({ layer: this.#layer, path, reason });
   }
 
-  #remove(rel: string): void {
+  /** Sends the open batch to the writers. */
+  #flush(): void {
+    const open = this.#batch;
+    if (!open) return;
+    this.#batch = undefined;
+    const written: Promise<void> = this.#writers.write(open.batch).finally(() => {
+      for (const rel of open.rels) this.#pending.delete(rel);
+      this.#inFlight.delete(written);
+    });
+    written.catch((e: Error) => (this.#failure ??= e));
+    this.#inFlight.add(written);
+    this.#layerWrites[open.batch.layer]!.push(written);
+  }
+
+  /** Waits until every file handed out so far is written. */
+  async #barrier(): Promise<void> {
+    this.#flush();
+    while (this.#inFlight.size > 0) await Promise.all(this.#inFlight);
+  }
+
+  /** Waits for pending writes at `rel` or under it. */
+  async #settle(rel: string): Promise<void> {
+    if (this.#pending.size === 0) return;
+    if (rel === '' || this.#pending.has(rel)) return this.#barrier();
+    const prefix = `${rel}/`;
+    for (const p of this.#pending) if (p.startsWith(prefix)) return this.#barrier();
+  }
+
+  async #remove(rel: string): Promise<void> {
+    await this.#settle(rel);
     rmSync(this.#abs(rel), { recursive: true, force: true });
     this.#resolved.clear();
   }
@@ -136,9 +120,10 @@ export class Applier {
   /**
    * Resolves a parent directory path inside root, chroot-style: symlinks are followed but
    * `/` means root and `..` stops at root. Missing directories are created. Returns the
-   * path relative to root, or a reason it cannot be used.
+   * path relative to root, or a reason it cannot be used, or that it runs through a file
+   * not written yet.
    */
-  #resolveDir(path: string): { rel: string } | { error: string } {
+  #resolveDir(path: string): { rel: string } | { error: string } | { pending: true } {
     const cached = this.#resolved.get(path);
     if (cached !== undefined) return { rel: cached };
     const resolved: string[] = [];
@@ -151,6 +136,7 @@ export class Applier {
         continue;
       }
       const candidate = [...resolved, part].join('/');
+      if (this.#pending.has(candidate)) return { pending: true };
       const st = lstatSync(this.#abs(candidate), { throwIfNoEntry: false });
       if (!st) {
         mkdirSync(this.#abs(candidate), { mode: 0o755 });
@@ -171,12 +157,20 @@ export class Applier {
     return { rel };
   }
 
+  /** A directory resolved as #resolveDir does, after the writes it runs through. */
+  async #dir(path: string): Promise<{ rel: string } | { error: string }> {
+    const dir = this.#resolveDir(path);
+    if (!('pending' in dir)) return dir;
+    await this.#barrier();
+    return this.#resolveDir(path) as { rel: string } | { error: string };
+  }
+
   /** Where an entry's own path lands: its parent resolved safely, its name never followed. */
-  #place(path: string): string | undefined {
+  async #place(path: string): Promise<string | undefined> {
     const parts = components(path);
     if (parts.length === 0) return '';
     const name = parts.pop()!;
-    const parent = this.#resolveDir(parts.join('/'));
+    const parent = await this.#dir(parts.join('/'));
     if ('error' in parent) {
       this.#reject(path, parent.error);
       return undefined;
@@ -185,27 +179,32 @@ export class Applier {
   }
 
   /**
-   * Applies one layer. File system calls are synchronous: with thousands of small files,
-   * a thread-pool round trip per call would dominate. (This runs on its own thread.)
+   * Applies one layer's entries; its files are handed to the writers, and `written(layer)`
+   * tells when they are on disk. Throws at once if a write has failed.
    */
-  apply(layer: number, toc: Toc): void {
+  async apply(layer: number, toc: Toc, url: string): Promise<void> {
     this.#layer = layer;
+    this.#url = url;
     this.#created = new Set();
-    try {
-      for (const entry of toc.entries) {
-        this.entries++;
-        this.#entry(entry);
-      }
-    } finally {
-      this.#source.done(layer);
+    this.#layerWrites[layer] = [];
+    for (const entry of toc.entries) {
+      if (this.#failure) throw this.#failure;
+      this.entries++;
+      await this.#entry(entry);
     }
+    this.#flush();
   }
 
-  #entry(entry: TocEntry): void {
+  /** Resolves once every file of `layer` is written; rejects if one could not be. */
+  async written(layer: number): Promise<void> {
+    await Promise.all(this.#layerWrites[layer] ?? []);
+  }
+
+  async #entry(entry: TocEntry): Promise<void> {
     if (unsafeName(entry.path)) return this.#reject(entry.path, entry.path.startsWith('/') ? 'absolute path' : 'path leaves the root through ..');
     if (entry.opaque !== undefined) return this.#opaque(entry);
     if (entry.whiteout !== undefined) return this.#whiteout(entry);
-    const rel = this.#place(entry.path);
+    const rel = await this.#place(entry.path);
     if (rel === undefined) return;
     const abs = this.#abs(rel);
     if (rel === '') {
@@ -213,8 +212,9 @@ export class Applier {
       else this.#reject(entry.path, 'the root can only be a directory');
       return;
     }
+    if (this.#pending.has(rel)) await this.#barrier();
     const existing = lstatSync(abs, { throwIfNoEntry: false });
-    if (existing && !(existing.isDirectory() && entry.type === 'dir')) this.#remove(rel);
+    if (existing && !(existing.isDirectory() && entry.type === 'dir')) await this.#remove(rel);
     this.#created.add(rel);
     switch (entry.type) {
       case 'dir':
@@ -222,15 +222,16 @@ export class Applier {
         this.dirs.set(rel, entry);
         return;
       case 'file':
-        return this.#file(entry, abs);
+        return this.#file(entry, rel, abs);
       case 'symlink':
         symlinkSync(entry.linkname!, abs);
         this.#resolved.clear();
         break;
       case 'hardlink': {
         if (unsafeName(entry.linkname!)) return this.#reject(entry.path, `hard link to ${entry.linkname} outside the root`);
-        const target = this.#place(entry.linkname!);
+        const target = await this.#place(entry.linkname!);
         if (target === undefined) return;
+        if (this.#pending.has(target)) await this.#barrier();
         const st = lstatSync(this.#abs(target), { throwIfNoEntry: false });
         if (!st || st.isDirectory()) return this.#reject(entry.path, `hard link to ${entry.linkname}, which is ${st ? 'a directory' : 'missing'}`);
         linkSync(this.#abs(target), abs);
@@ -255,49 +256,45 @@ export class Applier {
     lutimesSync(abs, entry.mtime, entry.mtime);
   }
 
-  /** Copies the file's bytes out of the layer tar, hashing them against the TOC. */
-  #file(entry: TocEntry, abs: string): void {
-    const out = openSync(abs, 'wx', 0o600);
-    const hash = createHash('sha256');
-    try {
-      let done = 0;
-      while (done < entry.size) {
-        const chunk = this.#source.read(this.#layer, entry.offset + done, entry.size - done);
-        hash.update(chunk);
-        for (let written = 0; written < chunk.length; ) written += writeSync(out, chunk, written);
-        done += chunk.length;
-      }
-      const actual = `sha256:${hash.digest('hex')}`;
-      if (actual !== entry.digest) throw new ApplyError(`${entry.path}: content ${actual} does not match the TOC's ${entry.digest}`);
-      if (this.isRoot) fchownSync(out, entry.uid, entry.gid);
-      fchmodSync(out, entry.mode);
-      futimesSync(out, entry.mtime, entry.mtime);
-    } finally {
-      closeSync(out);
-    }
+  /** Adds a regular file to the open batch (a writer creates it, checking its content hash). */
+  #file(entry: TocEntry, rel: string, abs: string): void {
+    const write: FileWrite = { abs, path: entry.path, offset: entry.offset, size: entry.size, digest: entry.digest!, mode: entry.mode, uid: entry.uid, gid: entry.gid, mtime: entry.mtime };
+    const limits = this.#limits;
+    const open = this.#batch;
+    // Cut the batch rather than read a long stretch of the tar that no file of it needs.
+    if (open && entry.size > 0 && open.batch.files.length > 0 && entry.offset - open.end > limits.gap) this.#flush();
+    const batch = (this.#batch ??= { batch: { layer: this.#layer, url: this.#url, files: [], empty: [], owners: this.isRoot }, rels: [], bytes: 0, end: 0 });
+    if (entry.size === 0) batch.batch.empty.push(write);
+    else batch.batch.files.push(write), (batch.end = entry.offset + entry.size);
+    batch.rels.push(rel);
+    batch.bytes += entry.size;
+    this.#pending.add(rel);
+    if (batch.bytes >= limits.bytes || batch.rels.length >= limits.files) this.#flush();
   }
 
-  #whiteout(entry: TocEntry): void {
-    const rel = this.#place(entry.whiteout!);
+  async #whiteout(entry: TocEntry): Promise<void> {
+    const rel = await this.#place(entry.whiteout!);
     if (rel === undefined || rel === '') return;
     if (this.#created.has(rel)) return; // a lower layer's file, not this layer's replacement
     this.dirs.delete(rel);
-    this.#remove(rel);
+    await this.#remove(rel);
   }
 
-  #opaque(entry: TocEntry): void {
-    const dir = this.#resolveDir(entry.opaque!);
+  async #opaque(entry: TocEntry): Promise<void> {
+    const dir = await this.#dir(entry.opaque!);
     if ('error' in dir) return this.#reject(entry.path, dir.error);
+    await this.#settle(dir.rel);
     for (const name of readdirSync(this.#abs(dir.rel))) {
       const rel = dir.rel === '' ? name : `${dir.rel}/${name}`;
       if (this.#created.has(rel)) continue;
       this.dirs.delete(rel);
-      this.#remove(rel);
+      await this.#remove(rel);
     }
   }
 
-  /** Directory modes, owners and times, deepest first. */
-  finish(): void {
+  /** After every write: directory modes, owners and times, deepest first. */
+  async finish(): Promise<void> {
+    await this.#barrier();
     const dirs = [...this.dirs].sort((a, b) => b[0].length - a[0].length);
     for (const [rel, entry] of dirs) {
       const abs = this.#abs(rel);
@@ -307,30 +304,4 @@ export class Applier {
       utimesSync(abs, entry.mtime, entry.mtime);
     }
   }
-}
-
-
-/** Messages between the main thread and the apply thread. */
-export type ApplyRequest = { layer: number; toc: Toc } | { finish: true };
-export type ApplyReply =
-  | { layer: number }
-  | { finished: { entries: number; rejected: Rejected[]; skipped: Rejected[] } }
-  | { error: string };
-
-if (!isMainThread && (workerData as { role?: string } | null)?.role === 'pullthrough-apply') {
-  const { root, port, posted, consumed } = workerData as { root: string; port: MessagePort; posted: Int32Array; consumed: BigInt64Array };
-  const applier = new Applier(root, new LayerBytes(port, posted, consumed));
-  parentPort!.on('message', (request: ApplyRequest) => {
-    try {
-      if ('finish' in request) {
-        applier.finish();
-        parentPort!.postMessage({ finished: { entries: applier.entries, rejected: applier.rejected, skipped: applier.skipped } } satisfies ApplyReply);
-      } else {
-        applier.apply(request.layer, request.toc);
-        parentPort!.postMessage({ layer: request.layer } satisfies ApplyReply);
-      }
-    } catch (e) {
-      parentPort!.postMessage({ error: (e as Error).message } satisfies ApplyReply);
-    }
-  });
 }

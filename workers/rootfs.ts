@@ -1,21 +1,20 @@
-// `pullthrough rootfs`: a root filesystem from a pullthrough server's layer plan. Layers
-// are downloaded in parallel (uncompressed tars and their TOCs, straight from the bucket
-// when the server hands out presigned URLs), each checked against its diff_id, and
-// streamed to a second thread (workers/rootfs-apply.ts, which says how hostile layers are
-// contained) that applies them in order as their bytes arrive. Nothing is written but the
-// root filesystem itself; memory is bounded by AHEAD_BYTES × the downloads at once.
+// `pullthrough rootfs`: a root filesystem from a pullthrough server's layer plan. Each
+// layer's TOC is fetched and checked against its digest; the apply step
+// (workers/rootfs-apply.ts, which says how hostile layers are contained) walks the TOCs in
+// layer order and hands regular files, in batches that lie together in the layer tar, to
+// writer threads (workers/rootfs-write.ts) that fetch each batch with one Range request
+// (straight from the bucket when the server hands out presigned URLs) and write it,
+// checking every file against its TOC digest. Nothing is written but the root filesystem
+// itself; memory is bounded by the writer threads' socket buffers, not by layer sizes.
 import { createHash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { MessageChannel, Worker } from 'node:worker_threads';
 import { parseToc, type Toc } from '../core/toc.ts';
-import type { ApplyReply, ApplyRequest, LayerMessage, Rejected } from './rootfs-apply.ts';
+import { Applier, type BatchLimits, type Rejected } from './rootfs-apply.ts';
+import { WriterPool } from './rootfs-write.ts';
 import type { RootfsPlan, PlannedLayer } from '../core/plan.ts';
 
 export type { Rejected };
-
-/** How far a layer's download may run ahead of its apply (memory: this × downloads at once). */
-const AHEAD_BYTES = 32 * 1024 * 1024;
 
 export interface RootfsReport {
   manifest: string;
@@ -34,8 +33,10 @@ export interface RootfsOptions {
   image: string;
   dir: string;
   platform?: string | undefined;
-  /** Layers downloaded at once. */
+  /** Writer threads, each with one download at a time. */
   concurrency?: number;
+  /** How files are grouped into Range requests (tests make them small). */
+  batch?: BatchLimits;
   /** How long to wait for the server to extract layers. */
   waitMs?: number;
   progress?: Progress;
@@ -80,68 +81,14 @@ async function readyPlan(options: RootfsOptions): Promise<RootfsPlan> {
   }
 }
 
-/**
- * Downloads layer.tar, checking it against the diff_id, and its TOC against its digest.
- * `started` gets the TOC; every chunk goes to `send` (which may hold the download back).
- */
-async function download(layer: PlannedLayer, started: (toc: Toc) => void, send: (chunk: Uint8Array, total: number) => Promise<void>, signal: AbortSignal): Promise<void> {
-  const tocBytes = new Uint8Array(await (await fetchOk(layer.toc_url!, `TOC of ${layer.diff_id}`, signal)).arrayBuffer());
-  const tocDigest = `sha256:${createHash('sha256').update(tocBytes).digest('hex')}`;
-  if (layer.toc_digest && tocDigest !== layer.toc_digest) throw new RootfsError(`TOC of ${layer.diff_id} does not match its digest`);
-  const toc = parseToc(new TextDecoder().decode(tocBytes));
+/** A layer's TOC, checked against the digest the plan gives and against its diff_id. */
+async function fetchToc(layer: PlannedLayer, signal: AbortSignal): Promise<Toc> {
+  const bytes = new Uint8Array(await (await fetchOk(layer.toc_url!, `TOC of ${layer.diff_id}`, signal)).arrayBuffer());
+  const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+  if (layer.toc_digest && digest !== layer.toc_digest) throw new RootfsError(`TOC of ${layer.diff_id} does not match its digest`);
+  const toc = parseToc(new TextDecoder().decode(bytes));
   if (toc.diff_id !== layer.diff_id) throw new RootfsError(`TOC of ${layer.diff_id} is for ${toc.diff_id}`);
-  const res = await fetchOk(layer.tar_url!, `layer ${layer.diff_id}`, signal);
-  const hash = createHash('sha256');
-  let bytes = 0;
-  started(toc);
-  for await (const chunk of res.body! as AsyncIterable<Uint8Array>) {
-    hash.update(chunk);
-    bytes += chunk.length;
-    await send(chunk, bytes);
-  }
-  const actual = `sha256:${hash.digest('hex')}`;
-  if (actual !== layer.diff_id) throw new RootfsError(`layer ${layer.diff_id} downloaded as ${actual}`);
-  if (bytes !== toc.size) throw new RootfsError(`layer ${layer.diff_id} is ${bytes} bytes, its TOC says ${toc.size}`);
-}
-
-/** The apply thread (workers/rootfs-apply.ts), one request at a time. */
-function applyThread(root: string, layers: number): { call(request: ApplyRequest): Promise<ApplyReply>; send(message: LayerMessage, total?: number): Promise<void>; stop(): Promise<void> } {
-  const { port1, port2 } = new MessageChannel();
-  const posted = new Int32Array(new SharedArrayBuffer(4));
-  const consumed = new BigInt64Array(new SharedArrayBuffer(8 * layers));
-  const worker = new Worker(new URL('./rootfs-apply.ts', import.meta.url), { workerData: { role: 'pullthrough-apply', root, port: port2, posted, consumed }, transferList: [port2] });
-  let pending: { resolve(reply: ApplyReply): void; reject(e: Error): void } | undefined;
-  worker.on('message', (reply: ApplyReply) => {
-    const p = pending;
-    pending = undefined;
-    if ('error' in reply) p?.reject(new RootfsError(reply.error));
-    else p?.resolve(reply);
-  });
-  worker.on('error', (e) => pending?.reject(e));
-  worker.on('exit', () => pending?.reject(new RootfsError('the apply thread stopped')));
-  return {
-    call(request) {
-      return new Promise((resolve, reject) => {
-        pending = { resolve, reject };
-        worker.postMessage(request);
-      });
-    },
-    /** Sends layer bytes; resolves when the layer is less than a window ahead of the apply. */
-    async send(message, total = 0) {
-      port1.postMessage(message);
-      Atomics.add(posted, 0, 1);
-      Atomics.notify(posted, 0);
-      for (;;) {
-        const applied = Atomics.load(consumed, message.layer);
-        if (total - Number(applied) <= AHEAD_BYTES) return;
-        await Atomics.waitAsync(consumed, message.layer, applied, 1000).value;
-      }
-    },
-    async stop() {
-      port1.close();
-      await worker.terminate();
-    },
-  };
+  return toc;
 }
 
 /** Builds `options.dir` (created if missing; it should be empty) from the image's layers. */
@@ -151,50 +98,28 @@ export async function buildRootfs(options: RootfsOptions): Promise<RootfsReport>
   await mkdir(root, { recursive: true });
   const progress = options.progress;
   progress?.plan(plan.layers);
-  const stop = new AbortController();
-  const limit = Math.max(1, options.concurrency ?? 4);
-  // Downloads run `limit` at a time in layer order, streaming to the apply thread, which
-  // applies layer i once layer i-1 is; later layers run at most AHEAD_BYTES ahead of it.
   const count = plan.layers.length;
-  const applier = applyThread(root, count);
-  const started = plan.layers.map(() => Promise.withResolvers<Toc>());
-  const finished = plan.layers.map(() => Promise.withResolvers<void>());
-  for (const d of [...started, ...finished]) d.promise.catch(() => {});
-  let next = 0;
-  const pool = Array.from({ length: Math.min(limit, count) }, async () => {
-    while (next < count && !stop.signal.aborted) {
-      const i = next++;
-      const send = async (chunk: Uint8Array, total: number) => {
-        progress?.downloaded(i, total);
-        await applier.send({ layer: i, chunk }, total);
-      };
-      await download(plan.layers[i]!, started[i]!.resolve, send, stop.signal).then(finished[i]!.resolve, (e: unknown) => {
-        void applier.send({ layer: i, error: e instanceof Error ? e.message : String(e) });
-        started[i]!.reject(e);
-        finished[i]!.reject(e);
-      });
-    }
-  });
+  const stop = new AbortController();
+  const tocs = plan.layers.map((layer) => fetchToc(layer, stop.signal));
+  for (const toc of tocs) toc.catch(() => {});
+  const writers = new WriterPool(Math.max(1, options.concurrency ?? 4), count);
+  const applier = new Applier(root, writers, options.batch);
+  const report = () => plan.layers.forEach((_, i) => progress?.downloaded(i, Number(Atomics.load(writers.downloaded, i))));
+  const timer = progress ? setInterval(report, 100) : undefined;
   try {
     let bytes = 0;
     for (let i = 0; i < count; i++) {
-      const toc = await started[i]!.promise;
+      const toc = await tocs[i]!;
       bytes += toc.size;
-      // A failed download makes the apply fail too: report the download's reason.
-      await applier.call({ layer: i, toc }).catch(async (e: unknown) => {
-        throw await finished[i]!.promise.then(() => e, (reason: unknown) => reason);
-      });
-      progress?.applied(i);
+      await applier.apply(i, toc, plan.layers[i]!.tar_url!);
+      applier.written(i).then(() => (report(), progress?.applied(i)), () => {});
     }
-    // Every download must also have matched its diff_id.
-    await Promise.all(finished.map((d) => d.promise));
-    const reply = await applier.call({ finish: true });
-    if (!('finished' in reply)) throw new RootfsError('the apply thread did not finish');
+    await applier.finish();
     progress?.done();
-    return { manifest: plan.manifest, layers: count, bytes, ...reply.finished };
+    return { manifest: plan.manifest, layers: count, bytes, entries: applier.entries, rejected: applier.rejected, skipped: applier.skipped };
   } finally {
+    clearInterval(timer);
     stop.abort();
-    await applier.stop();
-    await Promise.allSettled(pool);
+    await writers.stop();
   }
 }

@@ -22,6 +22,8 @@ import { until } from '../setup/process.ts';
 import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
 import { rawTar } from '../setup/tar-writer.ts';
 import { pullthroughRootfs, readyPlan, snapshot, umociRootfs } from '../setup/rootfs.ts';
+import { buildRootfs } from '../../workers/rootfs.ts';
+import type { BatchLimits } from '../../workers/rootfs-apply.ts';
 
 const skip = !process.env.S3_TEST_ENDPOINT && 'needs Ceph RGW (npm test starts it)';
 let registry: Registry;
@@ -221,6 +223,48 @@ for (const [what, image, platform, arch] of cases) {
     assert.ok(Object.keys(want).length > 0, 'the comparison saw the files');
   });
 }
+
+// The CLI groups files into one Range request per batch; barriers keep whiteouts, hard
+// links and replaced paths right however the batches fall. Smallest batches: every file
+// is a request of its own. Small ones on the filesystem store (pullthrough URLs, Range
+// served by the server itself).
+const batchCases: Array<[string, () => Server, BatchLimits]> = [
+  ['a file per request, S3', () => server, { bytes: 1, files: 1, gap: 0 }],
+  ['three files per request, filesystem store', () => fsServer, { bytes: 64 * 1024, files: 3, gap: 512 }],
+];
+for (const [what, which, batch] of batchCases) {
+  test(`rootfs with small Range batches still equals umoci unpack (${what})`, { skip, timeout: 180_000 }, async () => {
+    const ours = join(dir, 'batches', what.replace(/\W+/g, '-'));
+    const report = await buildRootfs({ server: which().url, image: 'library/tricky:1', dir: ours, batch, concurrency: 3 });
+    assert.deepEqual(report.rejected, []);
+    const reference = await umociRootfs(registry, 'library/tricky:1', join(dir, 'umoci-batches', what.replace(/\W+/g, '-')));
+    assert.deepEqual(await snapshot(ours), await snapshot(reference));
+  });
+}
+
+test('a layer.tar changed or cut short in the bucket after extraction: rootfs checks every file against its TOC and fails, naming it', { skip, timeout: 120_000 }, async () => {
+  const plan = await readyPlan(server.url, 'library/gzip:1');
+  const layer = plan.layers[1]!;
+  const toc = parseToc(await (await fetch(layer.toc_url)).text());
+  const data = toc.entries.find((e) => e.path === 'usr/lib/data.bin')!;
+  const original = await bucketBytes(layer.tar_key);
+  const put = (body: Uint8Array) => s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: layer.tar_key, Body: body }));
+  try {
+    const changed = Buffer.from(original);
+    changed[data.offset + 1000] = changed[data.offset + 1000]! ^ 0xff;
+    await put(changed);
+    const tampered = await pullthroughRootfs(['library/gzip:1', join(dir, 'tampered'), '--server', server.url]);
+    assert.equal(tampered.code, 1, tampered.stderr);
+    assert.match(tampered.stderr, /pullthrough rootfs: usr\/lib\/data\.bin: content sha256:[0-9a-f]{64} does not match the TOC's sha256:[0-9a-f]{64}/);
+
+    await put(original.subarray(0, data.offset + data.size / 2));
+    const cut = await pullthroughRootfs(['library/gzip:1', join(dir, 'cut'), '--server', server.url]);
+    assert.equal(cut.code, 1, cut.stderr);
+    assert.match(cut.stderr, /pullthrough rootfs: the layer tar ended before usr\/lib\/data\.bin was complete/);
+  } finally {
+    await put(original);
+  }
+});
 
 test('the tricky image unpacks as OCI says (checked directly, not only against umoci)', { skip }, async () => {
   const tree = await snapshot(join(dir, 'ours', 'library_tricky_1'));
