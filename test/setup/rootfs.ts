@@ -6,10 +6,10 @@ import { createReadStream } from 'node:fs';
 import { lstat, mkdir, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { fileURLToPath } from 'node:url';
 import type { Registry } from './registry.ts';
 import type { PlannedLayer, RootfsPlan } from '../../core/plan.ts';
 import { until } from './process.ts';
+import { buildCli } from '../../workers/build.ts';
 
 const run = promisify(execFile);
 
@@ -34,12 +34,16 @@ export async function readyPlan(server: string | URL, image: string, options: { 
   }, options.deadlineMs ?? 120_000, `the plan of ${image}`);
   return plan as ServedPlan;
 }
-const CLI = fileURLToPath(new URL('../../workers/cli.ts', import.meta.url));
+let cli: Promise<string> | undefined;
 
-/** Runs `pullthrough rootfs …` as a process; never rejects, the exit code is the answer. */
+/**
+ * Runs `pullthrough rootfs …` as a process, from the bundle `npx pullthrough` runs (built
+ * once per test process); never rejects, the exit code is the answer.
+ */
 export async function pullthroughRootfs(args: string[], as?: { uid: number; gid: number }): Promise<{ code: number; stderr: string }> {
+  const entry = await (cli ??= buildCli());
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, 'rootfs', ...args], { maxBuffer: 16 * 1024 * 1024, ...as }, (error, _stdout, stderr) => {
+    execFile(process.execPath, [entry, 'rootfs', ...args], { maxBuffer: 16 * 1024 * 1024, ...as }, (error, _stdout, stderr) => {
       resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stderr });
     });
   });
