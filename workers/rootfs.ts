@@ -11,7 +11,7 @@ import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseToc, type Toc } from '../core/toc.ts';
 import { Applier, type BatchLimits, type Rejected } from './rootfs-apply.ts';
-import { WriterPool } from './rootfs-write.ts';
+import { bodyOf, get, WriterPool } from './rootfs-write.ts';
 import type { RootfsPlan, PlannedLayer } from '../core/plan.ts';
 
 export type { Rejected };
@@ -52,13 +52,12 @@ export interface Progress {
 
 class RootfsError extends Error {}
 
-async function fetchOk(url: string, what: string, signal: AbortSignal): Promise<Response> {
-  const res = await fetch(url, { signal });
-  if (!res.ok) {
-    const text = await res.text().catch(() => '');
-    throw new RootfsError(`${what}: ${res.status} ${text.slice(0, 500)}`);
-  }
-  return res;
+/** A whole 200 response body, or an error naming `what`. */
+async function getOk(url: string, what: string): Promise<Buffer> {
+  const res = await get(url);
+  const body = await bodyOf(res);
+  if (res.statusCode !== 200) throw new RootfsError(`${what}: ${res.statusCode} ${body.toString('utf8', 0, 500)}`);
+  return body;
 }
 
 /** The plan, once every layer is extracted (polling while the server answers 202). */
@@ -67,26 +66,31 @@ async function readyPlan(options: RootfsOptions): Promise<RootfsPlan> {
   if (options.platform) url.searchParams.set('platform', options.platform);
   const deadline = Date.now() + (options.waitMs ?? 30 * 60 * 1000);
   for (;;) {
-    const res = await fetch(url);
-    const body = (await res.json().catch(() => undefined)) as (RootfsPlan & { errors?: unknown }) | undefined;
-    if (!res.ok || !body) throw new RootfsError(`the server refused the plan (${res.status}): ${JSON.stringify(body?.errors ?? body)}`);
+    const res = await get(url.href);
+    const text = (await bodyOf(res)).toString();
+    let body: (RootfsPlan & { errors?: unknown }) | undefined;
+    try {
+      body = JSON.parse(text) as RootfsPlan & { errors?: unknown };
+    } catch {}
+    const status = res.statusCode ?? 0;
+    if (status < 200 || status > 299 || !body) throw new RootfsError(`the server refused the plan (${status}): ${body ? JSON.stringify(body.errors ?? body) : text.slice(0, 500)}`);
     const failed = body.layers.filter((l) => l.state === 'failed' || l.state === 'absent');
     if (failed.length > 0) {
       throw new RootfsError(`layers cannot be extracted: ${failed.map((l) => `${l.diff_id} ${l.state}${l.error ? `: ${l.error}` : ''}`).join('; ')}`);
     }
-    if (res.status === 200 && body.ready) return body;
+    if (status === 200 && body.ready) return body;
     if (Date.now() > deadline) throw new RootfsError('timed out waiting for the server to extract the layers');
-    const wait = Math.min(10, Math.max(1, Number(res.headers.get('retry-after')) || 1));
+    const wait = Math.min(10, Math.max(1, Number(res.headers['retry-after']) || 1));
     await new Promise((r) => setTimeout(r, wait * 1000));
   }
 }
 
 /** A layer's TOC, checked against the digest the plan gives and against its diff_id. */
-async function fetchToc(layer: PlannedLayer, signal: AbortSignal): Promise<Toc> {
-  const bytes = new Uint8Array(await (await fetchOk(layer.toc_url!, `TOC of ${layer.diff_id}`, signal)).arrayBuffer());
+async function fetchToc(layer: PlannedLayer): Promise<Toc> {
+  const bytes = await getOk(layer.toc_url!, `TOC of ${layer.diff_id}`);
   const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
   if (layer.toc_digest && digest !== layer.toc_digest) throw new RootfsError(`TOC of ${layer.diff_id} does not match its digest`);
-  const toc = parseToc(new TextDecoder().decode(bytes));
+  const toc = parseToc(bytes.toString());
   if (toc.diff_id !== layer.diff_id) throw new RootfsError(`TOC of ${layer.diff_id} is for ${toc.diff_id}`);
   return toc;
 }
@@ -99,8 +103,7 @@ export async function buildRootfs(options: RootfsOptions): Promise<RootfsReport>
   const progress = options.progress;
   progress?.plan(plan.layers);
   const count = plan.layers.length;
-  const stop = new AbortController();
-  const tocs = plan.layers.map((layer) => fetchToc(layer, stop.signal));
+  const tocs = plan.layers.map((layer) => fetchToc(layer));
   for (const toc of tocs) toc.catch(() => {});
   const writers = new WriterPool(Math.max(1, options.concurrency ?? 4), count);
   const applier = new Applier(root, writers, options.batch);
@@ -119,7 +122,6 @@ export async function buildRootfs(options: RootfsOptions): Promise<RootfsReport>
     return { manifest: plan.manifest, layers: count, bytes, entries: applier.entries, rejected: applier.rejected, skipped: applier.skipped };
   } finally {
     clearInterval(timer);
-    stop.abort();
     await writers.stop();
   }
 }
