@@ -3,7 +3,7 @@
 // builds a root filesystem from a pullthrough server's pre-extracted layers.
 import { parseArgs } from 'node:util';
 import { isMainThread } from 'node:worker_threads';
-import { buildRootfs, type Progress } from './rootfs.ts';
+import { buildRootfs, DEFAULT_CONCURRENCY, type Progress } from './rootfs.ts';
 import type { PlannedLayer } from '../core/plan.ts';
 
 const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platform os/arch[/variant]] [--concurrency N]
@@ -12,7 +12,7 @@ const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platfor
   <dir>     the root filesystem to build (created; should be empty)
   --server  the pullthrough server (default $PULLTHROUGH_URL or http://127.0.0.1:5000)
   --platform  for multi-platform images (default linux/amd64)
-  --concurrency  parallel downloads, each writing its files (default 4)
+  --concurrency  parallel downloads, each writing its files (default: one per core, 2 to 8)
 
 Exit status: 0 built, 1 failed, 2 usage, 3 built but some entries were rejected as unsafe.`;
 
@@ -77,7 +77,7 @@ async function main(argv: string[]): Promise<number> {
   const [command, image, dir, ...rest] = parsed.positionals;
   if (parsed.values.help) return console.log(USAGE), 0;
   if (command !== 'rootfs' || !image || !dir || rest.length > 0) return console.error(USAGE), 2;
-  const concurrency = parsed.values.concurrency === undefined ? 4 : Number(parsed.values.concurrency);
+  const concurrency = parsed.values.concurrency === undefined ? DEFAULT_CONCURRENCY : Number(parsed.values.concurrency);
   if (!Number.isInteger(concurrency) || concurrency < 1) return console.error(`--concurrency must be a whole number ≥ 1\n\n${USAGE}`), 2;
   const server = parsed.values.server ?? process.env.PULLTHROUGH_URL ?? 'http://127.0.0.1:5000';
   const started = performance.now();
