@@ -11,6 +11,7 @@ import { closeSync, constants, fchmodSync, fchownSync, futimesSync, openSync, wr
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { RangeGetter } from './range-get.ts';
 
 /** A regular file to create, its content at [offset, offset + size) of the layer tar. */
 export interface FileWrite {
@@ -41,6 +42,8 @@ export interface WriteBatch {
 export type WriteReply = { done: true } | { error: string };
 
 const MAX_REDIRECTS = 5;
+/** This thread's kept-alive connections for Range reads over plain http. */
+const ranges = new RangeGetter();
 const agents = { 'http:': new http.Agent({ keepAlive: true }), 'https:': new https.Agent({ keepAlive: true }) };
 
 /**
@@ -153,6 +156,20 @@ export async function writeBatch(batch: WriteBatch, downloaded?: (bytes: number)
   const start = batch.files[0]!.offset;
   const last = batch.files.at(-1)!;
   const end = last.offset + last.size;
+  // Plain http: read into one reused buffer (workers/range-get.ts); otherwise node:http.
+  const fast = new BatchWriter(batch, start);
+  try {
+    const read = await ranges.read(new URL(batch.url), start, end, (bytes) => {
+      fast.push(bytes);
+      downloaded?.(bytes.length);
+    });
+    if (read) {
+      if (!fast.complete) throw new WriteError(`the layer tar ended before ${fast.waiting} was complete`);
+      return;
+    }
+  } finally {
+    fast.close();
+  }
   const res = await get(batch.url, { range: `bytes=${start}-${end - 1}` });
   const range = /^bytes (\d+)-/.exec(res.headers['content-range'] ?? '');
   if (!(res.statusCode === 206 && Number(range?.[1]) === start) && res.statusCode !== 200) {
