@@ -57,6 +57,11 @@ export interface RootfsPlan {
   platform: Platform;
   /** Every layer is ready: the root filesystem can be built now. */
   ready: boolean;
+  /**
+   * When the presigned URLs stop working (ISO 8601, rounded down to the second as S3
+   * counts it), so a client can ask for the plan again before; absent without them.
+   */
+  urls_expire_at?: string;
   layers: PlannedLayer[];
 }
 
@@ -160,6 +165,7 @@ export async function rootfsPlan(deps: PlanDeps, target: RepositoryTarget, refer
     if (sent.length > 0) await deps.manifests.queue.send(sent.map((r) => ({ key: `extract:${r.diffId}`, kind: 'extract', payload: { diffId: r.diffId } })));
   }
   const planned: PlannedLayer[] = [];
+  let presigned = false;
   for (const { d, diffId, compression } of descriptors) {
     const row = rows.get(diffId)!;
     const state = deps.extract === 'off' && row.state !== 'ready' ? 'absent' : row.state;
@@ -182,6 +188,7 @@ export async function rootfsPlan(deps: PlanDeps, target: RepositoryTarget, refer
       const tocUrl = await deps.manifests.store.presign(row.tocKey, deps.presignTtlSeconds, { contentType: 'application/json' });
       if (tarUrl) layer.tar_url = tarUrl;
       if (tocUrl) layer.toc_url = tocUrl;
+      presigned ||= tarUrl !== undefined;
     }
     planned.push(layer);
   }
@@ -193,6 +200,8 @@ export async function rootfsPlan(deps: PlanDeps, target: RepositoryTarget, refer
     config: parsed.config.digest,
     platform: config.platform,
     ready: planned.every((l) => l.state === 'ready'),
+    // Signed no earlier than `now`; S3 counts from the signature's whole second.
+    ...(presigned ? { urls_expire_at: new Date(Math.floor(now / 1000) * 1000 + deps.presignTtlSeconds * 1000).toISOString() } : {}),
     layers: planned,
   };
 }

@@ -40,6 +40,8 @@ export interface WriteBatch {
 }
 
 export type WriteReply = { done: true } | { error: string };
+/** What the pool sends a writer thread: a batch, or fresh layer tar URLs by layer. */
+type ToWriter = WriteBatch | { urls: string[] };
 
 const MAX_REDIRECTS = 5;
 /** This thread's kept-alive connections for Range reads over plain http. */
@@ -255,6 +257,11 @@ export class WriterPool {
     }
   }
 
+  /** Fresh layer tar URLs (presigned ones expire), by layer: for batches not started yet. */
+  setUrls(urls: string[]): void {
+    for (const thread of this.#threads) thread.postMessage({ urls } satisfies ToWriter);
+  }
+
   async stop(): Promise<void> {
     this.#stopped = true;
     for (const job of this.#queue.splice(0)) job.reject(new WriteError('the writers were stopped'));
@@ -264,7 +271,10 @@ export class WriterPool {
 
 if (!isMainThread && (workerData as { role?: string } | null)?.role === 'pullthrough-write') {
   const { downloaded } = workerData as { downloaded: BigInt64Array };
-  parentPort!.on('message', (batch: WriteBatch) => {
+  let urls: string[] = [];
+  parentPort!.on('message', (message: ToWriter) => {
+    if ('urls' in message) return void (urls = message.urls);
+    const batch = { ...message, url: urls[message.layer] ?? message.url };
     writeBatch(batch, (bytes) => Atomics.add(downloaded, batch.layer, BigInt(bytes))).then(
       () => parentPort!.postMessage({ done: true } satisfies WriteReply),
       (e: unknown) => parentPort!.postMessage({ error: (e as Error).message } satisfies WriteReply),

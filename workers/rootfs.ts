@@ -68,8 +68,12 @@ async function getOk(url: string, what: string): Promise<Buffer> {
   return body;
 }
 
-/** The plan, once every layer is extracted (polling while the server answers 202). */
-async function readyPlan(options: RootfsOptions): Promise<RootfsPlan> {
+/**
+ * The plan, once every layer is extracted (polling while the server answers 202), and how
+ * long its presigned URLs live, by the server's clock (its Date header), so a client
+ * whose clock is off still refreshes them in time.
+ */
+async function readyPlan(options: RootfsOptions): Promise<{ plan: RootfsPlan; urlsLifetimeMs?: number }> {
   const url = new URL(`/api/rootfs/${options.image}`, options.server);
   if (options.platform) url.searchParams.set('platform', options.platform);
   const deadline = Date.now() + (options.waitMs ?? 30 * 60 * 1000);
@@ -86,7 +90,10 @@ async function readyPlan(options: RootfsOptions): Promise<RootfsPlan> {
     if (failed.length > 0) {
       throw new RootfsError(`layers cannot be extracted: ${failed.map((l) => `${l.diff_id} ${l.state}${l.error ? `: ${l.error}` : ''}`).join('; ')}`);
     }
-    if (status === 200 && body.ready) return body;
+    if (status === 200 && body.ready) {
+      const lifetime = Date.parse(body.urls_expire_at ?? '') - Date.parse(res.headers.date ?? '');
+      return { plan: body, ...(Number.isFinite(lifetime) ? { urlsLifetimeMs: lifetime } : {}) };
+    }
     if (Date.now() > deadline) throw new RootfsError('timed out waiting for the server to extract the layers');
     const wait = Math.min(10, Math.max(1, Number(res.headers['retry-after']) || 1));
     await new Promise((r) => setTimeout(r, wait * 1000));
@@ -103,9 +110,44 @@ async function fetchToc(layer: PlannedLayer): Promise<Toc> {
   return toc;
 }
 
+/**
+ * Presigned URLs expire (the server's PRESIGN_TTL_SECONDS). While a build runs, the plan
+ * is asked for again halfway through each lifetime, pinned to the manifest being built,
+ * and `update` gets the fresh layer tar URLs. A refresh that fails is tried again a
+ * second later; if the URLs run out meanwhile, the bucket's 403 fails the build.
+ */
+function keepUrlsFresh(options: RootfsOptions, plan: RootfsPlan, lifetimeMs: number, update: (urls: string[]) => void): { stop(): void } {
+  const pinned: RootfsOptions = { ...options, image: `${plan.upstream}/${plan.name}@${plan.manifest}`, platform: undefined };
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const schedule = (ms: number) => {
+    if (stopped) return;
+    timer = setTimeout(refresh, Math.max(250, ms));
+    timer.unref();
+  };
+  const refresh = async () => {
+    try {
+      const fresh = await readyPlan(pinned);
+      const same = fresh.plan.manifest === plan.manifest && fresh.plan.layers.length === plan.layers.length && fresh.plan.layers.every((l, i) => l.diff_id === plan.layers[i]!.diff_id);
+      if (!same || fresh.urlsLifetimeMs === undefined) throw new RootfsError('the refreshed plan is not the one being built');
+      if (!stopped) update(fresh.plan.layers.map((l) => l.tar_url!));
+      schedule(fresh.urlsLifetimeMs / 2);
+    } catch {
+      schedule(1000);
+    }
+  };
+  schedule(lifetimeMs / 2);
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}
+
 /** Builds `options.dir` (created if missing; it should be empty) from the image's layers. */
 export async function buildRootfs(options: RootfsOptions): Promise<RootfsReport> {
-  const plan = await readyPlan(options);
+  const { plan, urlsLifetimeMs } = await readyPlan(options);
   const root = resolve(options.dir);
   await mkdir(root, { recursive: true });
   const progress = options.progress;
@@ -117,6 +159,7 @@ export async function buildRootfs(options: RootfsOptions): Promise<RootfsReport>
   const applier = new Applier(root, writers, options.batch);
   const report = () => plan.layers.forEach((_, i) => progress?.downloaded(i, Number(Atomics.load(writers.downloaded, i))));
   const timer = progress ? setInterval(report, 100) : undefined;
+  const fresh = urlsLifetimeMs !== undefined ? keepUrlsFresh(options, plan, urlsLifetimeMs, (urls) => writers.setUrls(urls)) : undefined;
   try {
     let bytes = 0;
     for (let i = 0; i < count; i++) {
@@ -130,6 +173,7 @@ export async function buildRootfs(options: RootfsOptions): Promise<RootfsReport>
     return { manifest: plan.manifest, layers: count, bytes, entries: applier.entries, rejected: applier.rejected, skipped: applier.skipped };
   } finally {
     clearInterval(timer);
+    fresh?.stop();
     await writers.stop();
   }
 }

@@ -21,6 +21,7 @@ import { startServer, type Server } from '../setup/server.ts';
 import { until } from '../setup/process.ts';
 import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
 import { rawTar } from '../setup/tar-writer.ts';
+import { startFaultyProxy } from '../setup/faulty-proxy.ts';
 import { pullthroughRootfs, readyPlan, snapshot, umociRootfs } from '../setup/rootfs.ts';
 import { buildRootfs } from '../../workers/rootfs.ts';
 import type { BatchLimits } from '../../workers/rootfs-apply.ts';
@@ -263,6 +264,34 @@ test('a layer.tar changed or cut short in the bucket after extraction: rootfs ch
     assert.match(cut.stderr, /pullthrough rootfs: the layer tar ended before usr\/lib\/data\.bin was complete/);
   } finally {
     await put(original);
+  }
+});
+
+test('presigned URLs that expire during a long build are asked for again, pinned to the manifest being built', { skip, timeout: 180_000 }, async () => {
+  // A bucket behind a hop that trickles bodies (~10 MB/s) and URLs that live 2 s: the
+  // 40 MiB below take about 4 s, a file per Range request.
+  const proxy = await startFaultyProxy(process.env.S3_TEST_ENDPOINT!);
+  const bucket = (await s3TestBucket('rootfs-ttl'))!;
+  const slow = await startServer({
+    DATA_DIR: join(dir, 'ttl'), UPSTREAMS: JSON.stringify({ 'docker.io': { url: registry.url } }),
+    ...s3ServerEnv(bucket.bucket), S3_ENDPOINT: proxy.url, PRESIGN_TTL_SECONDS: '2', BLOB_DELIVERY: 'redirect',
+  });
+  try {
+    const files = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`data/f${i}`, randomBytes(1024 * 1024)]));
+    await pushImage(registry, 'library/ttl', '1', [files]);
+    const plan = await readyPlan(slow.url, 'library/ttl:1');
+    const lifetime = Date.parse((plan as { urls_expire_at?: string }).urls_expire_at ?? '') - Date.now();
+    assert.ok(lifetime > 0 && lifetime <= 2000, `urls_expire_at is at most 2 s away (${lifetime} ms)`);
+    proxy.fault = 'slowall';
+    const target = join(dir, 'ttl-root');
+    await buildRootfs({ server: slow.url, image: 'library/ttl:1', dir: target, batch: { bytes: 1, files: 1, gap: 0 }, concurrency: 1 });
+    const tree = await snapshot(target);
+    for (const [path, bytes] of Object.entries(files)) assert.equal(tree[path]?.sha256, sha256(bytes), path);
+    assert.match(slow.output(), /"path":"\/api\/rootfs\/docker\.io\/library\/ttl@sha256:[0-9a-f]{64}","status":200/, 'the plan was asked for again by digest');
+  } finally {
+    proxy.fault = 'none';
+    await slow.stop();
+    await proxy.stop();
   }
 });
 

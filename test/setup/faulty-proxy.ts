@@ -1,12 +1,13 @@
 // A real HTTP hop in front of the test registry that misbehaves on blob bodies the way
 // broken upstreams do: it flips a byte ("corrupt"), drops the connection halfway ("cut"),
 // trickles the body ("slow", about 10 MB/s), or sends half and then holds the connection
-// open ("stall"), so a test can act while a download runs. It can also answer every
-// request with 429 and Retry-After: 7 ("ratelimit", as Docker Hub does), or serve any
-// manifest GET as a 5 MiB document ("hugemanifest").
+// open ("stall"), so a test can act while a download runs; "slowall" trickles every
+// successful response body, whatever the path (in front of an S3 endpoint). It can also
+// answer every request with 429 and Retry-After: 7 ("ratelimit", as Docker Hub does), or
+// serve any manifest GET as a 5 MiB document ("hugemanifest").
 import { createServer, request, type Server } from 'node:http';
 
-export type Fault = 'none' | 'corrupt' | 'cut' | 'slow' | 'stall' | 'ratelimit' | 'hugemanifest';
+export type Fault = 'none' | 'corrupt' | 'cut' | 'slow' | 'slowall' | 'stall' | 'ratelimit' | 'hugemanifest';
 
 export const HUGE_MANIFEST_BYTES = 5 * 1024 * 1024;
 
@@ -27,7 +28,8 @@ export async function startFaultyProxy(target: string): Promise<{ url: string; f
     const isBlob = req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '');
     const out = request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (up) => {
       res.writeHead(up.statusCode ?? 502, up.headers);
-      if (!isBlob || state.fault === 'none' || up.statusCode !== 200) return up.pipe(res);
+      const faulted = state.fault === 'slowall' ? (up.statusCode ?? 500) < 300 : isBlob && state.fault !== 'none' && up.statusCode === 200;
+      if (!faulted) return up.pipe(res);
       const total = Number(up.headers['content-length'] ?? 0);
       let seen = 0;
       res.on('close', () => up.destroy());
@@ -41,7 +43,7 @@ export async function startFaultyProxy(target: string): Promise<{ url: string; f
         if (state.fault === 'corrupt' && seen === 0) chunk[0]! ^= 0xff;
         seen += chunk.length;
         res.write(chunk);
-        if (state.fault === 'slow') {
+        if (state.fault === 'slow' || state.fault === 'slowall') {
           up.pause();
           setTimeout(() => up.resume(), Math.ceil(chunk.length / 10_000));
         }
