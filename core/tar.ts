@@ -79,6 +79,15 @@ function number(block: Uint8Array, start: number, length: number, what: string, 
   return parseInt(text, 8);
 }
 
+const XATTR_PREFIX = 'SCHILY.xattr.';
+
+/** Bytes as a string of char codes 0-255 (what btoa encodes). */
+function binaryString(bytes: Uint8Array): string {
+  let out = '';
+  for (let i = 0; i < bytes.length; i += 8192) out += String.fromCharCode(...bytes.subarray(i, i + 8192));
+  return out;
+}
+
 /** PAX records: `<length> <key>=<value>\n`, lengths counting the whole record. */
 function parsePax(bytes: Uint8Array, at: number): Map<string, string> {
   const records = new Map<string, string>();
@@ -90,10 +99,13 @@ function parsePax(bytes: Uint8Array, at: number): Map<string, string> {
     if (!Number.isSafeInteger(length) || length <= space - pos || pos + length > bytes.length || bytes[pos + length - 1] !== 0x0a) {
       throw new TarError(`malformed PAX record in the header at byte ${at}`);
     }
-    const record = decoder.decode(bytes.subarray(space + 1, pos + length - 1));
-    const eq = record.indexOf('=');
+    const record = bytes.subarray(space + 1, pos + length - 1);
+    const eq = record.indexOf(0x3d); // '='
     if (eq <= 0) throw new TarError(`malformed PAX record in the header at byte ${at}`);
-    records.set(record.slice(0, eq), record.slice(eq + 1));
+    const key = decoder.decode(record.subarray(0, eq));
+    // Extended attribute values are bytes (security.capability is binary): one char per byte.
+    const value = key.startsWith(XATTR_PREFIX) ? binaryString(record.subarray(eq + 1)) : decoder.decode(record.subarray(eq + 1));
+    records.set(key, value);
     pos += length;
   }
   return records;
@@ -288,8 +300,8 @@ export class TarParser {
       entry.devmajor = number(block, 329, 8, 'devmajor', at);
       entry.devminor = number(block, 337, 8, 'devminor', at);
     }
-    const xattrs = [...pax].filter(([k]) => k.startsWith('SCHILY.xattr.'));
-    if (xattrs.length > 0) entry.xattrs = Object.fromEntries(xattrs.map(([k, v]) => [k.slice('SCHILY.xattr.'.length), btoa(v)]));
+    const xattrs = [...pax].filter(([k]) => k.startsWith(XATTR_PREFIX));
+    if (xattrs.length > 0) entry.xattrs = Object.fromEntries(xattrs.map(([k, v]) => [k.slice(XATTR_PREFIX.length), btoa(v)]));
     if (entry.name === '') throw new TarError(`a member has an empty name (header at byte ${at})`);
     this.#pax = new Map();
     this.#longName = undefined;

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TarParser, TarError, normalizeTarPath, type TarEntry } from '../../core/tar.ts';
 import { tocStream, tocWriter, parseToc, type TocEntry } from '../../core/toc.ts';
+import { rawTar } from '../setup/tar-writer.ts';
 
 let dir: string;
 const LONG = `${'deep/'.repeat(30)}${'n'.repeat(120)}.txt`;
@@ -144,4 +145,14 @@ test('member names normalise to TOC paths, keeping what a consumer must refuse',
   assert.equal(normalizeTarPath('/abs/./x'), '/abs/x');
   assert.equal(normalizeTarPath('../escape'), '../escape');
   assert.equal(normalizeTarPath('a/../../b'), 'a/../../b');
+});
+
+test('extended attributes keep their bytes: a binary security.capability and a UTF-8 user attribute', () => {
+  // cap_setfcap etc.: bytes above 0x7f, which a UTF-8 decoding of PAX values mangled.
+  const capability = Buffer.from([0x01, 0x00, 0x00, 0x02, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
+  const tar = rawTar([{ name: 'bin/tool', type: 'file', data: 'x', pax: { 'SCHILY.xattr.security.capability': capability, 'SCHILY.xattr.user.comment': 'héllo ✓' } }]);
+  const { entries } = parse(tar, 100);
+  assert.deepEqual(entries.map((e) => e.name), ['bin/tool']);
+  assert.deepEqual(Buffer.from(entries[0]!.xattrs!['security.capability']!, 'base64'), capability);
+  assert.equal(Buffer.from(entries[0]!.xattrs!['user.comment']!, 'base64').toString(), 'héllo ✓');
 });
