@@ -212,6 +212,8 @@ export class Applier {
       else this.#reject(entry.path, 'the root can only be a directory');
       return;
     }
+    // Node has no setxattr: say so rather than drop them (file capabilities, SELinux labels).
+    if (entry.xattrs) this.skipped.push({ layer: this.#layer, path: entry.path, reason: `extended attributes not applied: ${Object.keys(entry.xattrs).join(', ')}` });
     if (this.#pending.has(rel)) await this.#barrier();
     const existing = lstatSync(abs, { throwIfNoEntry: false });
     if (existing && !(existing.isDirectory() && entry.type === 'dir')) await this.#remove(rel);

@@ -128,6 +128,7 @@ before(async () => {
         { name: 'dev/null', type: 'chardev', mode: 0o666, devmajor: 1, devminor: 3 },
         { name: 'home/', type: 'dir', uid: 1000, gid: 1000 },
         { name: 'home/owned', type: 'file', uid: 1000, gid: 1001, mode: 0o600, data: 'mine\n' },
+        { name: 'bin/ping', type: 'file', mode: 0o755, data: 'ping\n', pax: { 'SCHILY.xattr.security.capability': Buffer.from([1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]) } },
       ]),
     },
   ]);
@@ -455,7 +456,7 @@ test('EXTRACT=off: the plan reports layers absent and schedules nothing; rootfs 
   }
 });
 
-test('ownership and device nodes: applied as root; as another user, devices are skipped with a warning and files are theirs', { skip: skip || (process.getuid?.() !== 0 && 'needs root') }, async () => {
+test('ownership and device nodes: applied as root; as another user, devices are skipped with a warning and files are theirs; extended attributes are reported as not applied', { skip: skip || (process.getuid?.() !== 0 && 'needs root') }, async () => {
   const asRoot = join(dir, 'owned-root');
   const result = await pullthroughRootfs(['library/owned:1', asRoot, '--server', server.url]);
   assert.equal(result.code, 0, result.stderr);
@@ -464,6 +465,8 @@ test('ownership and device nodes: applied as root; as another user, devices are 
   assert.equal(dev.rdev, (1 << 8) | 3);
   const owned = await lstat(join(asRoot, 'home/owned'));
   assert.deepEqual([owned.uid, owned.gid, owned.mode & 0o7777], [1000, 1001, 0o600]);
+  assert.match(result.stderr, /skipped: layer 1: bin\/ping: extended attributes not applied: security\.capability/);
+  assert.equal((await lstat(join(asRoot, 'bin/ping'))).mode & 0o7777, 0o755, 'the file itself is there');
 
   const nobody = { uid: 65534, gid: 65534 };
   // The test dir is root's (0700): nobody builds in a dir of its own.
@@ -473,6 +476,7 @@ test('ownership and device nodes: applied as root; as another user, devices are 
     const asNobody = await pullthroughRootfs(['library/owned:1', join(parent, 'root'), '--server', server.url], nobody);
     assert.equal(asNobody.code, 0, asNobody.stderr);
     assert.match(asNobody.stderr, /skipped: layer 1: dev\/null: chardev 1,3 needs root/);
+    assert.match(asNobody.stderr, /skipped: layer 1: bin\/ping: extended attributes not applied: security\.capability/);
     assert.equal(existsSync(join(parent, 'root/dev/null')), false);
     const mine = await lstat(join(parent, 'root/home/owned'));
     assert.deepEqual([mine.uid, mine.gid, mine.mode & 0o7777], [65534, 65534, 0o600]);
