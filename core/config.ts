@@ -41,6 +41,8 @@ export interface Config {
   jobLeaseSeconds: number;
   /** When layers are extracted for sandboxes: after ingest, when first asked for, or never. */
   extract: ExtractMode;
+  /** How clients reach this server (behind a proxy), for the URLs it hands out; else the request's origin. */
+  publicUrl: string | undefined;
 }
 
 export const EXTRACT_MODES = ['eager', 'on-demand', 'off'] as const;
@@ -130,6 +132,7 @@ export function parseConfig(env: Env): Config {
   const extract = (env.EXTRACT || 'on-demand') as ExtractMode;
   if (!EXTRACT_MODES.includes(extract)) throw new ConfigError('EXTRACT', `must be one of ${EXTRACT_MODES.join(', ')}, got ${JSON.stringify(extract)}`);
   const libsqlUrl = env.LIBSQL_URL || `file:${dataDir.replace(/\/+$/, '')}/pullthrough.db`;
+  const publicUrl = env.PUBLIC_URL ? originOf('PUBLIC_URL', env.PUBLIC_URL) : undefined;
   if (!/^(file|libsql|https?|wss?):/.test(libsqlUrl)) throw new ConfigError('LIBSQL_URL', 'must be a file:, libsql:, http(s): or ws(s): URL');
   return {
     host: env.HOST || '127.0.0.1',
@@ -151,5 +154,19 @@ export function parseConfig(env: Env): Config {
     ingestMaxAttempts: integer(env, 'INGEST_MAX_ATTEMPTS', 5, 1, 100),
     jobLeaseSeconds: integer(env, 'JOB_LEASE_SECONDS', 60, 2, 3600),
     extract,
+    publicUrl,
   };
+}
+
+/** An http(s) URL with nothing after its path, as a prefix without a trailing slash. */
+function originOf(name: string, raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(name, `not a URL: ${JSON.stringify(raw)}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(name, 'must be an http: or https: URL');
+  if (url.search || url.hash || url.username || url.password) throw new ConfigError(name, 'must have no credentials, query or fragment');
+  return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
 }

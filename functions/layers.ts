@@ -20,7 +20,8 @@ export function layerRoutes(plan: PlanDeps, layers: LayerDeps, routing: RoutingC
     const target = resolveTarget(path, c.req.query('ns'), routing.upstreamHosts, routing.defaultUpstream);
     const platformText = c.req.query('platform');
     const answer = await rootfsPlan(plan, target, reference, platformText ? parsePlatform(platformText) : undefined);
-    const origin = new URL(c.req.url).origin;
+    // Behind a proxy (TLS terminated in front), the request's origin is not the client's.
+    const origin = routing.publicUrl ?? new URL(c.req.url).origin;
     const body = {
       ...answer,
       layers: answer.layers.map((l) => {

@@ -6,6 +6,8 @@ import { parseAccept } from '../core/manifest.ts';
 export interface RoutingConfig {
   upstreamHosts: ReadonlySet<string>;
   defaultUpstream: string;
+  /** PUBLIC_URL: the prefix of URLs handed to clients; else the request's origin. */
+  publicUrl?: string | undefined;
 }
 
 /** `GET|HEAD /v2/<name>/manifests/<reference>`. */

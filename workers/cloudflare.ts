@@ -45,6 +45,7 @@ export interface Env {
   INGEST_MAX_ATTEMPTS?: string;
   JOB_LEASE_SECONDS?: string;
   EXTRACT?: string;
+  PUBLIC_URL?: string;
 }
 
 const log = (fields: Record<string, unknown>) => console.log(JSON.stringify(fields));

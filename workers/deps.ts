@@ -50,7 +50,7 @@ export function buildDeps(config: Config, parts: { db: Database; store: BlobStor
     app: {
       manifests,
       blobs: { db, store, upstreams, queue, delivery: config.blobDelivery, presignTtlSeconds: config.presignTtlSeconds },
-      routing: { upstreamHosts: new Set(upstreams.keys()), defaultUpstream: config.defaultUpstream },
+      routing: { upstreamHosts: new Set(upstreams.keys()), defaultUpstream: config.defaultUpstream, publicUrl: config.publicUrl },
       plan,
       layers: { db, store, delivery: config.blobDelivery, presignTtlSeconds: config.presignTtlSeconds },
       log: parts.log,

@@ -371,6 +371,19 @@ test('a corrupted stored layer fails the diff_id check: the error is recorded an
   assert.match(cli.stderr, /layers cannot be extracted: .*LAYER_INVALID/);
 });
 
+test('PUBLIC_URL: behind a proxy, the plan hands out pullthrough URLs under the public prefix, not the request origin', { skip }, async () => {
+  const proxied = await startServer({ DATA_DIR: join(dir, 'public'), UPSTREAMS: JSON.stringify({ 'docker.io': { url: registry.url } }), PUBLIC_URL: 'https://mirror.example.com/', EXTRACT: 'eager' });
+  try {
+    const plan = await readyPlan(proxied.url, 'library/gzip:1');
+    for (const layer of plan.layers) {
+      const base = `https://mirror.example.com/api/layers/${layer.diff_id}`;
+      assert.deepEqual([layer.tar_url, layer.toc_url, layer.files_url], [`${base}/tar`, `${base}/toc`, `${base}/files/`]);
+    }
+  } finally {
+    await proxied.stop();
+  }
+});
+
 test('single files come out of a layer with one Range read: exact bytes, ranges, hard links; directories and unknown paths are clear errors', { skip }, async () => {
   // EXTRACT=eager on the filesystem server: pulling the manifest is enough.
   assert.equal((await fetch(`${fsServer.url}/v2/library/tricky/manifests/1`)).status, 200);

@@ -11,6 +11,12 @@ test('defaults: port 5000, ./data, filesystem store streaming, docker.io default
   assert.equal(c.upstreams['docker.io']?.url, 'https://registry-1.docker.io');
 });
 
+test('PUBLIC_URL: unset by default, a prefix without trailing slash when set', () => {
+  assert.equal(parseConfig({}).publicUrl, undefined);
+  assert.equal(parseConfig({ PUBLIC_URL: 'https://mirror.example.com/' }).publicUrl, 'https://mirror.example.com');
+  assert.equal(parseConfig({ PUBLIC_URL: 'https://example.com/pullthrough/' }).publicUrl, 'https://example.com/pullthrough');
+});
+
 test('UPSTREAMS merges over the defaults', () => {
   const c = parseConfig({ UPSTREAMS: '{"docker.io":{"url":"http://127.0.0.1:5100"}}', S3_BUCKET: 'b' });
   assert.equal(c.upstreams['docker.io']?.url, 'http://127.0.0.1:5100');
@@ -28,6 +34,9 @@ test('every bad variable is named in the error', () => {
     [{ INGEST_PART_SIZE_BYTES: '1024' }, 'INGEST_PART_SIZE_BYTES'],
     [{ TLS_CERT: 'c.pem' }, 'TLS_KEY'],
     [{ LIBSQL_URL: 'mysql://x' }, 'LIBSQL_URL'],
+    [{ PUBLIC_URL: 'mirror.example.com' }, 'PUBLIC_URL'],
+    [{ PUBLIC_URL: 'ftp://mirror.example.com' }, 'PUBLIC_URL'],
+    [{ PUBLIC_URL: 'https://mirror.example.com/?x=1' }, 'PUBLIC_URL'],
   ];
   for (const [env, variable] of cases) {
     assert.throws(() => parseConfig(env), (e: unknown) => e instanceof ConfigError && e.message.startsWith(`${variable}:`), variable);
