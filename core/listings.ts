@@ -3,9 +3,17 @@ import { readCapped, selectUpstream, upstreamError } from './upstream.ts';
 import { OciError } from './errors.ts';
 import { MediaType, parseManifest } from './manifest.ts';
 import { parseDigest, type RepositoryTarget } from './reference.ts';
+import { and, eq } from 'drizzle-orm';
+import type { Database } from './db.ts';
+import { isOciError } from './errors.ts';
+import { repositoryId } from './manifests.ts';
+import { repositories } from '../schema/repositories.ts';
+import { tagLists } from '../schema/tag-lists.ts';
 
 export interface ListingDeps {
   upstreams: ReadonlyMap<string, UpstreamRegistry>;
+  db: Database;
+  now?: () => number;
 }
 
 /** Tag lists and referrer indexes are read whole: cap them like distribution caps bodies. */
@@ -41,11 +49,44 @@ export function parseNextLink(header: string | null): TagPage['next'] {
 
 /**
  * One page of a repository's tags, passed through from its upstream (paged here when the
- * upstream ignored `n`). Throws
- * PAGINATION_NUMBER_INVALID, NAME_UNKNOWN, UPSTREAM_INVALID, UNAVAILABLE, TOOMANYREQUESTS.
+ * upstream ignored `n`). A complete list (asked for without `n` or `last`, and not paged by
+ * the upstream) is remembered; when the upstream is down, errors or rate-limits, the last
+ * one is served instead, paged here. Throws PAGINATION_NUMBER_INVALID, NAME_UNKNOWN, and
+ * when nothing is remembered UPSTREAM_INVALID, UNAVAILABLE, TOOMANYREQUESTS.
  */
 export async function listTags(deps: ListingDeps, target: RepositoryTarget, n: string | undefined, last: string | undefined): Promise<TagPage> {
   const size = parsePageSize(n);
+  const whole = size === undefined && (last === undefined || last === '');
+  let page: TagPage;
+  try {
+    page = await upstreamTags(deps, target, size, last);
+  } catch (e) {
+    if (!isOciError(e) || e.code === 'NAME_UNKNOWN') throw e;
+    const known = await rememberedTags(deps, target);
+    if (!known) throw e;
+    return whole ? { tags: known } : paginate(known, size ?? known.length, last);
+  }
+  if (whole && !page.next) {
+    const now = (deps.now ?? Date.now)();
+    const id = await repositoryId(deps.db, target, now);
+    const tags = JSON.stringify(page.tags);
+    await deps.db.insert(tagLists).values({ repositoryId: id, tags, fetchedAt: now }).onConflictDoUpdate({ target: tagLists.repositoryId, set: { tags, fetchedAt: now } });
+  }
+  return page;
+}
+
+/** The last complete tag list remembered for the repository. */
+async function rememberedTags(deps: ListingDeps, target: RepositoryTarget): Promise<string[] | undefined> {
+  const [row] = await deps.db
+    .select({ tags: tagLists.tags })
+    .from(tagLists)
+    .innerJoin(repositories, eq(repositories.id, tagLists.repositoryId))
+    .where(and(eq(repositories.upstream, target.upstream), eq(repositories.name, target.name)));
+  return row ? (JSON.parse(row.tags) as string[]) : undefined;
+}
+
+/** One page from the upstream. */
+async function upstreamTags(deps: ListingDeps, target: RepositoryTarget, size: number | undefined, last: string | undefined): Promise<TagPage> {
   const query = new URLSearchParams();
   if (size !== undefined) query.set('n', String(size));
   if (last !== undefined && last !== '') query.set('last', last);

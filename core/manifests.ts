@@ -37,7 +37,8 @@ export interface ResolvedManifest {
 
 const ACCEPT = { accept: MANIFEST_MEDIA_TYPES.join(', ') };
 
-async function repositoryId(db: Database, target: RepositoryTarget, now: number): Promise<number> {
+/** The repository's row id, created on first use. */
+export async function repositoryId(db: Database, target: RepositoryTarget, now: number): Promise<number> {
   await db.insert(repositories).values({ upstream: target.upstream, name: target.name, createdAt: now }).onConflictDoNothing();
   const [row] = await db
     .select({ id: repositories.id })

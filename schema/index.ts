@@ -1,5 +1,6 @@
 export * from './repositories.ts';
 export * from './tags.ts';
+export * from './tag-lists.ts';
 export * from './manifests.ts';
 export * from './blobs.ts';
 export * from './manifest-blobs.ts';

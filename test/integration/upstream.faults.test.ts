@@ -1,7 +1,7 @@
 // Upstream misbehaviour through a real HTTP hop in front of the registry: Docker Hub's
-// 429 rate limit (passed through when nothing is cached, the last known digest served
-// when a tag was resolved before) and a manifest over the 4 MiB limit (refused, nothing
-// stored).
+// 429 rate limit (passed through when nothing is cached, the last known digest or tag
+// list served when one was fetched before) and a manifest over the 4 MiB limit (refused,
+// nothing stored).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { eq } from 'drizzle-orm';
@@ -49,6 +49,32 @@ test('429 with nothing cached is TOOMANYREQUESTS with Retry-After; a resolved ta
   const stale = await t.app.request('/v2/limited/manifests/1');
   assert.equal(stale.status, 200);
   assert.equal(stale.headers.get('docker-content-digest'), image.manifestDigest);
+});
+
+test('tags/list: 429 with nothing remembered; once listed whole, the last list is served (and paged) while the upstream refuses', async () => {
+  proxy.fault = 'ratelimit';
+  const limited = await t.app.request('/v2/limited/tags/list');
+  assert.equal(limited.status, 429);
+  assert.equal(await errorOf(limited), 'TOOMANYREQUESTS');
+
+  proxy.fault = 'none';
+  const paged = await t.app.request('/v2/limited/tags/list?n=1');
+  assert.equal(paged.status, 200);
+  proxy.fault = 'ratelimit';
+  assert.equal((await t.app.request('/v2/limited/tags/list')).status, 429, 'a page is not the whole list: nothing remembered');
+
+  proxy.fault = 'none';
+  const fresh = (await (await t.app.request('/v2/limited/tags/list')).json()) as { tags: string[] };
+  assert.deepEqual([...fresh.tags].sort(), ['1', '2']);
+  proxy.fault = 'ratelimit';
+  const stale = await t.app.request('/v2/limited/tags/list');
+  assert.equal(stale.status, 200);
+  assert.deepEqual(await stale.json(), { name: 'limited', tags: fresh.tags }, 'as the upstream listed them');
+  const first = await t.app.request('/v2/limited/tags/list?n=1');
+  assert.deepEqual(await first.json(), { name: 'limited', tags: ['1'] });
+  assert.equal(first.headers.get('link'), '</v2/limited/tags/list?n=1&last=1>; rel="next"');
+  assert.deepEqual(await (await t.app.request('/v2/limited/tags/list?n=1&last=1')).json(), { name: 'limited', tags: ['2'] });
+  proxy.fault = 'none';
 });
 
 test('a manifest over 4 MiB is refused as UPSTREAM_INVALID and nothing is stored', async () => {
