@@ -4,8 +4,9 @@
 // writers run at once, so downloads, hashing and file creation use every core (on some
 // file systems creating an inode costs more CPU than writing its data).
 //
-// The apply thread (workers/rootfs-apply.ts) has already placed every path safely inside
-// the root; a writer only creates new files there (O_EXCL, never following a symlink).
+// The apply step (workers/rootfs-apply.ts, on the main thread) has already placed every
+// path safely inside the root; a writer only creates new files there (O_EXCL, never
+// following a symlink).
 import { createHash } from 'node:crypto';
 import { closeSync, constants, fchmodSync, fchownSync, futimesSync, openSync, writeSync } from 'node:fs';
 import * as http from 'node:http';

@@ -27,12 +27,12 @@ export const DEFAULT_CONCURRENCY = Math.min(8, Math.max(2, availableParallelism(
 export interface RootfsReport {
   manifest: string;
   layers: number;
-  /** Bytes of layer tars downloaded. */
+  /** Bytes in the layers' tars (only file contents are fetched). */
   bytes: number;
   entries: number;
   /** Entries refused as unsafe or impossible (reported, never silently dropped). */
   rejected: Rejected[];
-  /** Entries not created, with why (device nodes when not root). */
+  /** Entries not created or not complete, with why (device nodes when not root, extended attributes). */
   skipped: Rejected[];
 }
 
