@@ -87,12 +87,17 @@ class BatchWriter {
   #next = 0;
   #fd = -1;
   #hash = createHash('sha256');
-  /** Tar offset of the next byte to arrive. */
+  /** Tar offset of the next byte to arrive: the first file's, unless `startAt` says otherwise. */
   #position: number;
 
-  constructor(batch: WriteBatch, position: number) {
+  constructor(batch: WriteBatch) {
     this.#files = batch.files;
     this.#owners = batch.owners;
+    this.#position = batch.files[0]?.offset ?? 0;
+  }
+
+  /** The bytes to come start at `position` of the tar (a server that ignored Range sends it all). */
+  startAt(position: number): void {
     this.#position = position;
   }
 
@@ -159,21 +164,23 @@ export async function writeBatch(batch: WriteBatch, downloaded?: (bytes: number)
   const start = batch.files[0]!.offset;
   const last = batch.files.at(-1)!;
   const end = last.offset + last.size;
-  // Plain http: read into one reused buffer (workers/range-get.ts); otherwise node:http.
-  const fast = new BatchWriter(batch, start);
+  const writer = new BatchWriter(batch);
+  const feed = (bytes: Uint8Array) => {
+    writer.push(bytes);
+    downloaded?.(bytes.length);
+  };
   try {
-    const read = await ranges.read(new URL(batch.url), start, end, (bytes) => {
-      fast.push(bytes);
-      downloaded?.(bytes.length);
-    });
-    if (read) {
-      if (!fast.complete) throw new WriteError(`the layer tar ended before ${fast.waiting} was complete`);
-      return;
-    }
+    // Plain http: read into one reused buffer (workers/range-get.ts); otherwise node:http.
+    if (!(await ranges.read(new URL(batch.url), start, end, feed))) await readWithNodeHttp(batch.url, start, end, writer, feed);
+    if (!writer.complete) throw new WriteError(`the layer tar ended before ${writer.waiting} was complete`);
   } finally {
-    fast.close();
+    writer.close();
   }
-  const res = await get(batch.url, { range: `bytes=${start}-${end - 1}` });
+}
+
+/** Feeds bytes [start, end) of `url` through node:http (redirects, https, odd servers). */
+async function readWithNodeHttp(url: string, start: number, end: number, writer: BatchWriter, feed: (bytes: Uint8Array) => void): Promise<void> {
+  const res = await get(url, { range: `bytes=${start}-${end - 1}` });
   const range = /^bytes (\d+)-/.exec(res.headers['content-range'] ?? '');
   if (!(res.statusCode === 206 && Number(range?.[1]) === start) && res.statusCode !== 200) {
     const body = (await bodyOf(res)).toString('utf8', 0, 300);
@@ -181,26 +188,24 @@ export async function writeBatch(batch: WriteBatch, downloaded?: (bytes: number)
   }
   // A server that ignores Range sends the whole tar: read up to the batch's end.
   const whole = res.statusCode === 200;
-  const writer = new BatchWriter(batch, whole ? 0 : start);
+  if (whole) writer.startAt(0);
   try {
     // 'data' events rather than async iteration: no promise per chunk.
     await new Promise<void>((resolve, reject) => {
       res.on('data', (chunk: Uint8Array) => {
         try {
-          writer.push(chunk);
-          downloaded?.(chunk.length);
+          feed(chunk);
           if (whole && writer.complete) resolve();
         } catch (e) {
           reject(e);
           res.destroy();
         }
       });
-      res.on('end', () => (writer.complete ? resolve() : reject(new WriteError(`the layer tar ended before ${writer.waiting} was complete`))));
+      res.on('end', resolve);
       res.on('error', reject);
       res.on('aborted', () => reject(new WriteError('the layer tar download was cut')));
     });
   } finally {
-    writer.close();
     if (!res.complete) res.destroy();
   }
 }
