@@ -26,9 +26,8 @@ interface Exchange {
 /** One kept-alive connection; one exchange at a time. */
 class Connection {
   readonly socket: Socket;
-  /** Whether the last response left the connection usable for another. */
+  /** Whether the last response left the connection usable for another (false once it closes). */
   reusable = false;
-  closed = false;
   #exchange: Exchange | undefined;
 
   constructor(host: string, port: number) {
@@ -50,7 +49,6 @@ class Connection {
   }
 
   #end(error?: Error): void {
-    this.closed = true;
     this.reusable = false;
     const exchange = this.#exchange;
     this.#exchange = undefined;
@@ -165,7 +163,7 @@ export class RangeGetter {
     for (let attempt = 0; ; attempt++) {
       let connection = this.#idle.get(origin);
       this.#idle.delete(origin);
-      const reused = connection !== undefined && !connection.closed;
+      const reused = connection?.reusable === true;
       if (!reused) connection = await open(url.hostname, Number(url.port || 80));
       const outcome = await connection!.get(`${url.pathname}${url.search}`, url.host, start, end, sink);
       // A kept-alive connection the server closed while it was idle: once more on a new one.

@@ -61,7 +61,7 @@ export class Applier {
   readonly #writers: WriterPool;
   readonly #limits: BatchLimits;
   /** The batch being filled, with the relative paths of its files. */
-  #batch: { batch: WriteBatch; rels: string[]; bytes: number; end: number } | undefined;
+  #batch: { batch: WriteBatch; rels: string[]; bytes: number } | undefined;
   /** Relative paths of files not written yet (in the open batch or in flight). */
   readonly #pending = new Set<string>();
   readonly #inFlight = new Set<Promise<void>>();
@@ -262,12 +262,11 @@ export class Applier {
   #file(entry: TocEntry, rel: string, abs: string): void {
     const write: FileWrite = { abs, path: entry.path, offset: entry.offset, size: entry.size, digest: entry.digest!, mode: entry.mode, uid: entry.uid, gid: entry.gid, mtime: entry.mtime };
     const limits = this.#limits;
-    const open = this.#batch;
+    const last = this.#batch?.batch.files.at(-1);
     // Cut the batch rather than read a long stretch of the tar that no file of it needs.
-    if (open && entry.size > 0 && open.batch.files.length > 0 && entry.offset - open.end > limits.gap) this.#flush();
-    const batch = (this.#batch ??= { batch: { layer: this.#layer, url: this.#url, files: [], empty: [], owners: this.isRoot }, rels: [], bytes: 0, end: 0 });
-    if (entry.size === 0) batch.batch.empty.push(write);
-    else batch.batch.files.push(write), (batch.end = entry.offset + entry.size);
+    if (last && entry.size > 0 && entry.offset - (last.offset + last.size) > limits.gap) this.#flush();
+    const batch = (this.#batch ??= { batch: { layer: this.#layer, url: this.#url, files: [], empty: [], owners: this.isRoot }, rels: [], bytes: 0 });
+    (entry.size === 0 ? batch.batch.empty : batch.batch.files).push(write);
     batch.rels.push(rel);
     batch.bytes += entry.size;
     this.#pending.add(rel);
