@@ -14,7 +14,7 @@
 // the one applying the entries one by one would give.
 import { execFileSync } from 'node:child_process';
 import {
-  chmodSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, utimesSync,
+  chmodSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readlinkSync, rmdirSync, symlinkSync, unlinkSync, utimesSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import type { Toc, TocEntry } from '../core/toc.ts';
@@ -38,6 +38,20 @@ export interface BatchLimits {
 }
 
 export const BATCH_LIMITS: BatchLimits = { bytes: 8 * 1024 * 1024, files: 256, gap: 1024 * 1024 };
+
+/**
+ * Removes whatever is at `abs` without following it: anything but a directory is
+ * unlinked, a directory is emptied the same way and removed. Not `rmSync(…, {recursive,
+ * force})`: on Node 24.9.0 that silently keeps a dangling symlink (nodejs/node#61020), and
+ * real images are full of them (/etc/alternatives, /etc/mtab -> /proc/mounts).
+ */
+export function removeEntry(abs: string): void {
+  const st = lstatSync(abs, { throwIfNoEntry: false });
+  if (!st) return;
+  if (!st.isDirectory()) return unlinkSync(abs);
+  for (const name of readdirSync(abs)) removeEntry(join(abs, name));
+  rmdirSync(abs);
+}
 
 const components = (path: string) => path.split('/').filter((p) => p !== '' && p !== '.');
 const unsafeName = (path: string) => path.startsWith('/') || components(path).includes('..');
@@ -113,7 +127,7 @@ export class Applier {
 
   async #remove(rel: string): Promise<void> {
     await this.#settle(rel);
-    rmSync(this.#abs(rel), { recursive: true, force: true });
+    removeEntry(this.#abs(rel));
     this.#resolved.clear();
   }
 

@@ -3,7 +3,6 @@
 // `pullthrough rootfs` CLI, and umoci as the reference for what a root filesystem is.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, chown, link, lstat, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -22,7 +21,7 @@ import { until } from '../setup/process.ts';
 import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
 import { rawTar } from '../setup/tar-writer.ts';
 import { startFaultyProxy } from '../setup/faulty-proxy.ts';
-import { pullthroughRootfs, readyPlan, snapshot, umociRootfs } from '../setup/rootfs.ts';
+import { gnuLayer, pullthroughRootfs, readyPlan, snapshot, umociRootfs } from '../setup/rootfs.ts';
 import { buildRootfs } from '../../workers/rootfs.ts';
 import type { BatchLimits } from '../../workers/rootfs-apply.ts';
 
@@ -39,13 +38,7 @@ const hostileTag = randomBytes(4).toString('hex');
 const images: Record<string, BuiltImage> = {};
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
-/** A layer tar by GNU tar from a tree `build` makes, holding exactly `paths` (no recursion). */
-async function gnuTar(name: string, format: 'pax' | 'gnu', build: (root: string) => Promise<void>, paths: string[]): Promise<LayerSpec> {
-  const root = join(dir, 'trees', name);
-  await mkdir(root, { recursive: true });
-  await build(root);
-  return { tar: execFileSync('tar', [`--format=${format}`, '--no-recursion', '--numeric-owner', '-C', root, '-cf', '-', ...paths], { maxBuffer: 64 * 1024 * 1024 }) };
-}
+const gnuTar = (name: string, format: 'pax' | 'gnu', build: (root: string) => Promise<void>, paths: string[]) => gnuLayer(join(dir, 'trees', name), format, build, paths);
 
 /** Three layers that exercise what an unpacker must get right. */
 async function trickyLayers(): Promise<LayerSpec[]> {

@@ -1,12 +1,13 @@
 // Root filesystems to compare: `pullthrough rootfs` (the CLI, as a user runs it) and the
 // reference, Debian's umoci unpacking the same image copied straight from the upstream.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, mkdir, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Registry } from './registry.ts';
+import type { LayerSpec } from './images.ts';
 import type { PlannedLayer, RootfsPlan } from '../../core/plan.ts';
 import { until } from './process.ts';
 import { buildCli } from '../../workers/build.ts';
@@ -34,16 +35,37 @@ export async function readyPlan(server: string | URL, image: string, options: { 
   }, options.deadlineMs ?? 120_000, `the plan of ${image}`);
   return plan as ServedPlan;
 }
+/** A layer tar by GNU tar from a tree `build` makes in `root`, holding exactly `paths` (no recursion). */
+export async function gnuLayer(root: string, format: 'pax' | 'gnu', build: (root: string) => Promise<void>, paths: string[]): Promise<LayerSpec> {
+  await mkdir(root, { recursive: true });
+  await build(root);
+  return { tar: execFileSync('tar', [`--format=${format}`, '--no-recursion', '--numeric-owner', '-C', root, '-cf', '-', ...paths], { maxBuffer: 64 * 1024 * 1024 }) };
+}
+
 let cli: Promise<string> | undefined;
 
 /**
- * Runs `pullthrough rootfs …` as a process, from the bundle `npx pullthrough` runs (built
+ * The machine's own Node (not the pinned dev dependency): sandbox hosts run the CLI on
+ * whatever maintained release they have, and CI machines come with Node 20. Undefined
+ * when there is none outside node_modules.
+ */
+export function systemNode(): { path: string; version: string } | undefined {
+  for (const path of ['/usr/bin/node', '/usr/local/bin/node']) {
+    try {
+      return { path, version: execFileSync(path, ['--version'], { encoding: 'utf8' }).trim() };
+    } catch {}
+  }
+  return undefined;
+}
+
+/**
+ * Runs `pullthrough rootfs …` as a process (on `node`, the pinned one by default), from the bundle `npx pullthrough` runs (built
  * once per test process); never rejects, the exit code is the answer.
  */
-export async function pullthroughRootfs(args: string[], as?: { uid: number; gid: number }): Promise<{ code: number; stderr: string }> {
+export async function pullthroughRootfs(args: string[], as?: { uid: number; gid: number }, node: string = process.execPath): Promise<{ code: number; stderr: string }> {
   const entry = await (cli ??= buildCli());
   return new Promise((resolve) => {
-    execFile(process.execPath, [entry, 'rootfs', ...args], { maxBuffer: 16 * 1024 * 1024, ...as }, (error, _stdout, stderr) => {
+    execFile(node, [entry, 'rootfs', ...args], { maxBuffer: 16 * 1024 * 1024, ...as }, (error, _stdout, stderr) => {
       resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stderr });
     });
   });
