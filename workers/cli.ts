@@ -62,6 +62,15 @@ function progressDisplay(stream: NodeJS.WriteStream): Progress {
   };
 }
 
+/** Connection errors that mean no server is there: say so, and how to point at one. */
+const NO_SERVER = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+function unreachable(e: unknown, server: string): string | undefined {
+  const code = (e as NodeJS.ErrnoException).code ?? ((e as Error).cause as NodeJS.ErrnoException | undefined)?.code;
+  if (!code || !NO_SERVER.has(code)) return undefined;
+  return `no pullthrough server answers at ${server} (${code}). Start one there (npm start in its checkout), or point this command at one with --server URL or PULLTHROUGH_URL=URL`;
+}
+
 async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
@@ -93,7 +102,7 @@ async function main(argv: string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    console.error(`pullthrough rootfs: ${(e as Error).message}`);
+    console.error(`pullthrough rootfs: ${unreachable(e, server) ?? (e as Error).message}`);
     return 1;
   }
 }

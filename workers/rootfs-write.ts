@@ -233,10 +233,11 @@ export class WriterPool {
 
   write(batch: WriteBatch): Promise<void> {
     if (this.#stopped) return Promise.reject(new WriteError('the writers were stopped'));
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.#queue.push({ batch, resolve, reject });
-    this.#run();
-    return promise;
+    // Not Promise.withResolvers: the CLI runs on Node 20, which lacks it.
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ batch, resolve, reject });
+      this.#run();
+    });
   }
 
   #run(): void {

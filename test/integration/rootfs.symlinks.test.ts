@@ -130,18 +130,3 @@ test('the dangling-link image ends as OCI says: each replaced, whited-out or hid
   const { readdir } = await import('node:fs/promises');
   assert.equal((await readdir('/tmp')).includes(marker), false, 'nothing was written into /tmp through a link');
 });
-
-test(`a CLI started on Node older than 20 refuses at once, naming the release it needs`, { skip: !node20 && 'no system node' }, async () => {
-  // The guard is the bundle's first statement: fake an old release by running it with a
-  // preloaded module that reports one.
-  const fake = join(dir, 'old-node.cjs');
-  await writeFile(fake, "Object.defineProperty(process.versions, 'node', { value: '18.20.4' });\n");
-  const { execFile } = await import('node:child_process');
-  const { buildCli } = await import('../../workers/build.ts');
-  const entry = await buildCli();
-  const out = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-    execFile(process.execPath, ['--require', fake, entry, 'rootfs', 'alpine', join(dir, 'never')], (error, _o, stderr) => resolve({ code: error ? (error.code as number) : 0, stderr }));
-  });
-  assert.equal(out.code, 1);
-  assert.match(out.stderr, /^pullthrough needs Node\.js 20 or newer; this is v/);
-});
