@@ -37,6 +37,11 @@ export interface BlobStore {
   put(key: string, body: ReadableStream<Uint8Array>, options?: PutOptions): Promise<{ size: number }>;
   /** Removes the object; a missing object is not an error. */
   delete(key: string): Promise<void>;
+  /**
+   * One cheap request that proves the store can be used as configured (Node runs it at
+   * start-up). Throws StoreUnavailableError naming the variable at fault.
+   */
+  check(): Promise<void>;
   /** A short-lived URL a client can GET directly, or undefined when the backend has none. */
   presign(key: string, ttlSeconds: number, options?: { contentType?: string }): Promise<string | undefined>;
 }

@@ -39,6 +39,8 @@ export interface Config {
   ingestConcurrency: number;
   ingestMaxAttempts: number;
   jobLeaseSeconds: number;
+  /** On SIGTERM/SIGINT, how long running requests and jobs get to finish before jobs are released. */
+  stopGraceSeconds: number;
   /** When layers are extracted for sandboxes: after ingest, when first asked for, or never. */
   extract: ExtractMode;
   /** How clients reach this server (behind a proxy), for the URLs it hands out; else the request's origin. */
@@ -153,6 +155,7 @@ export function parseConfig(env: Env): Config {
     ingestConcurrency: integer(env, 'INGEST_CONCURRENCY', 2, 1, 64),
     ingestMaxAttempts: integer(env, 'INGEST_MAX_ATTEMPTS', 5, 1, 100),
     jobLeaseSeconds: integer(env, 'JOB_LEASE_SECONDS', 60, 2, 3600),
+    stopGraceSeconds: integer(env, 'STOP_GRACE_SECONDS', 10, 0, 3600),
     extract,
     publicUrl,
   };

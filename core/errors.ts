@@ -62,3 +62,21 @@ export class SizeMismatchError extends OciError {
 
 /** An error's message with URLs removed: they may carry signed credentials or tokens. */
 export const redactUrls = (message: string): string => message.replace(/https?:\/\/\S+/g, '<url>');
+
+/**
+ * The blob store cannot be used as configured (credentials, endpoint, bucket, directory):
+ * no retry helps until an operator fixes `variable`. Clients see UNAVAILABLE with the
+ * variable and the problem; `context` (bucket, endpoint: never a secret) is for the log.
+ */
+export class StoreUnavailableError extends OciError {
+  readonly variable: string;
+  readonly problem: string;
+  readonly context: Record<string, string | undefined>;
+
+  constructor(variable: string, problem: string, context: Record<string, string | undefined> = {}, cause?: unknown) {
+    super('UNAVAILABLE', 'the blob store cannot be used', { variable, problem }, { cause });
+    this.variable = variable;
+    this.problem = problem;
+    this.context = context;
+  }
+}

@@ -71,6 +71,18 @@ export class LibsqlJobQueue {
     return rows.length === 1;
   }
 
+  /**
+   * Gives a running job back at once (its owner is stopping): queued, runnable now, this
+   * attempt not counted. Ignored when `owner` lost the lease.
+   */
+  async release(id: number, owner: string): Promise<void> {
+    const now = this.#now();
+    await this.#db
+      .update(jobs)
+      .set({ state: 'queued', runAt: now, leaseOwner: null, leaseExpiresAt: null, attempts: sql`max(${jobs.attempts} - 1, 0)`, updatedAt: now })
+      .where(and(eq(jobs.id, id), eq(jobs.leaseOwner, owner), eq(jobs.state, 'running')));
+  }
+
   /** Marks the job done. Idempotent; ignored when `owner` lost the lease. */
   async complete(id: number, owner: string): Promise<void> {
     await this.#db

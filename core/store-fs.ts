@@ -1,10 +1,11 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { access, constants, mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { dirname, join, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { verifyingStream } from './digest.ts';
 import type { BlobStore, ByteRange, PutOptions, StoredObject } from './blobstore.ts';
+import { StoreUnavailableError } from './errors.ts';
 
 const READ_CHUNK_BYTES = 1024 * 1024;
 
@@ -28,6 +29,15 @@ export class FilesystemBlobStore implements BlobStore {
       throw new Error(`invalid storage key: ${JSON.stringify(key)}`);
     }
     return path;
+  }
+
+  async check(): Promise<void> {
+    try {
+      await mkdir(this.#tmp, { recursive: true });
+      await access(this.#tmp, constants.W_OK);
+    } catch (e) {
+      throw new StoreUnavailableError('DATA_DIR', `cannot write the store directory (${(e as NodeJS.ErrnoException).code ?? String(e)})`, { path: this.#root }, e);
+    }
   }
 
   async stat(key: string): Promise<{ size: number } | undefined> {

@@ -4,6 +4,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  ListObjectsV2Command,
   S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
@@ -11,9 +12,12 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { verifyingStream } from './digest.ts';
 import type { BlobStore, ByteRange, PutOptions, StoredObject } from './blobstore.ts';
+import { StoreUnavailableError } from './errors.ts';
 
 export interface S3StoreOptions {
   bucket: string;
+  /** For messages only: where the bucket is (S3_ENDPOINT), undefined for AWS's default. */
+  endpoint?: string | undefined;
   /** Multipart part size; S3's minimum is 5 MiB. */
   partSizeBytes: number;
   /** Parts uploaded at once. Memory per upload is about partSizeBytes × queueSize. */
@@ -48,6 +52,48 @@ const isNotFound = (e: unknown): boolean => {
   return err.name === 'NotFound' || err.name === 'NoSuchKey' || err.$metadata?.httpStatusCode === 404;
 };
 
+/** Connection failures that mean nothing answers at the endpoint (not a blip mid-stream). */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'ERR_SSL_WRONG_VERSION_NUMBER']);
+
+function errnoOf(e: unknown): string | undefined {
+  for (let err = e as { code?: unknown; cause?: unknown; errors?: unknown[] } | undefined, depth = 0; err && depth < 4; err = err.cause as typeof err, depth++) {
+    if (typeof err.code === 'string' && UNREACHABLE.has(err.code)) return err.code;
+    const inner = err.errors?.find((x) => UNREACHABLE.has((x as { code?: string }).code ?? ''));
+    if (inner) return (inner as { code: string }).code;
+  }
+  return undefined;
+}
+
+/**
+ * The StoreUnavailableError an SDK error amounts to when it is the configuration that is
+ * wrong (credentials, keys, bucket, endpoint, region), else undefined (one object's fault,
+ * or a transient one).
+ */
+export function configurationFault(e: unknown, bucket: string, endpoint: string | undefined): StoreUnavailableError | undefined {
+  const err = e as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+  const context = { bucket, endpoint: endpoint ?? 'the AWS default' };
+  const fault = (variable: string, problem: string) => new StoreUnavailableError(variable, problem, context, e);
+  switch (err.name) {
+    case 'CredentialsProviderError':
+      return fault('S3_ACCESS_KEY_ID', 'no credentials for the bucket: set S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY');
+    case 'InvalidAccessKeyId':
+      return fault('S3_ACCESS_KEY_ID', 'the S3 endpoint does not know this access key');
+    case 'SignatureDoesNotMatch':
+      return fault('S3_SECRET_ACCESS_KEY', 'the secret key does not match the access key (requests are refused as wrongly signed)');
+    case 'NoSuchBucket':
+      return fault('S3_BUCKET', 'no bucket of this name at the S3 endpoint');
+    case 'AccessDenied':
+    case 'Forbidden':
+      return fault('S3_BUCKET', 'the credentials may not use this bucket');
+    case 'AuthorizationHeaderMalformed':
+    case 'PermanentRedirect':
+      return fault('S3_REGION', 'the bucket is in another region than S3_REGION says');
+  }
+  const errno = errnoOf(e);
+  if (errno) return fault('S3_ENDPOINT', `nothing answers at the S3 endpoint (${errno})`);
+  return undefined;
+}
+
 /**
  * Blob store on an S3 bucket. Writes are lib-storage multipart uploads fed by a
  * verifying stream: a mismatch errors the source before its end, so the upload is
@@ -62,13 +108,26 @@ export class S3BlobStore implements BlobStore {
     this.#options = options;
   }
 
+  /** The configuration fault `e` amounts to, or `e` itself. */
+  #fault(e: unknown): unknown {
+    return configurationFault(e, this.#options.bucket, this.#options.endpoint) ?? e;
+  }
+
+  async check(): Promise<void> {
+    try {
+      await this.#client.send(new ListObjectsV2Command({ Bucket: this.#options.bucket, MaxKeys: 1 }));
+    } catch (e) {
+      throw this.#fault(e);
+    }
+  }
+
   async stat(key: string): Promise<{ size: number } | undefined> {
     try {
       const head = await this.#client.send(new HeadObjectCommand({ Bucket: this.#options.bucket, Key: key }));
       return { size: head.ContentLength ?? 0 };
     } catch (e) {
       if (isNotFound(e)) return undefined;
-      throw e;
+      throw this.#fault(e);
     }
   }
 
@@ -81,14 +140,14 @@ export class S3BlobStore implements BlobStore {
       return { body: res.Body.transformToWebStream() as ReadableStream<Uint8Array>, length: res.ContentLength ?? 0 };
     } catch (e) {
       if (isNotFound(e)) return undefined;
-      throw e;
+      throw this.#fault(e);
     }
   }
 
   async put(key: string, body: ReadableStream<Uint8Array>, options: PutOptions = {}): Promise<{ size: number }> {
     // We hold the key's lease, so any multipart upload still open for it belongs to a
     // writer that crashed: abort it rather than leave its parts billed forever.
-    await this.abortIncompleteUploads(key);
+    await this.abortIncompleteUploads(key).catch((e) => Promise.reject(this.#fault(e)));
     // One pass-through hop: the verifier counts what it hashes; without one, just count.
     const verifier = options.expected ? verifyingStream(options.expected) : undefined;
     let unverifiedBytes = 0;
@@ -113,7 +172,7 @@ export class S3BlobStore implements BlobStore {
     } catch (e) {
       // lib-storage has already aborted the multipart upload; stop reading the source.
       await counted.cancel(e).catch(() => {});
-      throw e;
+      throw this.#fault(e);
     }
     return { size: verifier ? verifier.bytes() : unverifiedBytes };
   }
@@ -144,6 +203,6 @@ export class S3BlobStore implements BlobStore {
 
   async presign(key: string, ttlSeconds: number, options: { contentType?: string } = {}): Promise<string | undefined> {
     const command = new GetObjectCommand({ Bucket: this.#options.bucket, Key: key, ResponseContentType: options.contentType });
-    return getSignedUrl(this.#client, command, { expiresIn: ttlSeconds });
+    return getSignedUrl(this.#client, command, { expiresIn: ttlSeconds }).catch((e) => Promise.reject(this.#fault(e)));
   }
 }

@@ -1,6 +1,6 @@
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { OciError, isOciError, type ErrorCode } from '../core/errors.ts';
+import { OciError, StoreUnavailableError, isOciError, type ErrorCode } from '../core/errors.ts';
 
 /** Wire descriptors: the HTTP status for each code (the distribution spec's, plus ours). */
 const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
@@ -34,6 +34,8 @@ export const statusOf = (code: ErrorCode): ContentfulStatusCode => STATUS[code];
 export function errorResponse(c: Context, err: unknown): Response {
   const e: OciError = isOciError(err) ? err : new OciError('UNKNOWN', 'internal error');
   if (!isOciError(err)) console.error(JSON.stringify({ level: 'error', msg: 'unhandled error', error: String(err) }));
+  // What to fix goes to the operator's log, with the values; the client gets the variable.
+  if (err instanceof StoreUnavailableError) console.error(JSON.stringify({ level: 'error', msg: 'the blob store cannot be used', fix: err.variable, problem: err.problem, ...err.context }));
   if (e.retryAfterSeconds !== undefined) c.header('Retry-After', String(e.retryAfterSeconds));
   c.header('Docker-Distribution-API-Version', 'registry/2.0');
   return c.json({ errors: [{ code: e.code, message: e.message, detail: e.detail ?? null }] }, statusOf(e.code));

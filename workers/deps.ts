@@ -35,6 +35,7 @@ export function storeFor(config: Config): BlobStore {
   if (!config.s3) return new FilesystemBlobStore(`${config.dataDir}/store`);
   return new S3BlobStore(createS3Client(config.s3), {
     bucket: config.s3.bucket,
+    endpoint: config.s3.endpoint,
     partSizeBytes: config.ingestPartSizeBytes,
     queueSize: config.ingestQueueSize,
   });

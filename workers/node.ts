@@ -8,25 +8,43 @@ import { parseConfig, ConfigError, type Config } from '../core/config.ts';
 import { openDatabase } from '../core/db.ts';
 import { LibsqlJobQueue, backoffMs } from '../core/jobs.ts';
 import { createApp } from '../functions/app.ts';
+import { StoreUnavailableError, redactUrls } from '../core/errors.ts';
 import { buildDeps, runJob, storeFor } from './deps.ts';
 
 const log = (fields: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...fields }));
+
+/** A start-up failure: one line naming what to fix, exit status 2 (as for bad configuration). */
+function fatal(message: string): never {
+  console.error(`pullthrough: ${message}`);
+  process.exit(2);
+}
+
+/** A database URL fit for a message: no credentials, no query. */
+const shownUrl = (url: string) => url.replace(/\/\/[^/@]*@/, '//').replace(/\?.*$/, '');
 
 async function main(): Promise<void> {
   let config: Config;
   try {
     config = parseConfig(process.env);
   } catch (e) {
-    if (e instanceof ConfigError) {
-      console.error(`pullthrough: bad configuration: ${e.message}`);
-      process.exit(2);
-    }
+    if (e instanceof ConfigError) fatal(`bad configuration: ${e.message}`);
     throw e;
   }
   mkdirSync(config.dataDir, { recursive: true });
-  const { db, close } = await openDatabase(config.libsqlUrl, config.libsqlAuthToken);
+  const opened = await openDatabase(config.libsqlUrl, config.libsqlAuthToken).catch((e: unknown) =>
+    fatal(`LIBSQL_URL: cannot open the database at ${shownUrl(config.libsqlUrl)}: ${redactUrls(causeOf(e))}`),
+  );
+  const { db, close } = opened;
+  const store = storeFor(config);
+  await store.check().catch((e: unknown) => {
+    if (e instanceof StoreUnavailableError) {
+      const where = Object.entries(e.context).map(([k, v]) => `${k} ${v}`).join(', ');
+      fatal(`${e.variable}: the blob store cannot be used: ${e.problem}${where ? ` (${where})` : ''}`);
+    }
+    fatal(`the blob store cannot be used: ${redactUrls(causeOf(e))}`);
+  });
   const queue = new LibsqlJobQueue(db);
-  const deps = buildDeps(config, { db, store: storeFor(config), queue, log });
+  const deps = buildDeps(config, { db, store, queue, log });
   const app = createApp(deps.app);
   const tls = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined;
   const server = serve({
@@ -35,15 +53,25 @@ async function main(): Promise<void> {
     port: config.port,
     ...(tls ? { createServer: createHttpsServer, serverOptions: tls } : {}),
   });
-  await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+  await new Promise<void>((resolve) => {
+    server.once('listening', () => resolve());
+    server.once('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EADDRINUSE') fatal(`${config.host}:${config.port} is already in use (HOST, PORT): another server listens there`);
+      if (e.code === 'EACCES') fatal(`${config.host}:${config.port} may not be bound by this user (HOST, PORT)`);
+      if (e.code === 'EADDRNOTAVAIL') fatal(`${config.host} is not an address of this machine (HOST)`);
+      fatal(`cannot listen on ${config.host}:${config.port}: ${e.message}`);
+    });
+  });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
-  log({ msg: 'listening', url: `${tls ? 'https' : 'http'}://${config.host}:${port}`, store: config.s3 ? 's3' : 'filesystem' });
+  log({ msg: 'listening', url: `${tls ? 'https' : 'http'}://${config.host}:${port}`, store: config.s3 ? 's3' : 'filesystem', pid: process.pid });
 
   // Job consumers: claim a job, run it, record the outcome. Leases make a crash safe.
   let stopping = false;
   const leaseMs = deps.ingest.leaseMs;
   const sleeping = new Set<() => void>();
+  /** Jobs being run, by id, with their owner: released if they outlast the stop grace. */
+  const running = new Map<number, string>();
   const consumer = async (n: number) => {
     const owner = `${process.pid}-${n}-${randomUUID()}`;
     while (!stopping) {
@@ -59,6 +87,7 @@ async function main(): Promise<void> {
         });
         continue;
       }
+      running.set(job.id, owner);
       const renew = setInterval(() => void queue.renew(job.id, owner, leaseMs).catch(() => {}), Math.floor(leaseMs / 3));
       try {
         const result = await runJob(deps, { kind: job.kind, payload: JSON.parse(job.payload) }, owner, job.attempts);
@@ -73,23 +102,51 @@ async function main(): Promise<void> {
         await queue.fail(job.id, owner, String(e), { retry: true, maxAttempts: config.ingestMaxAttempts }).catch(() => {});
       } finally {
         clearInterval(renew);
+        running.delete(job.id);
       }
     }
   };
   const consumers = Array.from({ length: config.ingestConcurrency }, (_, n) => consumer(n));
 
+  // Stop: accept nothing new, let requests and jobs finish within the grace, give back the
+  // jobs still running (another process, or the next start, takes them at once), close
+  // the database, exit 0. A second signal exits at once.
   const shutdown = async (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      log({ msg: 'stopping now', signal });
+      process.exit(1);
+    }
     stopping = true;
-    log({ msg: 'stopping', signal });
+    log({ msg: 'stopping', signal, graceSeconds: config.stopGraceSeconds });
     for (const wake of [...sleeping]) wake();
-    server.close();
-    await Promise.allSettled(consumers);
+    const closed = new Promise<void>((r) => server.close(() => r()));
+    if ('closeIdleConnections' in server) server.closeIdleConnections();
+    const grace = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), config.stopGraceSeconds * 1000).unref());
+    const finished = await Promise.race([Promise.all([closed, Promise.allSettled(consumers)]).then(() => 'done' as const), grace]);
+    if (finished === 'timeout') {
+      const jobs = [...running];
+      await Promise.allSettled(jobs.map(([id, owner]) => queue.release(id, owner)));
+      if ('closeAllConnections' in server) server.closeAllConnections();
+      log({ msg: 'stop grace over', releasedJobs: jobs.length });
+    }
     close();
+    log({ msg: 'stopped', signal });
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+/**
+ * What really failed: the innermost cause (libSQL and the SDK wrap a refused connection in
+ * "Failed query: …" and "fetch failed").
+ */
+function causeOf(e: unknown): string {
+  let err = e as { message?: string; code?: unknown; cause?: unknown };
+  while (err.cause && typeof err.cause === 'object') err = err.cause as typeof err;
+  const code = typeof err.code === 'string' ? err.code : '';
+  const message = err.message ?? String(err);
+  return code && !message.includes(code) ? `${code} ${message}`.trim() : message;
 }
 
 await main();

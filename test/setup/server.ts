@@ -11,8 +11,8 @@ let bundle: Promise<string> | undefined;
 /** The Node flags `npm start` gives the server (package.json is their one source). */
 async function startFlags(): Promise<string[]> {
   const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { scripts: { start: string } };
-  const command = /(?:^|&&)\s*node ((?:--\S+\s+)*)dist\/server\.mjs\s*$/.exec(pkg.scripts.start);
-  if (!command) throw new Error(`package.json start script does not end in "node [flags] dist/server.mjs": ${pkg.scripts.start}`);
+  const command = /(?:^|&&)\s*exec node ((?:--\S+\s+)*)dist\/server\.mjs\s*$/.exec(pkg.scripts.start);
+  if (!command) throw new Error(`package.json start script does not end in "exec node [flags] dist/server.mjs": ${pkg.scripts.start}`);
   return command[1]!.split(/\s+/).filter(Boolean);
 }
 
@@ -46,4 +46,24 @@ export async function startServer(env: Record<string, string>): Promise<Server> 
     output: () => output,
     stop: (signal = 'SIGTERM') => stopProcess(child, signal),
   };
+}
+
+/**
+ * Runs the server bundle with `env` (on `port`, or a free one) until it exits by itself, as
+ * a start-up that must fail does: its exit code and what it printed.
+ */
+export async function runServerToExit(env: Record<string, string>, port?: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const entry = await (bundle ??= buildServer());
+  const child = spawn(process.execPath, [...(await startFlags()), entry], {
+    env: { ...process.env, PORT: String(port ?? (await freePort())), HOST: '127.0.0.1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  clearTimeout(timer);
+  return { code, stdout, stderr };
 }
