@@ -64,7 +64,7 @@ export async function listTags(deps: ListingDeps, target: RepositoryTarget, n: s
     if (!isOciError(e) || e.code === 'NAME_UNKNOWN') throw e;
     const known = await rememberedTags(deps, target);
     if (!known) throw e;
-    return whole ? { tags: known } : paginate(known, size ?? known.length, last);
+    return paginate(known, size, last);
   }
   if (whole && !page.next) {
     const now = (deps.now ?? Date.now)();
@@ -106,16 +106,30 @@ async function upstreamTags(deps: ListingDeps, target: RepositoryTarget, size: n
   if (!Array.isArray(tags) || !tags.every((t) => typeof t === 'string')) {
     throw new OciError('UPSTREAM_INVALID', 'upstream tag list is malformed');
   }
-  if (next || size === undefined || tags.length <= size) return next ? { tags, next } : { tags };
+  if (next) return { tags: [...tags].sort(compareTags), next };
+  // Cut here whatever the upstream did with `n` and `last`: distribution 2.x ignores both
+  // and answers its whole list; cutting a page the upstream cut already changes nothing.
   return paginate(tags, size, last);
 }
 
 /**
- * A page cut locally, for upstreams that ignore `n` and `last` (distribution 2.x): at most
- * `n` tags in lexical order after `last`, and the next page when more remain.
+ * The spec's lexical order for tags ("case-insensitive alphanumeric"), ties broken by code
+ * unit so that it is a total order and `last` names exactly one place in it.
  */
-export function paginate(tags: readonly string[], n: number, last: string | undefined): TagPage {
-  const after = [...tags].sort().filter((t) => last === undefined || last === '' || t > last);
+export function compareTags(a: string, b: string): number {
+  const [la, lb] = [a.toLowerCase(), b.toLowerCase()];
+  if (la !== lb) return la < lb ? -1 : 1;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * A page cut locally: the tags after `last` in lexical order, at most `n` of them (all
+ * without `n`), and the next page when more remain.
+ */
+export function paginate(tags: readonly string[], n: number | undefined, last: string | undefined): TagPage {
+  const sorted = [...tags].sort(compareTags);
+  const after = last === undefined || last === '' ? sorted : sorted.filter((t) => compareTags(t, last) > 0);
+  if (n === undefined) return { tags: after };
   const page = after.slice(0, n);
   return after.length > n && page.length > 0 ? { tags: page, next: { n, last: page.at(-1)! } } : { tags: page };
 }

@@ -91,8 +91,8 @@ async function resolveTag(deps: ManifestDeps, target: RepositoryTarget, tag: str
 /**
  * A manifest by tag or digest, byte-exact with the upstream. Stored manifests are read
  * from the store; others are fetched by digest, verified, stored and recorded, and the
- * blobs they reference are enqueued for ingest. Throws TAG_INVALID, DIGEST_INVALID,
- * MANIFEST_UNKNOWN, UPSTREAM_INVALID, UNAVAILABLE, TOOMANYREQUESTS.
+ * blobs they reference are enqueued for ingest. Throws MANIFEST_UNKNOWN (also for a
+ * reference that is neither a tag nor a digest), UPSTREAM_INVALID, UNAVAILABLE, TOOMANYREQUESTS.
  */
 export async function getManifest(deps: ManifestDeps, target: RepositoryTarget, reference: string, method: 'GET' | 'HEAD'): Promise<ResolvedManifest> {
   const ref = parseReference(reference);

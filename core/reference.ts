@@ -44,12 +44,20 @@ export function assertName(name: string): void {
   }
 }
 
-/** Splits a reference into a tag or a digest. Throws TAG_INVALID or DIGEST_INVALID. */
+/**
+ * Splits a manifest reference into a tag or a digest. Throws MANIFEST_UNKNOWN for anything
+ * that is neither: on the pull side no such manifest can exist (distribution answers the
+ * same); TAG_INVALID is for pushes.
+ */
 export function parseReference(reference: string): { tag: string } | { digest: Digest } {
-  if (isDigest(reference)) return { digest: parseDigest(reference) };
-  if (!TAG_RE.test(reference)) {
-    throw new OciError('TAG_INVALID', 'invalid tag', { reference });
+  if (isDigest(reference)) {
+    try {
+      return { digest: parseDigest(reference) };
+    } catch (e) {
+      throw new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { reference, reason: (e as Error).message });
+    }
   }
+  if (!TAG_RE.test(reference)) throw new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { reference, reason: 'neither a valid tag nor a digest' });
   return { tag: reference };
 }
 

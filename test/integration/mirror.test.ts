@@ -164,11 +164,11 @@ test('with the upstream stopped, digests and recently resolved tags still work',
   assert.equal(((await unknown.json()) as any).errors[0].code, 'UNAVAILABLE');
 });
 
-test('bad names, tags and digests are the right OCI errors', async () => {
+test('bad names are NAME_INVALID; a manifest reference that is neither a tag nor a digest is MANIFEST_UNKNOWN, as distribution answers', async () => {
   const cases: Array<[string, number, string]> = [
     ['/v2/UPPER/manifests/1', 400, 'NAME_INVALID'],
-    ['/v2/small/manifests/-bad', 400, 'TAG_INVALID'],
-    ['/v2/small/manifests/sha256:123', 400, 'DIGEST_INVALID'],
+    ['/v2/small/manifests/-bad', 404, 'MANIFEST_UNKNOWN'],
+    ['/v2/small/manifests/sha256:123', 404, 'MANIFEST_UNKNOWN'],
     ['/v2/small/manifests/1?ns=evil.example', 403, 'DENIED'],
   ];
   for (const [path, status, code] of cases) {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { paginate, parseNextLink, parsePageSize } from '../../core/listings.ts';
+import { compareTags, paginate, parseNextLink, parsePageSize } from '../../core/listings.ts';
 import { OciError } from '../../core/errors.ts';
 
 test('parsePageSize takes non-negative integers and refuses the rest', () => {
@@ -24,4 +24,15 @@ test('paginate cuts lexical pages after last, with a next page only when more re
   assert.deepEqual(paginate(['c', 'a', 'b'], 2, 'b'), { tags: ['c'] });
   assert.deepEqual(paginate(['a', 'b'], 2, undefined), { tags: ['a', 'b'] });
   assert.deepEqual(paginate(['a'], 0, undefined), { tags: [] });
+});
+
+test('paginate without n returns every tag after last, in lexical order', () => {
+  assert.deepEqual(paginate(['c', 'a', 'b', 'd'], undefined, 'b'), { tags: ['c', 'd'] });
+  assert.deepEqual(paginate(['c', 'a', 'b'], undefined, undefined), { tags: ['a', 'b', 'c'] });
+  assert.deepEqual(paginate(['c', 'a', 'b'], undefined, 'zzz'), { tags: [] });
+});
+
+test("the spec's lexical order is case-insensitive, ties broken so that it is total", () => {
+  assert.deepEqual(['b', 'B', 'a', 'A', '1.10', '1.9', '_x'].sort(compareTags), ['1.10', '1.9', '_x', 'A', 'a', 'B', 'b']);
+  assert.deepEqual(paginate(['Beta', 'alpha', 'gamma'], undefined, 'alpha'), { tags: ['Beta', 'gamma'] });
 });

@@ -27,10 +27,12 @@ test('malformed digests are DIGEST_INVALID', () => {
   }
 });
 
-test('references are tags or digests; bad tags are TAG_INVALID', () => {
+test('manifest references are tags or digests; anything else is MANIFEST_UNKNOWN (TAG_INVALID is for pushes)', () => {
   assert.deepEqual(parseReference('3.19'), { tag: '3.19' });
-  assert.equal(code(() => parseReference('-bad')), 'TAG_INVALID');
-  assert.equal(code(() => parseReference('x'.repeat(129))), 'TAG_INVALID');
+  assert.equal(code(() => parseReference('-bad')), 'MANIFEST_UNKNOWN');
+  assert.equal(code(() => parseReference('x'.repeat(129))), 'MANIFEST_UNKNOWN');
+  assert.equal(code(() => parseReference('sha256:123')), 'MANIFEST_UNKNOWN');
+  assert.equal(code(() => parseReference(`md5:${'0'.repeat(32)}`)), 'MANIFEST_UNKNOWN');
 });
 
 test('upstream selection: ns, then a configured first segment, then the default', () => {
