@@ -200,6 +200,8 @@ export async function upstreamError(res: Response, host: string, notFound: OciEr
   await res.body?.cancel();
   if (res.status === 404) return notFound;
   if (res.status === 429) return tooManyRequests(host, res);
+  // A Range passed through that the upstream cannot satisfy: the client's to fix, not ours.
+  if (res.status === 416) return new OciError('RANGE_INVALID', 'requested range not satisfiable', { upstream: host, range: res.headers.get('content-range') });
   if (res.status === 401 || res.status === 403) return new OciError('DENIED', 'upstream denied access', { upstream: host, status: res.status });
   return new OciError('UNAVAILABLE', 'upstream registry failed', { upstream: host, status: res.status });
 }
