@@ -174,3 +174,34 @@ test('the Worker extracts layers (gzip and zstd) through its queue consumer: lay
     assert.equal(await hello.text(), image === 'zstd' ? 'zstd in workerd\n' : 'from workerd\n');
   }
 });
+
+test('a bucket the Worker cannot use (missing bucket, wrong secret): the request that needs it is 503 UNAVAILABLE naming the variable, not 500 UNKNOWN', { skip, timeout: 180_000 }, async () => {
+  const fresh = await pushImage(registry, 'library/nobucket', '1', [{ 'etc/x': 'never stored\n' }]);
+  const cases: Array<[Record<string, string>, string, string]> = [
+    [{ S3_BUCKET: `${s3.bucket}-missing` }, 'S3_BUCKET', 'no bucket of this name at the S3 endpoint'],
+    [{ S3_SECRET_ACCESS_KEY: 'wrong-secret-never-shown' }, 'S3_SECRET_ACCESS_KEY', 'the secret key does not match the access key (requests are refused as wrongly signed)'],
+  ];
+  for (const [vars, variable, problem] of cases) {
+    // A Worker of its own: a second patch of the shared one's vars did not take effect.
+    const broken = await startLocalWorker({
+      persistDir: join(dir, `wrangler-${variable}`),
+      vars: {
+        LIBSQL_URL: hrana.url, LIBSQL_AUTH_TOKEN: hrana.authToken, S3_ENDPOINT: process.env.S3_TEST_ENDPOINT!, S3_BUCKET: s3.bucket, S3_REGION: 'us-east-1',
+        S3_ACCESS_KEY_ID: process.env.S3_TEST_ACCESS_KEY_ID!, S3_SECRET_ACCESS_KEY: process.env.S3_TEST_SECRET_ACCESS_KEY!,
+        UPSTREAMS: JSON.stringify({ 'docker.io': { url: proxy.url } }), ...vars,
+      },
+    });
+    try {
+      // A manifest not stored yet is written to the bucket on its way to the client.
+      const res = await fetch(new URL(`/v2/nobucket/manifests/${fresh.manifestDigest}`, broken.url));
+      assert.equal(res.status, 503, variable);
+      const text = await res.text();
+      assert.deepEqual(JSON.parse(text), { errors: [{ code: 'UNAVAILABLE', message: 'the blob store cannot be used', detail: { variable, problem } }] });
+      assert.doesNotMatch(text, /wrong-secret-never-shown/);
+    } finally {
+      await broken.dispose();
+    }
+  }
+  const healthy = await fetch(new URL(`/v2/nobucket/manifests/${fresh.manifestDigest}`, worker.url));
+  assert.equal(healthy.status, 200, 'the same request on the well-configured Worker');
+});
