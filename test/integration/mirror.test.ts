@@ -104,8 +104,8 @@ test('tags/list pages with n, last and a Link under the client name', async () =
   const all = await app.request('/v2/small/tags/list');
   assert.equal(all.status, 200);
   const direct = (await (await fetch(`${registry.url}/v2/library/small/tags/list`)).json()) as { tags: string[] };
-  assert.deepEqual(await all.json(), { name: 'small', tags: direct.tags }, 'the upstream list, in its order');
   assert.deepEqual([...direct.tags].sort(), ['1', '2', '3']);
+  assert.deepEqual(await all.json(), { name: 'small', tags: ['1', '2', '3'] }, "the upstream's tags in the spec's lexical order, whatever order it sent");
   const first = await app.request('/v2/small/tags/list?n=2');
   assert.deepEqual(await first.json(), { name: 'small', tags: ['1', '2'] });
   const link = first.headers.get('link');
