@@ -3,7 +3,7 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, mkdir, readdir, readlink } from 'node:fs/promises';
+import { chown, copyFile, lstat, mkdir, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Registry } from './registry.ts';
@@ -59,13 +59,22 @@ export function systemNode(): { path: string; version: string } | undefined {
 }
 
 /**
- * Runs `pullthrough rootfs …` as a process (on `node`, the pinned one by default), from the bundle `npx pullthrough` runs (built
- * once per test process); never rejects, the exit code is the answer.
+ * Runs `pullthrough rootfs …` as a process, from the bundle `npx pullthrough` runs (built
+ * once per test process): on the pinned Node unless `node` says another, as another user
+ * with `as`. Such a user may not read this checkout (a clone in a 0700 directory): the
+ * bundle is then copied into `copyTo`, a directory of theirs. Never rejects: the exit
+ * code is the answer.
  */
-export async function pullthroughRootfs(args: string[], as?: { uid: number; gid: number }, node: string = process.execPath): Promise<{ code: number; stderr: string }> {
-  const entry = await (cli ??= buildCli());
+export async function pullthroughRootfs(args: string[], options: { as?: { uid: number; gid: number }; node?: string; copyTo?: string } = {}): Promise<{ code: number; stderr: string }> {
+  let entry = await (cli ??= buildCli());
+  if (options.copyTo) {
+    const copy = join(options.copyTo, 'pullthrough.mjs');
+    await copyFile(entry, copy);
+    if (options.as) await chown(copy, options.as.uid, options.as.gid);
+    entry = copy;
+  }
   return new Promise((resolve) => {
-    execFile(node, [entry, 'rootfs', ...args], { maxBuffer: 16 * 1024 * 1024, ...as }, (error, _stdout, stderr) => {
+    execFile(options.node ?? process.execPath, [entry, 'rootfs', ...args], { maxBuffer: 16 * 1024 * 1024, ...options.as }, (error, _stdout, stderr) => {
       resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stderr });
     });
   });
