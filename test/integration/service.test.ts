@@ -139,3 +139,21 @@ test('S3 misconfigured (no credentials, wrong endpoint, missing bucket, unknown 
     assert.doesNotMatch(out.stdout + out.stderr, new RegExp(process.env.S3_TEST_SECRET_ACCESS_KEY!), `${what}: no secret in the output`);
   }
 });
+
+test('a bucket that goes away after start-up: requests that need it are 503 UNAVAILABLE naming S3_BUCKET, and the log says what to fix', { skip: noS3, timeout: 60_000 }, async () => {
+  const { client, bucket } = (await s3TestBucket('service-gone'))!;
+  const server = await startServer({ DATA_DIR: join(dir, 'gone'), UPSTREAMS: JSON.stringify({ 'docker.io': { url: registry.url } }), ...s3ServerEnv(bucket) });
+  try {
+    const { DeleteBucketCommand } = await import('@aws-sdk/client-s3');
+    await client.send(new DeleteBucketCommand({ Bucket: bucket }));
+    const res = await fetch(`${server.url}/v2/svc/manifests/${image.manifestDigest}`);
+    assert.equal(res.status, 503);
+    assert.deepEqual(await res.json(), { errors: [{ code: 'UNAVAILABLE', message: 'the blob store cannot be used', detail: { variable: 'S3_BUCKET', problem: 'no bucket of this name at the S3 endpoint' } }] });
+    const line = server.output().split('\n').find((l) => l.includes('"msg":"the blob store cannot be used"'));
+    assert.ok(line, server.output());
+    assert.deepEqual(JSON.parse(line), { level: 'error', msg: 'the blob store cannot be used', fix: 'S3_BUCKET', problem: 'no bucket of this name at the S3 endpoint', bucket, endpoint: process.env.S3_TEST_ENDPOINT });
+    assert.doesNotMatch(server.output(), new RegExp(process.env.S3_TEST_SECRET_ACCESS_KEY!));
+  } finally {
+    await server.stop();
+  }
+});
