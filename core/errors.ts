@@ -60,6 +60,21 @@ export class SizeMismatchError extends OciError {
   }
 }
 
+/**
+ * The first of `codes` found on `e`, its causes or, for an AggregateError (a connection
+ * tried over IPv4 and IPv6), its errors: how "nothing answers there" is told apart from
+ * other failures, however deep fetch, the SDK or libSQL wrapped it.
+ */
+export function errorCodeIn(e: unknown, codes: ReadonlySet<string>): string | undefined {
+  type Coded = { code?: unknown; cause?: unknown; errors?: unknown[] } | undefined;
+  for (let err = e as Coded, depth = 0; err && typeof err === 'object' && depth < 5; err = err.cause as Coded, depth++) {
+    if (typeof err.code === 'string' && codes.has(err.code)) return err.code;
+    const inner = err.errors?.find((x) => codes.has((x as { code?: string } | undefined)?.code ?? ''));
+    if (inner) return (inner as { code: string }).code;
+  }
+  return undefined;
+}
+
 /** An error's message with URLs removed: they may carry signed credentials or tokens. */
 export const redactUrls = (message: string): string => message.replace(/https?:\/\/\S+/g, '<url>');
 

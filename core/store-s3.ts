@@ -12,7 +12,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { verifyingStream } from './digest.ts';
 import type { BlobStore, ByteRange, PutOptions, StoredObject } from './blobstore.ts';
-import { StoreUnavailableError } from './errors.ts';
+import { StoreUnavailableError, errorCodeIn } from './errors.ts';
 
 export interface S3StoreOptions {
   bucket: string;
@@ -55,25 +55,15 @@ const isNotFound = (e: unknown): boolean => {
 /** Connection failures that mean nothing answers at the endpoint (not a blip mid-stream). */
 const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'ERR_SSL_WRONG_VERSION_NUMBER']);
 
-function errnoOf(e: unknown): string | undefined {
-  for (let err = e as { code?: unknown; cause?: unknown; errors?: unknown[] } | undefined, depth = 0; err && depth < 4; err = err.cause as typeof err, depth++) {
-    if (typeof err.code === 'string' && UNREACHABLE.has(err.code)) return err.code;
-    const inner = err.errors?.find((x) => UNREACHABLE.has((x as { code?: string }).code ?? ''));
-    if (inner) return (inner as { code: string }).code;
-  }
-  return undefined;
-}
-
 /**
  * The StoreUnavailableError an SDK error amounts to when it is the configuration that is
  * wrong (credentials, keys, bucket, endpoint, region), else undefined (one object's fault,
  * or a transient one).
  */
 export function configurationFault(e: unknown, bucket: string, endpoint: string | undefined): StoreUnavailableError | undefined {
-  const err = e as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
   const context = { bucket, endpoint: endpoint ?? 'the AWS default' };
   const fault = (variable: string, problem: string) => new StoreUnavailableError(variable, problem, context, e);
-  switch (err.name) {
+  switch ((e as { name?: string }).name) {
     case 'CredentialsProviderError':
       return fault('S3_ACCESS_KEY_ID', 'no credentials for the bucket: set S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY');
     case 'InvalidAccessKeyId':
@@ -89,7 +79,7 @@ export function configurationFault(e: unknown, bucket: string, endpoint: string 
     case 'PermanentRedirect':
       return fault('S3_REGION', 'the bucket is in another region than S3_REGION says');
   }
-  const errno = errnoOf(e);
+  const errno = errorCodeIn(e, UNREACHABLE);
   if (errno) return fault('S3_ENDPOINT', `nothing answers at the S3 endpoint (${errno})`);
   return undefined;
 }

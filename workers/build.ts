@@ -32,11 +32,11 @@ export async function buildServer(): Promise<string> {
   return SERVER_BUNDLE;
 }
 
-/** The CLI (`bin` in package.json; its `#!/usr/bin/env node` line is kept). */
 // The CLI runs on sandbox hosts, on whatever maintained Node they have: syntax for Node 20,
 // and a first line that refuses older releases with a message instead of a stack trace.
 const NODE_GUARD = "if (Number(process.versions.node.split('.')[0]) < 20) { console.error('pullthrough needs Node.js 20 or newer; this is ' + process.version); process.exit(1); }";
 
+/** The CLI (`bin` in package.json; its `#!/usr/bin/env node` line is kept). */
 export async function buildCli(): Promise<string> {
   await build({
     ...common,

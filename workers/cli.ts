@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { isMainThread } from 'node:worker_threads';
 import { buildRootfs, DEFAULT_CONCURRENCY, type Progress } from './rootfs.ts';
 import type { PlannedLayer } from '../core/plan.ts';
+import { errorCodeIn } from '../core/errors.ts';
 
 const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platform os/arch[/variant]] [--concurrency N]
 
@@ -66,8 +67,8 @@ function progressDisplay(stream: NodeJS.WriteStream): Progress {
 const NO_SERVER = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 
 function unreachable(e: unknown, server: string): string | undefined {
-  const code = (e as NodeJS.ErrnoException).code ?? ((e as Error).cause as NodeJS.ErrnoException | undefined)?.code;
-  if (!code || !NO_SERVER.has(code)) return undefined;
+  const code = errorCodeIn(e, NO_SERVER);
+  if (!code) return undefined;
   return `no pullthrough server answers at ${server} (${code}). Start one there (npm start in its checkout), or point this command at one with --server URL or PULLTHROUGH_URL=URL`;
 }
 

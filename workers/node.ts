@@ -31,10 +31,9 @@ async function main(): Promise<void> {
     throw e;
   }
   mkdirSync(config.dataDir, { recursive: true });
-  const opened = await openDatabase(config.libsqlUrl, config.libsqlAuthToken).catch((e: unknown) =>
+  const { db, close } = await openDatabase(config.libsqlUrl, config.libsqlAuthToken).catch((e: unknown) =>
     fatal(`LIBSQL_URL: cannot open the database at ${shownUrl(config.libsqlUrl)}: ${redactUrls(causeOf(e))}`),
   );
-  const { db, close } = opened;
   const store = storeFor(config);
   await store.check().catch((e: unknown) => {
     if (e instanceof StoreUnavailableError) {

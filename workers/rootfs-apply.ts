@@ -45,7 +45,7 @@ export const BATCH_LIMITS: BatchLimits = { bytes: 8 * 1024 * 1024, files: 256, g
  * force})`: on Node 24.9.0 that silently keeps a dangling symlink (nodejs/node#61020), and
  * real images are full of them (/etc/alternatives, /etc/mtab -> /proc/mounts).
  */
-export function removeEntry(abs: string): void {
+function removeEntry(abs: string): void {
   const st = lstatSync(abs, { throwIfNoEntry: false });
   if (!st) return;
   if (!st.isDirectory()) return unlinkSync(abs);

@@ -96,7 +96,6 @@ test('SIGINT stops the server cleanly; a job still running after STOP_GRACE_SECO
     await server.stop();
     await proxy.stop();
   }
-  assert.ok(image.layers.length > 0);
 });
 
 test('a taken port: one line naming the address, exit 2, no stack trace', async () => {
