@@ -1,14 +1,14 @@
 import { Hono } from 'hono';
-import { OciError } from '../core/errors.ts';
+import { OciError } from '../core/oci/errors.ts';
 import { errorResponse } from './errors.ts';
 import { manifestRoutes, type RoutingConfig } from './manifests.ts';
-import type { ManifestDeps } from '../core/manifests.ts';
+import type { ManifestDeps } from '../core/registry/manifests.ts';
 import { blobRoutes } from './blobs.ts';
-import type { BlobDeps } from '../core/blobs.ts';
+import type { BlobDeps } from '../core/registry/blobs.ts';
 import { listingRoutes } from './listings.ts';
 import { layerRoutes } from './layers.ts';
-import type { PlanDeps } from '../core/plan.ts';
-import type { LayerDeps } from '../core/layers.ts';
+import type { PlanDeps } from '../core/sandbox/plan.ts';
+import type { LayerDeps } from '../core/sandbox/layer-files.ts';
 
 export interface AppDeps {
   manifests: ManifestDeps;

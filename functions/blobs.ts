@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
-import { getBlob, type BlobDeps } from '../core/blobs.ts';
-import { resolveTarget } from '../core/reference.ts';
+import { getBlob, type BlobDeps } from '../core/registry/blobs.ts';
+import { resolveTarget } from '../core/oci/reference.ts';
 import type { RoutingConfig } from './manifests.ts';
 import { storedResponse } from './stored.ts';
 

@@ -1,6 +1,6 @@
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { OciError, StoreUnavailableError, isOciError, type ErrorCode } from '../core/errors.ts';
+import { OciError, StoreUnavailableError, isOciError, type ErrorCode } from '../core/oci/errors.ts';
 
 /** Wire descriptors: the HTTP status for each code (the distribution spec's, plus ours). */
 const STATUS: Record<ErrorCode, ContentfulStatusCode> = {

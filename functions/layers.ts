@@ -1,7 +1,7 @@
 import { Hono, type Context } from 'hono';
-import { rootfsPlan, parsePlatform, type PlanDeps } from '../core/plan.ts';
-import { getLayerFile, getLayerObject, type LayerDeps } from '../core/layers.ts';
-import { resolveTarget, splitImageReference } from '../core/reference.ts';
+import { rootfsPlan, parsePlatform, type PlanDeps } from '../core/sandbox/plan.ts';
+import { getLayerFile, getLayerObject, type LayerDeps } from '../core/sandbox/layer-files.ts';
+import { resolveTarget, splitImageReference } from '../core/oci/reference.ts';
 import type { RoutingConfig } from './manifests.ts';
 import { storedResponse } from './stored.ts';
 

@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
-import { listReferrers, listTags, type ListingDeps } from '../core/listings.ts';
-import { resolveTarget } from '../core/reference.ts';
-import { MediaType } from '../core/manifest.ts';
+import { listReferrers, listTags, type ListingDeps } from '../core/registry/tags.ts';
+import { resolveTarget } from '../core/oci/reference.ts';
+import { MediaType } from '../core/oci/manifest.ts';
 import type { RoutingConfig } from './manifests.ts';
 
 /** `GET /v2/<name>/tags/list` and `GET /v2/<name>/referrers/<digest>`, passed through. */

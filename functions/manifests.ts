@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
-import { getAcceptedManifest, type ManifestDeps } from '../core/manifests.ts';
-import { resolveTarget } from '../core/reference.ts';
-import { parseAccept } from '../core/manifest.ts';
+import { getAcceptedManifest, type ManifestDeps } from '../core/registry/manifests.ts';
+import { resolveTarget } from '../core/oci/reference.ts';
+import { parseAccept } from '../core/oci/manifest.ts';
 
 export interface RoutingConfig {
   upstreamHosts: ReadonlySet<string>;

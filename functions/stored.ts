@@ -1,4 +1,4 @@
-import type { ByteRange } from '../core/blobstore.ts';
+import type { ByteRange } from '../core/ports/blob-store.ts';
 
 /**
  * A response for bytes read from the store: 206 with `Content-Range` for a range, else

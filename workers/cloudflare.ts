@@ -1,8 +1,8 @@
 // The Cloudflare Workers entry point: the same app and ingest job as Node, with Turso for
 // metadata, an S3-compatible bucket for blobs and Cloudflare Queues for ingest jobs.
 import { parseConfig, ConfigError, type Config } from '../core/config.ts';
-import { connectDatabase } from '../core/db.ts';
-import { backoffMs, type JobMessage } from '../core/jobs.ts';
+import { connectDatabase } from '../core/adapters/libsql.ts';
+import { backoffMs, type JobMessage } from '../core/adapters/libsql-queue.ts';
 import { createApp } from '../functions/app.ts';
 import type { ExecutionContext } from 'hono';
 import { buildDeps, runJob, storeFor, type Deps } from './deps.ts';

@@ -2,18 +2,18 @@
 // workers/cloudflare.ts): from a parsed configuration, a database and a queue to the app's
 // dependencies and the job handlers'.
 import type { Config } from '../core/config.ts';
-import type { Database } from '../core/db.ts';
-import type { BlobStore } from '../core/blobstore.ts';
-import type { JobMessage } from '../core/jobs.ts';
+import type { Database } from '../core/adapters/libsql.ts';
+import type { BlobStore } from '../core/ports/blob-store.ts';
+import type { JobMessage } from '../core/adapters/libsql-queue.ts';
 import { and, eq } from 'drizzle-orm';
 import { blobs } from '../schema/blobs.ts';
 import { layers } from '../schema/layers.ts';
-import { classify, ingestBlob, type IngestDeps, type JobResult } from '../core/ingest.ts';
-import { extractLayer, type ExtractDeps } from '../core/extract.ts';
-import { rootfsPlan, type PlanDeps } from '../core/plan.ts';
-import { UpstreamRegistry } from '../core/upstream.ts';
-import { FilesystemBlobStore } from '../core/store-fs.ts';
-import { S3BlobStore, createS3Client } from '../core/store-s3.ts';
+import { classify, ingestBlob, type IngestDeps, type JobResult } from '../core/cache/ingest.ts';
+import { extractLayer, type ExtractDeps } from '../core/cache/extract.ts';
+import { rootfsPlan, type PlanDeps } from '../core/sandbox/plan.ts';
+import { UpstreamRegistry } from '../core/adapters/http-upstream.ts';
+import { FilesystemBlobStore } from '../core/adapters/fs-store.ts';
+import { S3BlobStore, createS3Client } from '../core/adapters/s3-store.ts';
 import type { AppDeps } from '../functions/app.ts';
 
 export interface Queue {

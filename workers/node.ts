@@ -5,11 +5,14 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { serve } from '@hono/node-server';
 import { parseConfig, ConfigError, type Config } from '../core/config.ts';
-import { openDatabase } from '../core/db.ts';
-import { LibsqlJobQueue, backoffMs } from '../core/jobs.ts';
+import { openDatabase } from '../core/adapters/libsql.ts';
+import { LibsqlJobQueue, backoffMs } from '../core/adapters/libsql-queue.ts';
 import { createApp } from '../functions/app.ts';
-import { StoreUnavailableError, redactUrls } from '../core/errors.ts';
+import { StoreUnavailableError, redactUrls } from '../core/oci/errors.ts';
 import { buildDeps, runJob, storeFor } from './deps.ts';
+
+// Bundled as dist/server.mjs, one folder down like this file: schema/ is a sibling either way.
+const MIGRATIONS = new URL('../schema/migrations', import.meta.url);
 
 const log = (fields: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...fields }));
 
@@ -31,7 +34,7 @@ async function main(): Promise<void> {
     throw e;
   }
   mkdirSync(config.dataDir, { recursive: true });
-  const { db, close } = await openDatabase(config.libsqlUrl, config.libsqlAuthToken).catch((e: unknown) =>
+  const { db, close } = await openDatabase(config.libsqlUrl, config.libsqlAuthToken, MIGRATIONS).catch((e: unknown) =>
     fatal(`LIBSQL_URL: cannot open the database at ${shownUrl(config.libsqlUrl)}: ${redactUrls(causeOf(e))}`),
   );
   const store = storeFor(config);

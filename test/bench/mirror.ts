@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { eq } from 'drizzle-orm';
 import { Upload } from '@aws-sdk/lib-storage';
-import { openDatabase } from '../../core/db.ts';
+import { openDatabase } from '../../core/adapters/libsql.ts';
 import { blobs } from '../../schema/blobs.ts';
 import { startRegistry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';

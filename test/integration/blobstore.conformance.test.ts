@@ -7,11 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
-import { digestOf } from '../../core/digest.ts';
-import { FilesystemBlobStore } from '../../core/store-fs.ts';
-import { S3BlobStore } from '../../core/store-s3.ts';
+import { digestOf } from '../../core/oci/digest.ts';
+import { FilesystemBlobStore } from '../../core/adapters/fs-store.ts';
+import { S3BlobStore } from '../../core/adapters/s3-store.ts';
 import { s3TestBucket } from '../setup/s3.ts';
-import type { BlobStore } from '../../core/blobstore.ts';
+import type { BlobStore } from '../../core/ports/blob-store.ts';
 
 const PART = 5 * 1024 * 1024;
 

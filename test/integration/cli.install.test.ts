@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { packCli } from '../../workers/pack-cli.ts';
+import { packCli } from '../../scripts/pack-cli.ts';
 import { freePort } from '../setup/registry.ts';
 import { systemNode } from '../setup/rootfs.ts';
 

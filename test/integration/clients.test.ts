@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
-import { openDatabase } from '../../core/db.ts';
+import { openDatabase } from '../../core/adapters/libsql.ts';
 import { blobs } from '../../schema/blobs.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, pushIndex } from '../setup/images.ts';
@@ -96,7 +96,7 @@ test('a warm blob GET is a presigned redirect to the bucket that serves the exac
   assert.match(location, /X-Amz-Signature=/);
   const object = await fetch(location);
   assert.equal(object.status, 200);
-  const { digestOf } = await import('../../core/digest.ts');
+  const { digestOf } = await import('../../core/oci/digest.ts');
   assert.equal(digestOf(new Uint8Array(await object.arrayBuffer())), digest);
 });
 

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { createClient } from '@libsql/client';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { openDatabase } from '../../core/db.ts';
-import { LibsqlJobQueue } from '../../core/jobs.ts';
+import { openDatabase } from '../../core/adapters/libsql.ts';
+import { LibsqlJobQueue } from '../../core/adapters/libsql-queue.ts';
 import { startHranaServer, type HranaServer } from '../setup/hrana-server.ts';
 
 const run = promisify(execFile);

@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openDatabase, type Database } from '../../core/db.ts';
-import { LibsqlJobQueue, backoffMs } from '../../core/jobs.ts';
+import { openDatabase, type Database } from '../../core/adapters/libsql.ts';
+import { LibsqlJobQueue, backoffMs } from '../../core/adapters/libsql-queue.ts';
 
 let dir: string;
 let db: Database;

@@ -1,10 +1,10 @@
 // Manifests and blobs through the Hono app, on a real registry, libSQL file and filesystem store.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Database } from '../../core/db.ts';
-import { digestOf } from '../../core/digest.ts';
+import type { Database } from '../../core/adapters/libsql.ts';
+import { digestOf } from '../../core/oci/digest.ts';
 import { jobs } from '../../schema/jobs.ts';
-import { ingestBlob, type IngestDeps } from '../../core/ingest.ts';
+import { ingestBlob, type IngestDeps } from '../../core/cache/ingest.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, pushIndex, upstreamBlob, type BuiltImage, type BuiltIndex } from '../setup/images.ts';
 import { createTestApp, type TestApp } from '../setup/app.ts';

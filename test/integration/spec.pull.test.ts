@@ -12,7 +12,7 @@ import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
 import { startServer, type Server } from '../setup/server.ts';
 import { until } from '../setup/process.ts';
-import { openDatabase } from '../../core/db.ts';
+import { openDatabase } from '../../core/adapters/libsql.ts';
 import { blobs } from '../../schema/blobs.ts';
 import { eq } from 'drizzle-orm';
 

@@ -6,11 +6,11 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UpstreamRegistry } from '../../core/upstream.ts';
-import { MANIFEST_MEDIA_TYPES, parseManifest } from '../../core/manifest.ts';
-import { digestOf } from '../../core/digest.ts';
-import { FilesystemBlobStore } from '../../core/store-fs.ts';
-import { blobKey, parseDigest } from '../../core/reference.ts';
+import { UpstreamRegistry } from '../../core/adapters/http-upstream.ts';
+import { MANIFEST_MEDIA_TYPES, parseManifest } from '../../core/oci/manifest.ts';
+import { digestOf } from '../../core/oci/digest.ts';
+import { FilesystemBlobStore } from '../../core/adapters/fs-store.ts';
+import { blobKey, parseDigest } from '../../core/oci/reference.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
 

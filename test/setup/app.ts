@@ -4,11 +4,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createApp } from '../../functions/app.ts';
-import { openDatabase, type Database } from '../../core/db.ts';
-import { LibsqlJobQueue } from '../../core/jobs.ts';
-import { UpstreamRegistry, type UpstreamConfig } from '../../core/upstream.ts';
-import { FilesystemBlobStore } from '../../core/store-fs.ts';
-import type { IngestDeps } from '../../core/ingest.ts';
+import { openDatabase, type Database } from '../../core/adapters/libsql.ts';
+import { LibsqlJobQueue } from '../../core/adapters/libsql-queue.ts';
+import { UpstreamRegistry, type UpstreamConfig } from '../../core/adapters/http-upstream.ts';
+import { FilesystemBlobStore } from '../../core/adapters/fs-store.ts';
+import type { IngestDeps } from '../../core/cache/ingest.ts';
 
 export interface TestApp {
   app: ReturnType<typeof createApp>;

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stopProcess, until } from './process.ts';
-import { digestOf } from '../../core/digest.ts';
+import { digestOf } from '../../core/oci/digest.ts';
 
 const run = promisify(execFile);
 

@@ -7,8 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync, constants } from 'node:zlib';
-import { digestOf } from '../../core/digest.ts';
-import { parseManifest, type Platform } from '../../core/manifest.ts';
+import { digestOf } from '../../core/oci/digest.ts';
+import { parseManifest, type Platform } from '../../core/oci/manifest.ts';
 import type { Registry } from './registry.ts';
 
 const run = promisify(execFile);

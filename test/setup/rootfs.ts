@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Registry } from './registry.ts';
 import type { LayerSpec } from './images.ts';
-import type { PlannedLayer, RootfsPlan } from '../../core/plan.ts';
+import type { PlannedLayer, RootfsPlan } from '../../core/sandbox/plan.ts';
 import { until } from './process.ts';
-import { buildCli } from '../../workers/build.ts';
+import { buildCli } from '../../scripts/build.ts';
 
 const run = promisify(execFile);
 

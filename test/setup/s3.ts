@@ -1,5 +1,5 @@
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
-import { createS3Client } from '../../core/store-s3.ts';
+import { createS3Client } from '../../core/adapters/s3-store.ts';
 
 /** A client and a fresh bucket on the Ceph RGW that test/run.sh started, or undefined outside it. */
 export async function s3TestBucket(prefix: string): Promise<{ client: S3Client; bucket: string } | undefined> {

@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { freePort } from './registry.ts';
-import { buildServer } from '../../workers/build.ts';
+import { buildServer } from '../../scripts/build.ts';
 import { stopProcess } from './process.ts';
 
 let bundle: Promise<string> | undefined;

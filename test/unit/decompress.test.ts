@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { DecompressError, compressionOf, decompressed } from '../../core/decompress.ts';
+import { DecompressError, compressionOf, decompressed } from '../../core/layer/decompress.ts';
 
 const chunked = (bytes: Uint8Array, size: number) =>
   new ReadableStream<Uint8Array>({

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { digestOf, verifyingStream } from '../../core/digest.ts';
+import { digestOf, verifyingStream } from '../../core/oci/digest.ts';
 
 const enc = new TextEncoder();
 const source = (...chunks: string[]) =>

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { compareTags, paginate, parseNextLink, parsePageSize } from '../../core/listings.ts';
-import { OciError } from '../../core/errors.ts';
+import { compareTags, paginate, parseNextLink, parsePageSize } from '../../core/registry/tags.ts';
+import { OciError } from '../../core/oci/errors.ts';
 
 test('parsePageSize takes non-negative integers and refuses the rest', () => {
   assert.equal(parsePageSize(undefined), undefined);

@@ -8,8 +8,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseHead, RangeCutError, RangeGetter } from '../../workers/range-get.ts';
-import { writeBatch, type FileWrite } from '../../workers/rootfs-write.ts';
+import { parseHead, RangeCutError, RangeGetter } from '../../cli/range-get.ts';
+import { writeBatch, type FileWrite } from '../../cli/rootfs-write.ts';
 
 const blob = randomBytes(300_000);
 const servers: Server[] = [];

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { resolveRange } from '../../core/range.ts';
+import { resolveRange } from '../../core/oci/range.ts';
 
 test('byte ranges resolve against the size', () => {
   assert.deepEqual(resolveRange('bytes=0-9', 100), { start: 0, end: 9 });

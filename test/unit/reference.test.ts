@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseDigest, parseReference, resolveTarget, blobKey } from '../../core/reference.ts';
-import { OciError } from '../../core/errors.ts';
+import { parseDigest, parseReference, resolveTarget, blobKey } from '../../core/oci/reference.ts';
+import { OciError } from '../../core/oci/errors.ts';
 
 const HEX = 'a'.repeat(64);
 const hosts = new Set(['docker.io', 'ghcr.io']);
@@ -55,7 +55,7 @@ test('invalid repository names are NAME_INVALID', () => {
 });
 
 test('image references split into repository path and tag or digest', async () => {
-  const { splitImageReference } = await import('../../core/reference.ts');
+  const { splitImageReference } = await import('../../core/oci/reference.ts');
   assert.deepEqual(splitImageReference('alpine'), { path: 'alpine', reference: 'latest' });
   assert.deepEqual(splitImageReference('alpine:3.20'), { path: 'alpine', reference: '3.20' });
   assert.deepEqual(splitImageReference('ghcr.io/org/app:1.2'), { path: 'ghcr.io/org/app', reference: '1.2' });

@@ -8,8 +8,8 @@ import { createHash } from 'node:crypto';
 import { link, mkdir, mkdtemp, rm, symlink, writeFile, chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TarParser, TarError, normalizeTarPath, type TarEntry } from '../../core/tar.ts';
-import { tocStream, tocWriter, parseToc, type TocEntry } from '../../core/toc.ts';
+import { TarParser, TarError, normalizeTarPath, type TarEntry } from '../../core/layer/tar.ts';
+import { tocStream, tocWriter, parseToc, type TocEntry } from '../../core/layer/toc.ts';
 import { rawTar } from '../setup/tar-writer.ts';
 
 let dir: string;

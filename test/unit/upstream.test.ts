@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseChallenge } from '../../core/upstream.ts';
+import { parseChallenge } from '../../core/adapters/http-upstream.ts';
 
 test('Bearer challenges parse realm, service and scope', () => {
   assert.deepEqual(parseChallenge('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"'), {

@@ -1,10 +1,10 @@
 import { and, eq, inArray, lte, or, sql } from 'drizzle-orm';
-import { blobs, type Blob } from '../schema/blobs.ts';
-import type { Database } from './db.ts';
-import type { BlobStore } from './blobstore.ts';
-import type { UpstreamRegistry } from './upstream.ts';
-import { isOciError, redactUrls } from './errors.ts';
-import { blobKey, parseDigest } from './reference.ts';
+import { blobs, type Blob } from '../../schema/blobs.ts';
+import type { Database } from '../adapters/libsql.ts';
+import type { BlobStore } from '../ports/blob-store.ts';
+import type { UpstreamRegistry } from '../adapters/http-upstream.ts';
+import { isOciError, redactUrls } from '../oci/errors.ts';
+import { blobKey, parseDigest } from '../oci/reference.ts';
 import { holdLease } from './lease.ts';
 
 export interface IngestDeps {

@@ -1,5 +1,5 @@
 import { OciError } from './errors.ts';
-import type { ByteRange } from './blobstore.ts';
+import type { ByteRange } from '../ports/blob-store.ts';
 
 /**
  * Resolves a `Range` header against an object's size. Undefined means "serve it all"

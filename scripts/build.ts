@@ -24,7 +24,7 @@ const common: BuildOptions = {
 export async function buildServer(): Promise<string> {
   await build({
     ...common,
-    entryPoints: [fileURLToPath(new URL('./node.ts', import.meta.url))],
+    entryPoints: [fileURLToPath(new URL('../workers/node.ts', import.meta.url))],
     outfile: SERVER_BUNDLE,
     // libsql loads a native addon for the platform at run time; it stays a package.
     external: ['libsql'],
@@ -42,7 +42,7 @@ export async function buildCli(): Promise<string> {
     ...common,
     target: 'node20',
     banner: { js: `${NODE_GUARD}\n${common.banner!.js}` },
-    entryPoints: [fileURLToPath(new URL('./cli.ts', import.meta.url))],
+    entryPoints: [fileURLToPath(new URL('../cli/main.ts', import.meta.url))],
     outfile: CLI_BUNDLE,
   });
   return CLI_BUNDLE;

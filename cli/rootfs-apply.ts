@@ -17,7 +17,7 @@ import {
   chmodSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readlinkSync, rmdirSync, symlinkSync, unlinkSync, utimesSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import type { Toc, TocEntry } from '../core/toc.ts';
+import type { Toc, TocEntry } from '../core/layer/toc.ts';
 import type { FileWrite, WriteBatch, WriterPool } from './rootfs-write.ts';
 
 const MAX_SYMLINK_HOPS = 255;

@@ -1,13 +1,13 @@
 import { eq } from 'drizzle-orm';
-import { layers, type Layer } from '../schema/layers.ts';
-import type { Database } from './db.ts';
-import type { BlobStore, ByteRange } from './blobstore.ts';
-import { OciError } from './errors.ts';
-import { readCapped } from './upstream.ts';
-import { resolveRange } from './range.ts';
-import { normalizeTarPath } from './tar.ts';
-import { parseToc, type Toc, type TocEntry } from './toc.ts';
-import { parseDigest } from './reference.ts';
+import { layers, type Layer } from '../../schema/layers.ts';
+import type { Database } from '../adapters/libsql.ts';
+import type { BlobStore, ByteRange } from '../ports/blob-store.ts';
+import { OciError } from '../oci/errors.ts';
+import { readCapped } from '../adapters/http-upstream.ts';
+import { resolveRange } from '../oci/range.ts';
+import { normalizeTarPath } from '../layer/tar.ts';
+import { parseToc, type Toc, type TocEntry } from '../layer/toc.ts';
+import { parseDigest } from '../oci/reference.ts';
 
 /** toc.json is read whole to find a file: capped (a million entries fit). */
 const MAX_TOC_BYTES = 256 * 1024 * 1024;

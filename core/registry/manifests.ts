@@ -1,20 +1,20 @@
 import { and, eq } from 'drizzle-orm';
-import { repositories } from '../schema/repositories.ts';
-import { tags } from '../schema/tags.ts';
-import { manifests } from '../schema/manifests.ts';
-import { manifestBlobs } from '../schema/manifest-blobs.ts';
-import { blobs } from '../schema/blobs.ts';
-import type { Database } from './db.ts';
-import type { BlobStore } from './blobstore.ts';
-import type { UpstreamRegistry } from './upstream.ts';
-import { readCapped, selectUpstream, upstreamError } from './upstream.ts';
-import { OciError, isOciError } from './errors.ts';
-import { digestOf } from './digest.ts';
-import { MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES, MediaType, accepts, parseManifest, selectPlatform } from './manifest.ts';
-import { manifestKey, parseDigest, parseReference, type RepositoryTarget } from './reference.ts';
-import { recordBlob } from './ingest.ts';
-import type { JobMessage } from './jobs.ts';
-import type { ExtractMode } from './config.ts';
+import { repositories } from '../../schema/repositories.ts';
+import { tags } from '../../schema/tags.ts';
+import { manifests } from '../../schema/manifests.ts';
+import { manifestBlobs } from '../../schema/manifest-blobs.ts';
+import { blobs } from '../../schema/blobs.ts';
+import type { Database } from '../adapters/libsql.ts';
+import type { BlobStore } from '../ports/blob-store.ts';
+import type { UpstreamRegistry } from '../adapters/http-upstream.ts';
+import { readCapped, selectUpstream, upstreamError } from '../adapters/http-upstream.ts';
+import { OciError, isOciError } from '../oci/errors.ts';
+import { digestOf } from '../oci/digest.ts';
+import { MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES, MediaType, accepts, parseManifest, selectPlatform } from '../oci/manifest.ts';
+import { manifestKey, parseDigest, parseReference, type RepositoryTarget } from '../oci/reference.ts';
+import { recordBlob } from '../cache/ingest.ts';
+import type { JobMessage } from '../adapters/libsql-queue.ts';
+import type { ExtractMode } from '../config.ts';
 
 export interface ManifestDeps {
   db: Database;

@@ -1,4 +1,4 @@
-import { OciError, redactUrls } from './errors.ts';
+import { OciError, redactUrls } from '../oci/errors.ts';
 
 export interface UpstreamConfig {
   /** Base URL, e.g. `https://registry-1.docker.io`. */

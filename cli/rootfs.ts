@@ -10,10 +10,10 @@ import { createHash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
-import { parseToc, type Toc } from '../core/toc.ts';
+import { parseToc, type Toc } from '../core/layer/toc.ts';
 import { Applier, type BatchLimits, type Rejected } from './rootfs-apply.ts';
 import { bodyOf, get, WriterPool } from './rootfs-write.ts';
-import type { RootfsPlan, PlannedLayer } from '../core/plan.ts';
+import type { RootfsPlan, PlannedLayer } from '../core/sandbox/plan.ts';
 
 export type { Rejected };
 

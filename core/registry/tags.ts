@@ -1,14 +1,14 @@
-import type { UpstreamRegistry } from './upstream.ts';
-import { readCapped, selectUpstream, upstreamError } from './upstream.ts';
-import { OciError } from './errors.ts';
-import { MediaType, parseManifest } from './manifest.ts';
-import { parseDigest, type RepositoryTarget } from './reference.ts';
+import type { UpstreamRegistry } from '../adapters/http-upstream.ts';
+import { readCapped, selectUpstream, upstreamError } from '../adapters/http-upstream.ts';
+import { OciError } from '../oci/errors.ts';
+import { MediaType, parseManifest } from '../oci/manifest.ts';
+import { parseDigest, type RepositoryTarget } from '../oci/reference.ts';
 import { and, eq } from 'drizzle-orm';
-import type { Database } from './db.ts';
-import { isOciError } from './errors.ts';
+import type { Database } from '../adapters/libsql.ts';
+import { isOciError } from '../oci/errors.ts';
 import { repositoryId } from './manifests.ts';
-import { repositories } from '../schema/repositories.ts';
-import { tagLists } from '../schema/tag-lists.ts';
+import { repositories } from '../../schema/repositories.ts';
+import { tagLists } from '../../schema/tag-lists.ts';
 
 export interface ListingDeps {
   upstreams: ReadonlyMap<string, UpstreamRegistry>;

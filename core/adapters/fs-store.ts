@@ -3,9 +3,9 @@ import { access, constants, mkdir, open, rename, rm, stat } from 'node:fs/promis
 import { randomUUID } from 'node:crypto';
 import { dirname, join, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
-import { verifyingStream } from './digest.ts';
-import type { BlobStore, ByteRange, PutOptions, StoredObject } from './blobstore.ts';
-import { StoreUnavailableError } from './errors.ts';
+import { verifyingStream } from '../oci/digest.ts';
+import type { BlobStore, ByteRange, PutOptions, StoredObject } from '../ports/blob-store.ts';
+import { StoreUnavailableError } from '../oci/errors.ts';
 
 const READ_CHUNK_BYTES = 1024 * 1024;
 

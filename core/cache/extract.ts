@@ -1,15 +1,15 @@
 import { and, eq, inArray, lte, or, sql } from 'drizzle-orm';
-import { layers, type Layer } from '../schema/layers.ts';
-import { blobs } from '../schema/blobs.ts';
-import type { Database } from './db.ts';
-import type { BlobStore } from './blobstore.ts';
-import { DigestMismatchError, OciError } from './errors.ts';
-import { DecompressError, compressionOf, decompressed } from './decompress.ts';
-import { TarError } from './tar.ts';
-import { tocStream, tocWriter } from './toc.ts';
+import { layers, type Layer } from '../../schema/layers.ts';
+import { blobs } from '../../schema/blobs.ts';
+import type { Database } from '../adapters/libsql.ts';
+import type { BlobStore } from '../ports/blob-store.ts';
+import { DigestMismatchError, OciError } from '../oci/errors.ts';
+import { DecompressError, compressionOf, decompressed } from '../layer/decompress.ts';
+import { TarError } from '../layer/tar.ts';
+import { tocStream, tocWriter } from '../layer/toc.ts';
 import { holdLease } from './lease.ts';
 import { classify, type JobResult } from './ingest.ts';
-import { parseDigest, type Digest } from './reference.ts';
+import { parseDigest, type Digest } from '../oci/reference.ts';
 
 /** Public bucket keys of an extracted layer (see README "Bucket layout"). */
 export const layerTarKey = (diffId: Digest): string => `layers/${diffId.algorithm}/${diffId.hex}/layer.tar`;

@@ -1,14 +1,14 @@
 import { eq, sql } from 'drizzle-orm';
-import { blobs } from '../schema/blobs.ts';
-import type { Database } from './db.ts';
-import type { BlobStore, ByteRange } from './blobstore.ts';
-import type { UpstreamRegistry } from './upstream.ts';
-import type { JobMessage } from './jobs.ts';
-import { selectUpstream, upstreamError } from './upstream.ts';
-import { OciError } from './errors.ts';
-import { parseDigest, type RepositoryTarget } from './reference.ts';
-import { recordBlob } from './ingest.ts';
-import { resolveRange } from './range.ts';
+import { blobs } from '../../schema/blobs.ts';
+import type { Database } from '../adapters/libsql.ts';
+import type { BlobStore, ByteRange } from '../ports/blob-store.ts';
+import type { UpstreamRegistry } from '../adapters/http-upstream.ts';
+import type { JobMessage } from '../adapters/libsql-queue.ts';
+import { selectUpstream, upstreamError } from '../adapters/http-upstream.ts';
+import { OciError } from '../oci/errors.ts';
+import { parseDigest, type RepositoryTarget } from '../oci/reference.ts';
+import { recordBlob } from '../cache/ingest.ts';
+import { resolveRange } from '../oci/range.ts';
 
 export interface BlobDeps {
   db: Database;

@@ -1,15 +1,15 @@
 import { and, eq, inArray, isNull, lte, or } from 'drizzle-orm';
-import { blobs } from '../schema/blobs.ts';
-import { layers, type LayerState } from '../schema/layers.ts';
-import type { ExtractMode } from './config.ts';
-import { OciError } from './errors.ts';
-import { digestOf } from './digest.ts';
-import { type Platform, parseManifest, selectPlatform } from './manifest.ts';
-import { DEFAULT_PLATFORM, getManifest, type ManifestDeps } from './manifests.ts';
-import { readCapped, selectUpstream, upstreamError } from './upstream.ts';
-import { compressionOf, type Compression } from './decompress.ts';
-import { isPermanentLayerError, recordLayer } from './extract.ts';
-import { parseDigest, type RepositoryTarget } from './reference.ts';
+import { blobs } from '../../schema/blobs.ts';
+import { layers, type LayerState } from '../../schema/layers.ts';
+import type { ExtractMode } from '../config.ts';
+import { OciError } from '../oci/errors.ts';
+import { digestOf } from '../oci/digest.ts';
+import { type Platform, parseManifest, selectPlatform } from '../oci/manifest.ts';
+import { DEFAULT_PLATFORM, getManifest, type ManifestDeps } from '../registry/manifests.ts';
+import { readCapped, selectUpstream, upstreamError } from '../adapters/http-upstream.ts';
+import { compressionOf, type Compression } from '../layer/decompress.ts';
+import { isPermanentLayerError, recordLayer } from '../cache/extract.ts';
+import { parseDigest, type RepositoryTarget } from '../oci/reference.ts';
 
 /** A layer whose extract job was sent this recently is not sent another by a plan request. */
 const RESEND_AFTER_MS = 60_000;

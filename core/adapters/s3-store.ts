@@ -10,9 +10,9 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { verifyingStream } from './digest.ts';
-import type { BlobStore, ByteRange, PutOptions, StoredObject } from './blobstore.ts';
-import { StoreUnavailableError, errorCodeIn } from './errors.ts';
+import { verifyingStream } from '../oci/digest.ts';
+import type { BlobStore, ByteRange, PutOptions, StoredObject } from '../ports/blob-store.ts';
+import { StoreUnavailableError, errorCodeIn } from '../oci/errors.ts';
 
 export interface S3StoreOptions {
   bucket: string;

@@ -1,6 +1,6 @@
 import { and, eq, inArray, lte, or, sql } from 'drizzle-orm';
-import { jobs, type Job } from '../schema/jobs.ts';
-import type { Database } from './db.ts';
+import { jobs, type Job } from '../../schema/jobs.ts';
+import type { Database } from './libsql.ts';
 
 export interface JobMessage {
   /** One live job per key (e.g. `ingest:sha256:…`): enqueueing it again is a no-op. */

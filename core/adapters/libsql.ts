@@ -1,6 +1,6 @@
 import { createClient } from '@libsql/client';
 import { drizzle, type LibSQLDatabase } from 'drizzle-orm/libsql';
-import * as schema from '../schema/index.ts';
+import * as schema from '../../schema/index.ts';
 
 export type Database = LibSQLDatabase<typeof schema>;
 
@@ -10,12 +10,15 @@ export type Database = LibSQLDatabase<typeof schema>;
  * refuses `file:` URLs). Migrations are applied by `openDatabase` or drizzle-kit.
  */
 export function connectDatabase(url: string, authToken?: string): { db: Database; close(): void } {
-  const client = createClient({ url, authToken });
+  const client = createClient({ url, authToken, timeout: 5000 });
   return { db: drizzle(client, { schema }), close: () => client.close() };
 }
 
-/** Opens libSQL (a local file or Turso) and applies the drizzle migrations in schema/migrations. */
-export async function openDatabase(url: string, authToken?: string): Promise<{ db: Database; close(): void }> {
+/**
+ * Opens libSQL (a local file or Turso) and applies the drizzle migrations in schema/migrations
+ * (`migrations` seen from this source file unless given: a bundle passes its own, see workers/node.ts).
+ */
+export async function openDatabase(url: string, authToken?: string, migrations?: URL): Promise<{ db: Database; close(): void }> {
   const { db, close } = connectDatabase(url, authToken);
   if (url.startsWith('file:')) {
     // Several ingest workers share the file: wait for locks instead of failing.
@@ -24,6 +27,6 @@ export async function openDatabase(url: string, authToken?: string): Promise<{ d
   }
   // The migrator reads files: loaded only where migrations run (Node), not in a Worker.
   const { migrate } = await import('drizzle-orm/libsql/migrator');
-  await migrate(db, { migrationsFolder: new URL('../schema/migrations', import.meta.url).pathname });
+  await migrate(db, { migrationsFolder: (migrations ?? new URL('../../schema/migrations', import.meta.url)).pathname });
   return { db, close };
 }

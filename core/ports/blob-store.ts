@@ -1,4 +1,4 @@
-import type { Expected } from './digest.ts';
+import type { Expected } from '../oci/digest.ts';
 
 /** Inclusive byte range, already resolved against the object's size. */
 export interface ByteRange {

@@ -11,7 +11,7 @@
 // refuses it, so nothing unverified is published either way.
 import { Gunzip } from 'fflate';
 import { Decompress as Unzstd } from 'fzstd';
-import { OciError } from './errors.ts';
+import { OciError } from '../oci/errors.ts';
 
 export type Compression = 'gzip' | 'zstd' | 'none';
 

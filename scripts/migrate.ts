@@ -1,6 +1,6 @@
 // `npm run db:migrate`: applies schema/migrations to the database at LIBSQL_URL (Turso
 // for a Workers deployment; Node applies them itself at start). Idempotent.
-import { openDatabase } from '../core/db.ts';
+import { openDatabase } from '../core/adapters/libsql.ts';
 
 const url = process.env.LIBSQL_URL;
 if (!url) {
