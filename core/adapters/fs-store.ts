@@ -1,10 +1,10 @@
 import { createReadStream } from 'node:fs';
-import { access, constants, mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { access, constants, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { dirname, join, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { verifyingStream } from '../oci/digest.ts';
-import type { BlobStore, ByteRange, PutOptions, StoredObject } from '../ports/blob-store.ts';
+import type { BlobStore, ByteRange, ListedObject, PutOptions, StoredObject } from '../ports/blob-store.ts';
 import { StoreUnavailableError } from '../oci/errors.ts';
 
 const READ_CHUNK_BYTES = 1024 * 1024;
@@ -83,6 +83,31 @@ export class FilesystemBlobStore implements BlobStore {
       await file.close().catch(() => {});
       await rm(tmp, { force: true });
       throw e;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ListedObject> {
+    yield* this.#walk('', prefix);
+  }
+
+  /** Keys under directory `dir` (relative, '' for the root) that start with `prefix`, in key order. */
+  async *#walk(dir: string, prefix: string): AsyncIterable<ListedObject> {
+    let names: string[];
+    try {
+      names = (await readdir(join(this.#root, dir))).sort();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return;
+      throw e;
+    }
+    for (const name of names) {
+      // Dot names (the temp directory) are never keys.
+      if (name.startsWith('.')) continue;
+      const key = dir === '' ? name : `${dir}/${name}`;
+      // Only descend where the prefix can still match.
+      if (!key.startsWith(prefix) && !prefix.startsWith(`${key}/`)) continue;
+      const s = await stat(join(this.#root, key)).catch(() => undefined);
+      if (s?.isDirectory()) yield* this.#walk(key, prefix);
+      else if (s?.isFile() && key.startsWith(prefix)) yield { key, size: s.size, modifiedAt: s.mtimeMs };
     }
   }
 

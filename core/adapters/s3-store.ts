@@ -11,7 +11,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { verifyingStream } from '../oci/digest.ts';
-import type { BlobStore, ByteRange, PutOptions, StoredObject } from '../ports/blob-store.ts';
+import type { BlobStore, ByteRange, ListedObject, PutOptions, StoredObject } from '../ports/blob-store.ts';
 import { StoreUnavailableError, errorCodeIn } from '../oci/errors.ts';
 
 export interface S3StoreOptions {
@@ -185,6 +185,19 @@ export class S3BlobStore implements BlobStore {
       keyMarker = page.NextKeyMarker;
       uploadIdMarker = page.NextUploadIdMarker;
     }
+  }
+
+  async *list(prefix: string): AsyncIterable<ListedObject> {
+    let token: string | undefined;
+    do {
+      const page = await this.#client
+        .send(new ListObjectsV2Command({ Bucket: this.#options.bucket, Prefix: prefix, ContinuationToken: token }))
+        .catch((e) => Promise.reject(this.#fault(e)));
+      for (const o of page.Contents ?? []) {
+        if (o.Key !== undefined) yield { key: o.Key, size: o.Size ?? 0, modifiedAt: o.LastModified?.getTime() ?? 0 };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
   }
 
   async delete(key: string): Promise<void> {

@@ -12,6 +12,13 @@ export interface StoredObject {
   length: number;
 }
 
+export interface ListedObject {
+  key: string;
+  size: number;
+  /** When it was written, in epoch milliseconds. */
+  modifiedAt: number;
+}
+
 export interface PutOptions {
   /** When given, the content is verified while it streams and committed only if it matches. */
   expected?: Expected | undefined;
@@ -35,6 +42,11 @@ export interface BlobStore {
    * blob's lease), which lets a driver clean up what a crashed writer left behind.
    */
   put(key: string, body: ReadableStream<Uint8Array>, options?: PutOptions): Promise<{ size: number }>;
+  /**
+   * Every object whose key starts with `prefix`, in key order, a page at a time (what
+   * retention sweeps with). Temporary data of a driver is not listed.
+   */
+  list(prefix: string): AsyncIterable<ListedObject>;
   /** Removes the object; a missing object is not an error. */
   delete(key: string): Promise<void>;
   /**

@@ -62,6 +62,31 @@ for (const driver of drivers) {
       store = await driver.make();
     });
 
+    test('list yields the objects under a prefix in key order, with sizes, and nothing of an unfinished or refused put', async () => {
+      const prefix = `list-${randomBytes(4).toString('hex')}/`;
+      const keys = [`${prefix}b/2`, `${prefix}a/1`, `${prefix}a/10`, `${prefix}c`];
+      for (const [i, key] of keys.entries()) await store.put(key, streamOf(Buffer.alloc(i + 1, i)));
+      const refused = store.put(`${prefix}z`, streamOf(Buffer.from('bad')), { expected: { digest: digestOf(Buffer.from('good')) } });
+      await assert.rejects(refused);
+      await store.put(`other-${prefix}x`, streamOf(Buffer.from('x')));
+      const before = Date.now() - 60_000;
+      const listed = [];
+      for await (const o of store.list(prefix)) listed.push(o);
+      assert.deepEqual(
+        listed.map((o) => [o.key, o.size]),
+        [
+          [`${prefix}a/1`, 2],
+          [`${prefix}a/10`, 3],
+          [`${prefix}b/2`, 1],
+          [`${prefix}c`, 4],
+        ],
+      );
+      assert.ok(listed.every((o) => o.modifiedAt > before && o.modifiedAt < Date.now() + 60_000), 'modification times are real');
+      const none = [];
+      for await (const o of store.list(`${prefix}nothing/`)) none.push(o);
+      assert.deepEqual(none, []);
+    });
+
     test('a missing key stats and reads as undefined, and deletes quietly', async () => {
       const key = `blobs/sha256/${'0'.repeat(64)}`;
       assert.equal(await store.stat(key), undefined);
