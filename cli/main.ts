@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import { isMainThread } from 'node:worker_threads';
 import { buildRootfs, DEFAULT_CONCURRENCY, type Progress } from './rootfs.ts';
-import type { PlannedLayer } from '../core/sandbox/plan.ts';
+import type { WireLayer as PlannedLayer } from '../functions/wire.ts';
 import { errorCodeIn } from '../core/oci/errors.ts';
 
 const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platform os/arch[/variant]] [--concurrency N]

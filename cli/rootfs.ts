@@ -13,7 +13,7 @@ import { resolve } from 'node:path';
 import { parseToc, type Toc } from '../core/layer/toc.ts';
 import { Applier, type BatchLimits, type Rejected } from './rootfs-apply.ts';
 import { bodyOf, get, WriterPool } from './rootfs-write.ts';
-import type { RootfsPlan, PlannedLayer } from '../core/sandbox/plan.ts';
+import type { WirePlan as RootfsPlan, WireLayer as PlannedLayer } from '../functions/wire.ts';
 
 export type { Rejected };
 

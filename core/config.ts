@@ -11,6 +11,76 @@ export const DEFAULT_UPSTREAMS: Readonly<Record<string, UpstreamConfig>> = {
 
 const MIN_PART_SIZE_BYTES = 5 * 1024 * 1024;
 
+/** Where a variable has meaning: both runtimes, or the Node server only. */
+type Runtime = 'both' | 'node';
+
+interface Variable {
+  readonly name: string;
+  /** The default as the README shows it. */
+  readonly default: string;
+  readonly doc: string;
+  readonly runtime: Runtime;
+  /** Set with `wrangler secret put`, never in wrangler.toml. */
+  readonly secret?: boolean;
+}
+
+/**
+ * Every configuration variable, once: the parser reads only these (`read` takes a
+ * `VariableName`), the Workers `Env` type is made from them, and the README's table is
+ * printed from them (`node scripts/config-table.ts`; test/unit/config.schema.test.ts
+ * holds README and wrangler.toml to this list).
+ */
+export const VARIABLES = [
+  { name: 'HOST', default: '`127.0.0.1`', doc: 'listen address of the Node server', runtime: 'node' },
+  { name: 'PORT', default: '`5000`', doc: 'listen port (0: any free port)', runtime: 'node' },
+  { name: 'DATA_DIR', default: '`./data`', doc: 'libSQL file and filesystem blob store', runtime: 'node' },
+  { name: 'LIBSQL_URL', default: '`file:$DATA_DIR/pullthrough.db`', doc: 'metadata database: a file, or Turso (`libsql://`, `https://`; a Worker needs Turso)', runtime: 'both' },
+  { name: 'LIBSQL_AUTH_TOKEN', default: 'unset', doc: 'Turso auth token', runtime: 'both', secret: true },
+  { name: 'S3_BUCKET', default: 'unset', doc: 'when set, blobs go to this S3 bucket instead of `DATA_DIR` (a Worker needs one)', runtime: 'both' },
+  { name: 'S3_ENDPOINT', default: 'AWS', doc: 'S3-compatible endpoint (R2, MinIO, Ceph RGW)', runtime: 'both' },
+  { name: 'S3_REGION', default: '`us-east-1`', doc: 'bucket region (`auto` for R2)', runtime: 'both' },
+  { name: 'S3_FORCE_PATH_STYLE', default: '`false`', doc: 'path-style bucket URLs (MinIO, Ceph RGW)', runtime: 'both' },
+  { name: 'S3_ACCESS_KEY_ID', default: 'unset', doc: 'S3 credentials (both or neither; else the SDK\'s default chain)', runtime: 'both', secret: true },
+  { name: 'S3_SECRET_ACCESS_KEY', default: 'unset', doc: 'see `S3_ACCESS_KEY_ID`', runtime: 'both', secret: true },
+  {
+    name: 'UPSTREAMS',
+    default: 'built-in',
+    doc: 'JSON host → `{url, username?, password?}`, merged over docker.io, ghcr.io, quay.io, registry.k8s.io, gcr.io, public.ecr.aws; e.g. `{"docker.io":{"url":"http://127.0.0.1:5100"}}` (a secret when it carries credentials)',
+    runtime: 'both',
+  },
+  { name: 'DEFAULT_UPSTREAM', default: '`docker.io`', doc: 'upstream for names without a configured host prefix', runtime: 'both' },
+  { name: 'BLOB_DELIVERY', default: '`redirect` with S3, else `stream`', doc: '`redirect` (307 to a presigned URL) or `stream`', runtime: 'both' },
+  { name: 'TAG_TTL_SECONDS', default: '`300`', doc: "how long a tag's resolved digest is reused", runtime: 'both' },
+  { name: 'PRESIGN_TTL_SECONDS', default: '`300`', doc: 'lifetime of presigned URLs', runtime: 'both' },
+  { name: 'TLS_CERT', default: 'unset', doc: 'serve HTTPS directly: certificate file (with `TLS_KEY`)', runtime: 'node' },
+  { name: 'TLS_KEY', default: 'unset', doc: 'its private key file', runtime: 'node' },
+  {
+    name: 'INGEST_PART_SIZE_BYTES',
+    default: '5 MiB',
+    doc: 'multipart part size (≥ 5 MiB, so blobs up to ~48 GiB at the default); with `INGEST_QUEUE_SIZE`, the ingest memory budget: 8 MiB × 4 ingests ~35% faster for ~45 MB more RSS',
+    runtime: 'both',
+  },
+  { name: 'INGEST_QUEUE_SIZE', default: '`2`', doc: 'parts in flight per ingest', runtime: 'both' },
+  { name: 'INGEST_CONCURRENCY', default: '`2`', doc: 'jobs (ingest, extract) run at once per Node process', runtime: 'node' },
+  { name: 'INGEST_MAX_ATTEMPTS', default: '`5`', doc: 'attempts of a job before it fails for good', runtime: 'both' },
+  { name: 'JOB_LEASE_SECONDS', default: '`60`', doc: 'lease of a job and of the blob or layer row it works on; renewed every third of it', runtime: 'both' },
+  { name: 'PULL_FLUSH_SECONDS', default: '`10`', doc: 'pull counts and last-pulled times are written in one batch at most this often', runtime: 'both' },
+  { name: 'PUBLIC_URL', default: 'unset (the request\'s origin)', doc: 'how clients reach the server, e.g. `https://mirror.example.com` behind a TLS-terminating proxy: the prefix of the URLs in layer plans', runtime: 'both' },
+  { name: 'STOP_GRACE_SECONDS', default: '`10`', doc: 'on SIGTERM/SIGINT, how long running requests and jobs may finish before jobs are given back and the server exits', runtime: 'node' },
+  { name: 'EXTRACT', default: '`on-demand`', doc: 'when layers are extracted for sandboxes: `eager`, `on-demand` (a plan asks), `off`', runtime: 'both' },
+] as const satisfies readonly Variable[];
+
+export type VariableName = (typeof VARIABLES)[number]['name'];
+
+/** The variables as a runtime hands them over: strings, each optional. */
+export type ConfigEnv = { readonly [K in VariableName]?: string | undefined };
+
+/** The README's table of variables, from VARIABLES. */
+export function variablesTable(): string {
+  const rows = VARIABLES.map((v) => `| \`${v.name}\` | ${v.default} | ${v.doc}${v.runtime === 'node' ? ' (Node only)' : ''}${'secret' in v && v.secret ? ' (secret)' : ''} |`);
+  return ['| variable | default | meaning |', '|---|---|---|', ...rows].join('\n');
+}
+
 export interface S3Config {
   endpoint: string | undefined;
   bucket: string;
@@ -41,6 +111,8 @@ export interface Config {
   jobLeaseSeconds: number;
   /** On SIGTERM/SIGINT, how long running requests and jobs get to finish before jobs are released. */
   stopGraceSeconds: number;
+  /** Pull counts are written in one batch at most this often. */
+  pullFlushSeconds: number;
   /** When layers are extracted for sandboxes: after ingest, when first asked for, or never. */
   extract: ExtractMode;
   /** How clients reach this server (behind a proxy), for the URLs it hands out; else the request's origin. */
@@ -58,29 +130,32 @@ export class ConfigError extends Error {
   }
 }
 
-type Env = Readonly<Record<string, string | undefined>>;
+type Env = ConfigEnv;
 
-function integer(env: Env, name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
+/** A variable's value; '' counts as unset. */
+const read = (env: Env, name: VariableName): string | undefined => env[name] || undefined;
+
+function integer(env: Env, name: VariableName, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const raw = read(env, name);
+  if (raw === undefined) return fallback;
   if (!/^\d+$/.test(raw)) throw new ConfigError(name, `expected a whole number, got ${JSON.stringify(raw)}`);
   const n = Number(raw);
   if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
   return n;
 }
 
-function boolean(env: Env, name: string, fallback: boolean): boolean {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
+function boolean(env: Env, name: VariableName, fallback: boolean): boolean {
+  const raw = read(env, name);
+  if (raw === undefined) return fallback;
   if (/^(1|true|yes)$/i.test(raw)) return true;
   if (/^(0|false|no)$/i.test(raw)) return false;
   throw new ConfigError(name, `expected true or false, got ${JSON.stringify(raw)}`);
 }
 
 function upstreams(env: Env): Record<string, UpstreamConfig> {
-  const raw = env.UPSTREAMS;
+  const raw = read(env, 'UPSTREAMS');
   const merged: Record<string, UpstreamConfig> = { ...DEFAULT_UPSTREAMS };
-  if (raw === undefined || raw === '') return merged;
+  if (raw === undefined) return merged;
   let parsed: unknown;
   try {
     parsed = JSON.parse(raw);
@@ -107,14 +182,14 @@ function upstreams(env: Env): Record<string, UpstreamConfig> {
 
 /** Reads and validates the whole configuration once. Throws ConfigError naming the variable. */
 export function parseConfig(env: Env): Config {
-  const dataDir = env.DATA_DIR || './data';
-  const s3: S3Config | undefined = env.S3_BUCKET
+  const dataDir = read(env, 'DATA_DIR') ?? './data';
+  const s3: S3Config | undefined = read(env, 'S3_BUCKET')
     ? {
-        endpoint: env.S3_ENDPOINT || undefined,
-        bucket: env.S3_BUCKET,
-        region: env.S3_REGION || 'us-east-1',
-        accessKeyId: env.S3_ACCESS_KEY_ID || undefined,
-        secretAccessKey: env.S3_SECRET_ACCESS_KEY || undefined,
+        endpoint: read(env, 'S3_ENDPOINT'),
+        bucket: read(env, 'S3_BUCKET')!,
+        region: read(env, 'S3_REGION') ?? 'us-east-1',
+        accessKeyId: read(env, 'S3_ACCESS_KEY_ID'),
+        secretAccessKey: read(env, 'S3_SECRET_ACCESS_KEY'),
         forcePathStyle: boolean(env, 'S3_FORCE_PATH_STYLE', false),
       }
     : undefined;
@@ -122,26 +197,26 @@ export function parseConfig(env: Env): Config {
   if (s3 && (s3.accessKeyId === undefined) !== (s3.secretAccessKey === undefined)) {
     throw new ConfigError(s3.accessKeyId === undefined ? 'S3_ACCESS_KEY_ID' : 'S3_SECRET_ACCESS_KEY', 'set both S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY, or neither');
   }
-  const delivery = env.BLOB_DELIVERY || (s3 ? 'redirect' : 'stream');
+  const delivery = read(env, 'BLOB_DELIVERY') ?? (s3 ? 'redirect' : 'stream');
   if (delivery !== 'redirect' && delivery !== 'stream') throw new ConfigError('BLOB_DELIVERY', `must be "redirect" or "stream", got ${JSON.stringify(delivery)}`);
   if (delivery === 'redirect' && !s3) throw new ConfigError('BLOB_DELIVERY', '"redirect" needs an S3 bucket (S3_BUCKET); the filesystem store can only stream');
   const ups = upstreams(env);
-  const defaultUpstream = env.DEFAULT_UPSTREAM || 'docker.io';
+  const defaultUpstream = read(env, 'DEFAULT_UPSTREAM') ?? 'docker.io';
   if (!ups[defaultUpstream]) throw new ConfigError('DEFAULT_UPSTREAM', `${JSON.stringify(defaultUpstream)} is not a configured upstream`);
-  const tlsCert = env.TLS_CERT || undefined;
-  const tlsKey = env.TLS_KEY || undefined;
+  const tlsCert = read(env, 'TLS_CERT');
+  const tlsKey = read(env, 'TLS_KEY');
   if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new ConfigError(tlsCert ? 'TLS_KEY' : 'TLS_CERT', 'set both TLS_CERT and TLS_KEY, or neither');
-  const extract = (env.EXTRACT || 'on-demand') as ExtractMode;
+  const extract = (read(env, 'EXTRACT') ?? 'on-demand') as ExtractMode;
   if (!EXTRACT_MODES.includes(extract)) throw new ConfigError('EXTRACT', `must be one of ${EXTRACT_MODES.join(', ')}, got ${JSON.stringify(extract)}`);
-  const libsqlUrl = env.LIBSQL_URL || `file:${dataDir.replace(/\/+$/, '')}/pullthrough.db`;
-  const publicUrl = env.PUBLIC_URL ? originOf('PUBLIC_URL', env.PUBLIC_URL) : undefined;
+  const libsqlUrl = read(env, 'LIBSQL_URL') ?? `file:${dataDir.replace(/\/+$/, '')}/pullthrough.db`;
+  const publicUrl = read(env, 'PUBLIC_URL') ? originOf('PUBLIC_URL', read(env, 'PUBLIC_URL')!) : undefined;
   if (!/^(file|libsql|https?|wss?):/.test(libsqlUrl)) throw new ConfigError('LIBSQL_URL', 'must be a file:, libsql:, http(s): or ws(s): URL');
   return {
-    host: env.HOST || '127.0.0.1',
+    host: read(env, 'HOST') ?? '127.0.0.1',
     port: integer(env, 'PORT', 5000, 0, 65535),
     dataDir,
     libsqlUrl,
-    libsqlAuthToken: env.LIBSQL_AUTH_TOKEN || undefined,
+    libsqlAuthToken: read(env, 'LIBSQL_AUTH_TOKEN'),
     s3,
     upstreams: ups,
     defaultUpstream,
@@ -156,6 +231,7 @@ export function parseConfig(env: Env): Config {
     ingestMaxAttempts: integer(env, 'INGEST_MAX_ATTEMPTS', 5, 1, 100),
     jobLeaseSeconds: integer(env, 'JOB_LEASE_SECONDS', 60, 2, 3600),
     stopGraceSeconds: integer(env, 'STOP_GRACE_SECONDS', 10, 0, 3600),
+    pullFlushSeconds: integer(env, 'PULL_FLUSH_SECONDS', 10, 0, 3600),
     extract,
     publicUrl,
   };

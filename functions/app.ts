@@ -1,43 +1,51 @@
 import { Hono } from 'hono';
+import { routePath } from 'hono/route';
 import { OciError } from '../core/oci/errors.ts';
-import { errorResponse } from './errors.ts';
-import { manifestRoutes, type RoutingConfig } from './manifests.ts';
+import type { Metrics } from '../core/ports/metrics.ts';
 import type { ManifestDeps } from '../core/registry/manifests.ts';
-import { blobRoutes } from './blobs.ts';
 import type { BlobDeps } from '../core/registry/blobs.ts';
-import { listingRoutes } from './listings.ts';
-import { layerRoutes } from './layers.ts';
+import type { TagDeps } from '../core/registry/tags.ts';
 import type { PlanDeps } from '../core/sandbox/plan.ts';
 import type { LayerDeps } from '../core/sandbox/layer-files.ts';
+import type { AppEnv } from './env.ts';
+import type { RoutingConfig } from './target.ts';
+import { errorResponse } from './errors.ts';
+import { manifestRoutes } from './manifests.ts';
+import { blobRoutes } from './blobs.ts';
+import { tagRoutes } from './tags.ts';
+import { referrerRoutes } from './referrers.ts';
+import { rootfsRoutes } from './rootfs.ts';
+import { layerRoutes } from './layers.ts';
 
 export interface AppDeps {
   manifests: ManifestDeps;
   blobs: BlobDeps;
+  tags: TagDeps;
   routing: RoutingConfig;
   plan: PlanDeps;
   layers: LayerDeps;
   /** The access log: one entry per request (the path has no credentials; headers are not logged). */
-  log?: (entry: Record<string, unknown>) => void;
+  log: (entry: Record<string, unknown>) => void;
+  metrics: Metrics;
 }
 
-/** The HTTP app. Handlers only translate HTTP to core calls. */
-export function createApp(deps?: AppDeps): Hono {
-  const app = new Hono();
-  const log = deps?.log;
-  if (log) {
-    app.use(async (c, next) => {
-      const started = performance.now();
-      await next();
-      const url = new URL(c.req.url);
-      log({ msg: 'request', method: c.req.method, path: url.pathname + url.search, status: c.res.status, ms: Math.round(performance.now() - started) });
-    });
-  }
-  if (deps) {
-    app.route('/v2', manifestRoutes(deps.manifests, deps.routing));
-    app.route('/v2', blobRoutes(deps.blobs, deps.routing));
-    app.route('/v2', listingRoutes(deps.blobs, deps.routing));
-    app.route('/api', layerRoutes(deps.plan, deps.layers, deps.routing));
-  }
+/** The HTTP app: one route module per resource, one error handler. Handlers only translate HTTP to core calls. */
+export function createApp(deps: AppDeps): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.use(async (c, next) => {
+    const started = performance.now();
+    await next();
+    const url = new URL(c.req.url);
+    const ms = Math.round(performance.now() - started);
+    deps.log({ msg: 'request', method: c.req.method, path: url.pathname + url.search, status: c.res.status, ms });
+    deps.metrics.count('pullthrough_requests_total', { route: routePath(c), method: c.req.method, status: String(c.res.status) });
+  });
+  app.route('/v2', manifestRoutes(deps.manifests, deps.routing));
+  app.route('/v2', blobRoutes(deps.blobs, deps.routing));
+  app.route('/v2', tagRoutes(deps.tags, deps.routing));
+  app.route('/v2', referrerRoutes(deps.blobs, deps.routing));
+  app.route('/api', rootfsRoutes(deps.plan, deps.routing));
+  app.route('/api', layerRoutes(deps.layers));
   app.get('/v2/', (c) => {
     c.header('Docker-Distribution-API-Version', 'registry/2.0');
     return c.json({});
@@ -45,6 +53,6 @@ export function createApp(deps?: AppDeps): Hono {
   app.notFound(() => {
     throw new OciError('UNSUPPORTED', 'the operation is unsupported');
   });
-  app.onError((err, c) => errorResponse(c, err));
+  app.onError((err) => errorResponse(err));
   return app;
 }

@@ -1,18 +1,18 @@
 import { Hono } from 'hono';
 import { getBlob, type BlobDeps } from '../core/registry/blobs.ts';
-import { resolveTarget } from '../core/oci/reference.ts';
-import type { RoutingConfig } from './manifests.ts';
+import { inBackground, type AppEnv } from './env.ts';
+import { target, type RoutingConfig } from './target.ts';
 import { storedResponse } from './stored.ts';
 
 const PASSED_HEADERS = ['content-length', 'content-range', 'content-type', 'etag', 'accept-ranges'];
 
 /** `GET|HEAD /v2/<name>/blobs/<digest>`. */
-export function blobRoutes(deps: BlobDeps, routing: RoutingConfig): Hono {
-  const app = new Hono();
-  app.get('/:name{.+}/blobs/:digest', async (c) => {
-    const target = resolveTarget(c.req.param('name'), c.req.query('ns'), routing.upstreamHosts, routing.defaultUpstream);
-    const method = c.req.method === 'HEAD' ? 'HEAD' : 'GET';
-    const answer = await getBlob(deps, target, c.req.param('digest'), method, c.req.header('range'));
+export function blobRoutes(deps: BlobDeps, routing: RoutingConfig): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.get('/:name{.+}/blobs/:digest', target(routing), async (c) => {
+    const { method } = c.var;
+    const answer = await getBlob(deps, c.var.target, c.req.param('digest'), method, c.req.header('range'));
+    inBackground(c, answer.background);
     const headers = new Headers({ 'Docker-Content-Digest': answer.digest, 'Docker-Distribution-API-Version': 'registry/2.0' });
     if (answer.kind === 'redirect') {
       headers.set('Location', answer.url);

@@ -1,4 +1,3 @@
-import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { OciError, StoreUnavailableError, isOciError, type ErrorCode } from '../core/oci/errors.ts';
 
@@ -30,13 +29,17 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
 
 export const statusOf = (code: ErrorCode): ContentfulStatusCode => STATUS[code];
 
-/** The one place an error becomes an HTTP response: `{"errors":[{code,message,detail}]}`. */
-export function errorResponse(c: Context, err: unknown): Response {
+/**
+ * The one place an error becomes an HTTP response: `{"errors":[{code,message,detail}]}`
+ * with the code's status (used by the app's `onError` and by the Worker entry point when
+ * it cannot build the app). Anything that is not an OciError is UNKNOWN, logged.
+ */
+export function errorResponse(err: unknown): Response {
   const e: OciError = isOciError(err) ? err : new OciError('UNKNOWN', 'internal error');
   if (!isOciError(err)) console.error(JSON.stringify({ level: 'error', msg: 'unhandled error', error: String(err) }));
   // What to fix goes to the operator's log, with the values; the client gets the variable.
   if (err instanceof StoreUnavailableError) console.error(JSON.stringify({ level: 'error', msg: 'the blob store cannot be used', fix: err.variable, problem: err.problem, ...err.context }));
-  if (e.retryAfterSeconds !== undefined) c.header('Retry-After', String(e.retryAfterSeconds));
-  c.header('Docker-Distribution-API-Version', 'registry/2.0');
-  return c.json({ errors: [{ code: e.code, message: e.message, detail: e.detail ?? null }] }, statusOf(e.code));
+  const headers = new Headers({ 'Content-Type': 'application/json', 'Docker-Distribution-API-Version': 'registry/2.0' });
+  if (e.retryAfterSeconds !== undefined) headers.set('Retry-After', String(e.retryAfterSeconds));
+  return new Response(JSON.stringify({ errors: [{ code: e.code, message: e.message, detail: e.detail ?? null }] }), { status: statusOf(e.code), headers });
 }

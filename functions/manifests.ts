@@ -1,25 +1,17 @@
 import { Hono } from 'hono';
 import { getAcceptedManifest, type ManifestDeps } from '../core/registry/manifests.ts';
-import { resolveTarget } from '../core/oci/reference.ts';
 import { parseAccept } from '../core/oci/manifest.ts';
-
-export interface RoutingConfig {
-  upstreamHosts: ReadonlySet<string>;
-  defaultUpstream: string;
-  /** PUBLIC_URL: the prefix of URLs handed to clients; else the request's origin. */
-  publicUrl?: string | undefined;
-}
+import { inBackground, type AppEnv } from './env.ts';
+import { target, type RoutingConfig } from './target.ts';
 
 /** `GET|HEAD /v2/<name>/manifests/<reference>`. */
-export function manifestRoutes(deps: ManifestDeps, routing: RoutingConfig): Hono {
-  const app = new Hono();
-  app.get('/:name{.+}/manifests/:reference', async (c) => {
-    const target = resolveTarget(c.req.param('name'), c.req.query('ns'), routing.upstreamHosts, routing.defaultUpstream);
-    const reference = c.req.param('reference');
-    // Hono serves HEAD through GET handlers: look at the real method so HEAD never downloads.
-    const method = c.req.method === 'HEAD' ? 'HEAD' : 'GET';
+export function manifestRoutes(deps: ManifestDeps, routing: RoutingConfig): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.get('/:name{.+}/manifests/:reference', target(routing), async (c) => {
+    const { method } = c.var;
     const accept = c.req.header('accept');
-    const manifest = await getAcceptedManifest(deps, target, reference, method, parseAccept(accept ? [accept] : []));
+    const manifest = await getAcceptedManifest(deps, c.var.target, c.req.param('reference'), method, parseAccept(accept ? [accept] : []));
+    inBackground(c, manifest.background);
     const headers = {
       'Content-Type': manifest.mediaType,
       'Content-Length': String(manifest.size),

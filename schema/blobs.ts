@@ -21,6 +21,8 @@ export const blobs = sqliteTable(
     name: text('name').notNull(),
     attempts: integer('attempts').notNull().default(0),
     error: text('error'),
+    /** Whether another attempt can fix `error` (the error said so where it was thrown). */
+    errorRetryable: integer('error_retryable', { mode: 'boolean' }),
     leaseOwner: text('lease_owner'),
     leaseExpiresAt: integer('lease_expires_at'),
     createdAt: integer('created_at').notNull(),

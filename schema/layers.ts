@@ -27,6 +27,8 @@ export const layers = sqliteTable(
     queuedAt: integer('queued_at'),
     attempts: integer('attempts').notNull().default(0),
     error: text('error'),
+    /** Whether another attempt can fix `error` (the error said so where it was thrown). */
+    errorRetryable: integer('error_retryable', { mode: 'boolean' }),
     leaseOwner: text('lease_owner'),
     leaseExpiresAt: integer('lease_expires_at'),
     createdAt: integer('created_at').notNull(),

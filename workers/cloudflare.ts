@@ -1,16 +1,18 @@
-// The Cloudflare Workers entry point: the same app and ingest job as Node, with Turso for
-// metadata, an S3-compatible bucket for blobs and Cloudflare Queues for ingest jobs.
-import { parseConfig, ConfigError, type Config } from '../core/config.ts';
+// The Cloudflare Workers entry point: the same app and jobs as Node, with Turso for
+// metadata, an S3-compatible bucket for blobs and Cloudflare Queues for jobs.
+import { parseConfig, ConfigError, type Config, type ConfigEnv } from '../core/config.ts';
 import { connectDatabase } from '../core/adapters/libsql.ts';
-import { backoffMs, type JobMessage } from '../core/adapters/libsql-queue.ts';
+import { LibsqlCatalog } from '../core/adapters/libsql-catalog.ts';
+import { CloudflareJobQueue, type QueueProducer } from '../core/adapters/cloudflare-queue.ts';
+import { fromWire, type WireJob } from '../core/ports/job-queue.ts';
+import { OciError } from '../core/oci/errors.ts';
 import { createApp } from '../functions/app.ts';
+import { errorResponse } from '../functions/errors.ts';
 import type { ExecutionContext } from 'hono';
-import { buildDeps, runJob, storeFor, type Deps } from './deps.ts';
+import { buildDeps, storeFor, type Deps } from './deps.ts';
+import { handleJob } from './jobs.ts';
 
 /** The subset of the Workers runtime types this entry point uses. */
-export interface WorkerQueue<Body> {
-  sendBatch(messages: Iterable<{ body: Body; delaySeconds?: number }>): Promise<void>;
-}
 export interface QueueMessage<Body> {
   readonly id: string;
   readonly body: Body;
@@ -23,30 +25,11 @@ export interface MessageBatch<Body> {
   readonly messages: readonly QueueMessage<Body>[];
 }
 
-/** Bindings and vars (wrangler.toml) and secrets (`wrangler secret put`). */
-export interface Env {
+/** Bindings (wrangler.toml), vars and secrets: every variable of core/config.ts's schema. */
+export type Env = ConfigEnv & {
   /** Queue producer binding for jobs (ingest, extract, prepare-layers). */
-  INGEST_QUEUE: WorkerQueue<JobMessage>;
-  LIBSQL_URL?: string;
-  LIBSQL_AUTH_TOKEN?: string;
-  S3_ENDPOINT?: string;
-  S3_BUCKET?: string;
-  S3_REGION?: string;
-  S3_FORCE_PATH_STYLE?: string;
-  S3_ACCESS_KEY_ID?: string;
-  S3_SECRET_ACCESS_KEY?: string;
-  UPSTREAMS?: string;
-  DEFAULT_UPSTREAM?: string;
-  BLOB_DELIVERY?: string;
-  TAG_TTL_SECONDS?: string;
-  PRESIGN_TTL_SECONDS?: string;
-  INGEST_PART_SIZE_BYTES?: string;
-  INGEST_QUEUE_SIZE?: string;
-  INGEST_MAX_ATTEMPTS?: string;
-  JOB_LEASE_SECONDS?: string;
-  EXTRACT?: string;
-  PUBLIC_URL?: string;
-}
+  INGEST_QUEUE: QueueProducer;
+};
 
 const log = (fields: Record<string, unknown>) => console.log(JSON.stringify(fields));
 
@@ -62,16 +45,23 @@ export function workerConfig(env: Env): Config {
 }
 
 /** Parts are built once per isolate and reused across requests and batches. */
-const built = new WeakMap<Env, { config: Config; deps: Deps; app: ReturnType<typeof createApp> }>();
+interface Built {
+  config: Config;
+  deps: Deps;
+  queue: CloudflareJobQueue;
+  app: ReturnType<typeof createApp>;
+}
 
-function depsFor(env: Env): { config: Config; deps: Deps; app: ReturnType<typeof createApp> } {
+const built = new WeakMap<Env, Built>();
+
+function depsFor(env: Env): Built {
   let entry = built.get(env);
   if (!entry) {
     const config = workerConfig(env);
     const { db } = connectDatabase(config.libsqlUrl, config.libsqlAuthToken);
-    const queue = { send: (messages: readonly JobMessage[]) => env.INGEST_QUEUE.sendBatch(messages.map((body) => ({ body }))) };
-    const deps = buildDeps(config, { db, store: storeFor(config), queue, log });
-    entry = { config, deps, app: createApp(deps.app) };
+    const queue = new CloudflareJobQueue(env.INGEST_QUEUE);
+    const deps = buildDeps(config, { catalog: new LibsqlCatalog(db), store: storeFor(config), queue, log });
+    entry = { config, deps, queue, app: createApp(deps.app) };
     built.set(env, entry);
   }
   return entry;
@@ -85,34 +75,34 @@ export default {
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
       log({ level: 'error', msg: 'bad configuration', error: e.message });
-      return Response.json({ errors: [{ code: 'UNAVAILABLE', message: 'the mirror is misconfigured', detail: null }] }, { status: 503 });
+      return errorResponse(new OciError('UNAVAILABLE', 'the mirror is misconfigured'));
     }
     return app.fetch(request, env, ctx);
   },
 
   /**
-   * Jobs (ingest, extract, prepare-layers): ack when done, retry with backoff on a
-   * transient failure, ack a permanent failure once it is recorded on its row (attempts
-   * beyond INGEST_MAX_ATTEMPTS count as permanent; the queue's dead-letter queue is the
-   * backstop for a consumer that crashes). Unknown or malformed messages are acked.
+   * Jobs, run by workers/jobs.ts like Node's: ack when done, retry with backoff on a
+   * retryable failure, ack a permanent failure once it is recorded on its row (attempts
+   * beyond INGEST_MAX_ATTEMPTS count as permanent; the dead-letter queue is the backstop
+   * for a consumer that crashes). A deferred job is sent again with a delay and acked, so
+   * its wait does not use up the message's attempts. Malformed messages are acked.
    */
-  async queue(batch: MessageBatch<JobMessage>, env: Env): Promise<void> {
-    const { config, deps } = depsFor(env);
+  async queue(batch: MessageBatch<WireJob>, env: Env): Promise<void> {
+    const { config, deps, queue } = depsFor(env);
     for (const message of batch.messages) {
-      const kind = message.body?.kind;
-      const result = await runJob(deps, { kind, payload: message.body?.payload }, `cf-${message.id}`, message.attempts);
-      const { subject } = result;
-      if (result.ok) {
-        message.ack();
-      } else if (result.retry && message.attempts < config.ingestMaxAttempts) {
-        const delaySeconds = Math.ceil(backoffMs(message.attempts) / 1000);
-        log({ level: 'warn', msg: `${kind} failed`, ...subject, error: result.error, attempt: message.attempts, retryInSeconds: delaySeconds });
-        message.retry({ delaySeconds });
-      } else {
-        log({ level: 'error', msg: `${kind} failed for good`, id: message.id, ...subject, error: result.error, attempt: message.attempts });
-        message.ack();
-      }
+      const body = message.body;
+      await handleJob(deps, { kind: body?.kind, payload: body?.payload, attempt: message.attempts, owner: `cf-${message.id}` }, config.ingestMaxAttempts, {
+        done: () => message.ack(),
+        retry: (delayMs) => message.retry({ delaySeconds: Math.ceil(delayMs / 1000) }),
+        defer: async (delayMs) => {
+          const again = fromWire(body.kind, body.payload);
+          if (again) await queue.send([again], Math.ceil(delayMs / 1000));
+          message.ack();
+        },
+        dead: () => message.ack(),
+      });
     }
+    await deps.pulls.flush();
   },
 
   /** The cron trigger, reserved for cache maintenance (garbage collection comes later). */

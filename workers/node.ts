@@ -4,12 +4,15 @@ import { createServer as createHttpsServer } from 'node:https';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { serve } from '@hono/node-server';
-import { parseConfig, ConfigError, type Config } from '../core/config.ts';
+import { parseConfig, ConfigError, type Config, type ConfigEnv } from '../core/config.ts';
 import { openDatabase } from '../core/adapters/libsql.ts';
-import { LibsqlJobQueue, backoffMs } from '../core/adapters/libsql-queue.ts';
+import { LibsqlCatalog } from '../core/adapters/libsql-catalog.ts';
+import { LibsqlJobQueue } from '../core/adapters/libsql-queue.ts';
+import { whileLeased } from '../core/cache/lease.ts';
 import { createApp } from '../functions/app.ts';
 import { StoreUnavailableError, redactUrls } from '../core/oci/errors.ts';
-import { buildDeps, runJob, storeFor } from './deps.ts';
+import { buildDeps, storeFor } from './deps.ts';
+import { handleJob } from './jobs.ts';
 
 // Bundled as dist/server.mjs, one folder down like this file: schema/ is a sibling either way.
 const MIGRATIONS = new URL('../schema/migrations', import.meta.url);
@@ -28,7 +31,7 @@ const shownUrl = (url: string) => url.replace(/\/\/[^/@]*@/, '//').replace(/\?.*
 async function main(): Promise<void> {
   let config: Config;
   try {
-    config = parseConfig(process.env);
+    config = parseConfig(process.env as ConfigEnv);
   } catch (e) {
     if (e instanceof ConfigError) fatal(`bad configuration: ${e.message}`);
     throw e;
@@ -46,7 +49,7 @@ async function main(): Promise<void> {
     fatal(`the blob store cannot be used: ${redactUrls(causeOf(e))}`);
   });
   const queue = new LibsqlJobQueue(db);
-  const deps = buildDeps(config, { db, store, queue, log });
+  const deps = buildDeps(config, { catalog: new LibsqlCatalog(db), store, queue, log });
   const app = createApp(deps.app);
   const tls = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined;
   const server = serve({
@@ -90,20 +93,20 @@ async function main(): Promise<void> {
         continue;
       }
       running.set(job.id, owner);
-      const renew = setInterval(() => void queue.renew(job.id, owner, leaseMs).catch(() => {}), Math.floor(leaseMs / 3));
       try {
-        const result = await runJob(deps, { kind: job.kind, payload: JSON.parse(job.payload) }, owner, job.attempts);
-        if (result.ok) {
-          await queue.complete(job.id, owner);
-        } else {
-          const state = await queue.fail(job.id, owner, result.error, { retry: result.retry, maxAttempts: config.ingestMaxAttempts });
-          log({ level: 'warn', msg: `${job.kind} failed`, ...result.subject, error: result.error, attempt: job.attempts, state, retryInMs: state === 'retrying' ? backoffMs(job.attempts) : undefined });
-        }
+        // The job's lease is held like every other: losing it stops the work it does.
+        await whileLeased({ what: 'job', leaseMs, renew: () => queue.renew(job.id, owner, leaseMs) }, (signal) =>
+          handleJob(deps, { kind: job.kind, payload: JSON.parse(job.payload), attempt: job.attempts, owner, signal }, config.ingestMaxAttempts, {
+            done: () => queue.complete(job.id, owner),
+            retry: (delayMs, error) => queue.retry(job.id, owner, error, delayMs),
+            defer: (delayMs) => queue.defer(job.id, owner, delayMs),
+            dead: (error) => queue.fail(job.id, owner, error),
+          }),
+        );
       } catch (e) {
-        log({ level: 'error', msg: `${job.kind} crashed`, job: job.key, error: String(e) });
-        await queue.fail(job.id, owner, String(e), { retry: true, maxAttempts: config.ingestMaxAttempts }).catch(() => {});
+        // The queue itself failed (the database is gone): the lease runs out and the job is run again.
+        log({ level: 'error', msg: 'job could not be recorded', job: job.key, error: redactUrls(String(e)) });
       } finally {
-        clearInterval(renew);
         running.delete(job.id);
       }
     }
@@ -131,6 +134,7 @@ async function main(): Promise<void> {
       if ('closeAllConnections' in server) server.closeAllConnections();
       log({ msg: 'stop grace over', releasedJobs: jobs.length });
     }
+    await deps.pulls.flush();
     close();
     log({ msg: 'stopped', signal });
     process.exit(0);

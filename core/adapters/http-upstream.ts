@@ -1,4 +1,5 @@
 import { OciError, redactUrls } from '../oci/errors.ts';
+import { isTransientStatus, tooManyRequests, type Upstream } from '../ports/upstream.ts';
 
 export interface UpstreamConfig {
   /** Base URL, e.g. `https://registry-1.docker.io`. */
@@ -9,7 +10,7 @@ export interface UpstreamConfig {
 
 export interface UpstreamOptions {
   fetch?: typeof fetch;
-  /** Attempts for transient failures (network errors, 502/503/504), including the first. */
+  /** Attempts for transient failures (network errors, `isTransientStatus`), including the first. */
   attempts?: number;
   backoffBaseMs?: number;
   now?: () => number;
@@ -20,7 +21,6 @@ interface CachedToken {
   expiresAt: number;
 }
 
-const TRANSIENT_STATUSES = new Set([502, 503, 504]);
 const MAX_REDIRECTS = 5;
 const DEFAULT_TOKEN_SECONDS = 60;
 
@@ -44,7 +44,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * forwarding `Authorization`, and retries transient failures with backoff.
  * Credentials never appear in errors it throws.
  */
-export class UpstreamRegistry {
+export class UpstreamRegistry implements Upstream {
   readonly host: string;
   readonly #config: UpstreamConfig;
   readonly #fetch: typeof fetch;
@@ -119,10 +119,8 @@ export class UpstreamRegistry {
     if (!res.ok) {
       await res.body?.cancel();
       if (res.status === 429) throw tooManyRequests(this.host, res);
-      throw new OciError(res.status === 401 || res.status === 403 ? 'UNAUTHORIZED' : 'UNAVAILABLE', 'upstream token service refused', {
-        upstream: this.host,
-        status: res.status,
-      });
+      const refused = res.status === 401 || res.status === 403;
+      throw new OciError(refused ? 'UNAUTHORIZED' : 'UNAVAILABLE', 'upstream token service refused', { upstream: this.host, status: res.status }, { retryable: !refused && isTransientStatus(res.status) });
     }
     const body = (await res.json()) as { token?: string; access_token?: string; expires_in?: number };
     const token = body.token ?? body.access_token;
@@ -155,7 +153,7 @@ export class UpstreamRegistry {
             target = next.toString();
             continue;
           }
-          if (TRANSIENT_STATUSES.has(res.status) && attempt < this.#attempts) {
+          if (isTransientStatus(res.status) && attempt < this.#attempts) {
             await res.body?.cancel();
             lastError = new Error(`upstream answered ${res.status}`);
             break;
@@ -168,7 +166,7 @@ export class UpstreamRegistry {
       }
       if (attempt < this.#attempts) await sleep(this.#backoffBaseMs * 2 ** (attempt - 1));
     }
-    throw new OciError('UNAVAILABLE', 'upstream registry is unreachable', { upstream: this.host, reason: describe(lastError) });
+    throw new OciError('UNAVAILABLE', 'upstream registry is unreachable', { upstream: this.host, reason: describe(lastError) }, { retryable: true });
   }
 }
 
@@ -176,49 +174,4 @@ export class UpstreamRegistry {
 function describe(e: unknown): string {
   const err = e as { cause?: { code?: string }; message?: string };
   return err?.cause?.code ?? (err?.message !== undefined ? redactUrls(err.message) : 'unknown error');
-}
-
-function tooManyRequests(host: string, res: Response): OciError {
-  const retryAfter = Number(res.headers.get('retry-after'));
-  return new OciError('TOOMANYREQUESTS', 'upstream rate limit reached', { upstream: host }, {
-    retryAfterSeconds: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : undefined,
-  });
-}
-
-/** The configured client for `host`. Throws DENIED for a host that is not configured. */
-export function selectUpstream(upstreams: ReadonlyMap<string, UpstreamRegistry>, host: string): UpstreamRegistry {
-  const upstream = upstreams.get(host);
-  if (!upstream) throw new OciError('DENIED', 'upstream registry is not configured', { upstream: host });
-  return upstream;
-}
-
-/**
- * The client's error for a non-OK upstream answer (its body is discarded): `notFound`
- * for 404, TOOMANYREQUESTS for 429, DENIED for 401/403, UNAVAILABLE otherwise.
- */
-export async function upstreamError(res: Response, host: string, notFound: OciError): Promise<OciError> {
-  await res.body?.cancel();
-  if (res.status === 404) return notFound;
-  if (res.status === 429) return tooManyRequests(host, res);
-  // A Range passed through that the upstream cannot satisfy: the client's to fix, not ours.
-  if (res.status === 416) return new OciError('RANGE_INVALID', 'requested range not satisfiable', { upstream: host, range: res.headers.get('content-range') });
-  if (res.status === 401 || res.status === 403) return new OciError('DENIED', 'upstream denied access', { upstream: host, status: res.status });
-  return new OciError('UNAVAILABLE', 'upstream registry failed', { upstream: host, status: res.status });
-}
-
-/** Reads a body up to `limit` bytes; throws UPSTREAM_INVALID beyond it (never buffers more). */
-export async function readCapped(res: Response, limit: number): Promise<Uint8Array> {
-  const declared = Number(res.headers.get('content-length') ?? NaN);
-  if (declared > limit) {
-    await res.body?.cancel();
-    throw new OciError('UPSTREAM_INVALID', 'upstream document is larger than the limit', { size: declared, limit });
-  }
-  const parts: Uint8Array[] = [];
-  let total = 0;
-  for await (const chunk of res.body ?? []) {
-    total += chunk.byteLength;
-    if (total > limit) throw new OciError('UPSTREAM_INVALID', 'upstream document is larger than the limit', { limit });
-    parts.push(chunk);
-  }
-  return Buffer.concat(parts);
 }

@@ -1,16 +1,8 @@
 import { and, eq, inArray, lte, or, sql } from 'drizzle-orm';
 import { jobs, type Job } from '../../schema/jobs.ts';
 import type { Database } from './libsql.ts';
-
-export interface JobMessage {
-  /** One live job per key (e.g. `ingest:sha256:…`): enqueueing it again is a no-op. */
-  key: string;
-  kind: string;
-  payload: unknown;
-}
-
-/** Delay before attempt `attempts + 1`: 1 s, 2 s, 4 s, … capped at 5 minutes. */
-export const backoffMs = (attempts: number): number => Math.min(1000 * 2 ** Math.max(0, attempts - 1), 300_000);
+import type { Clock } from '../ports/clock.ts';
+import { toWire, type JobMessage, type JobQueue } from '../ports/job-queue.ts';
 
 /**
  * The Node runtime's durable queue, kept in libSQL so a crash loses nothing and several
@@ -18,11 +10,11 @@ export const backoffMs = (attempts: number): number => Math.min(1000 * 2 ** Math
  * never get the same job; a worker that dies stops renewing its lease and the job
  * becomes claimable again when the lease runs out.
  */
-export class LibsqlJobQueue {
+export class LibsqlJobQueue implements JobQueue {
   readonly #db: Database;
-  readonly #now: () => number;
+  readonly #now: Clock;
 
-  constructor(db: Database, now: () => number = Date.now) {
+  constructor(db: Database, now: Clock = Date.now) {
     this.#db = db;
     this.#now = now;
   }
@@ -30,7 +22,7 @@ export class LibsqlJobQueue {
   /** Adds jobs; a key with a queued or running job is left alone, a finished one is re-armed. */
   async send(messages: readonly JobMessage[]): Promise<void> {
     const now = this.#now();
-    for (const m of messages) {
+    for (const m of messages.map(toWire)) {
       const payload = JSON.stringify(m.payload);
       await this.#db
         .insert(jobs)
@@ -91,25 +83,29 @@ export class LibsqlJobQueue {
       .where(and(eq(jobs.id, id), eq(jobs.leaseOwner, owner)));
   }
 
-  /**
-   * Records a failure: requeued with backoff while attempts remain and `retry` is true,
-   * otherwise `failed` for good.
-   */
-  async fail(id: number, owner: string, error: string, opts: { retry: boolean; maxAttempts: number }): Promise<'retrying' | 'failed'> {
+  /** Runs the job again after `delayMs`, recording why it failed (this attempt counts). Ignored when `owner` lost the lease. */
+  async retry(id: number, owner: string, error: string, delayMs: number): Promise<void> {
     const now = this.#now();
-    const [row] = await this.#db.select({ attempts: jobs.attempts }).from(jobs).where(eq(jobs.id, id));
-    const retrying = opts.retry && (row?.attempts ?? opts.maxAttempts) < opts.maxAttempts;
     await this.#db
       .update(jobs)
-      .set({
-        state: retrying ? 'queued' : 'failed',
-        runAt: retrying ? now + backoffMs(row?.attempts ?? 1) : now,
-        leaseOwner: null,
-        leaseExpiresAt: null,
-        lastError: error,
-        updatedAt: now,
-      })
+      .set({ state: 'queued', runAt: now + delayMs, leaseOwner: null, leaseExpiresAt: null, lastError: error, updatedAt: now })
+      .where(and(eq(jobs.id, id), eq(jobs.leaseOwner, owner), eq(jobs.state, 'running')));
+  }
+
+  /** Runs the job again after `delayMs` without counting this attempt (it waited on other work). */
+  async defer(id: number, owner: string, delayMs: number): Promise<void> {
+    const now = this.#now();
+    await this.#db
+      .update(jobs)
+      .set({ state: 'queued', runAt: now + delayMs, leaseOwner: null, leaseExpiresAt: null, attempts: sql`max(${jobs.attempts} - 1, 0)`, updatedAt: now })
+      .where(and(eq(jobs.id, id), eq(jobs.leaseOwner, owner), eq(jobs.state, 'running')));
+  }
+
+  /** Marks the job failed for good with its error. Ignored when `owner` lost the lease. */
+  async fail(id: number, owner: string, error: string): Promise<void> {
+    await this.#db
+      .update(jobs)
+      .set({ state: 'failed', leaseOwner: null, leaseExpiresAt: null, lastError: error, updatedAt: this.#now() })
       .where(and(eq(jobs.id, id), eq(jobs.leaseOwner, owner)));
-    return retrying ? 'retrying' : 'failed';
   }
 }

@@ -1,28 +1,22 @@
-import { and, eq, inArray, lte, or, sql } from 'drizzle-orm';
-import { layers, type Layer } from '../../schema/layers.ts';
-import { blobs } from '../../schema/blobs.ts';
-import type { Database } from '../adapters/libsql.ts';
+import type { Catalog, Layer } from '../ports/catalog.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
-import { DigestMismatchError, OciError } from '../oci/errors.ts';
+import type { Clock } from '../ports/clock.ts';
+import { DigestMismatchError, OciError, TransientError } from '../oci/errors.ts';
+import { layerTarKey, layerTocKey } from '../oci/keys.ts';
+import { parseDigest } from '../oci/reference.ts';
 import { DecompressError, compressionOf, decompressed } from '../layer/decompress.ts';
 import { TarError } from '../layer/tar.ts';
 import { tocStream, tocWriter } from '../layer/toc.ts';
-import { holdLease } from './lease.ts';
-import { classify, type JobResult } from './ingest.ts';
-import { parseDigest, type Digest } from '../oci/reference.ts';
+import { whileLeased } from './lease.ts';
+import { failureOf, type JobResult } from './retry.ts';
+import { ingestBlob, type IngestDeps } from './ingest.ts';
 
-/** Public bucket keys of an extracted layer (see README "Bucket layout"). */
-export const layerTarKey = (diffId: Digest): string => `layers/${diffId.algorithm}/${diffId.hex}/layer.tar`;
-export const layerTocKey = (diffId: Digest): string => `layers/${diffId.algorithm}/${diffId.hex}/toc.json`;
+export interface ExtractDeps extends IngestDeps {}
 
-export interface ExtractDeps {
-  db: Database;
-  store: BlobStore;
-  leaseMs: number;
-  now?: () => number;
-}
+/** How long an extract job waits before looking again at a blob another consumer is fetching. */
+export const BLOB_WAIT_MS = 2000;
 
-export interface LayerSource {
+export interface ImageLayer {
   diffId: string;
   blobDigest: string;
   mediaType: string;
@@ -32,88 +26,75 @@ export interface LayerSource {
  * Records a layer as `pending` unless a row exists. Throws DIGEST_INVALID, and
  * UNSUPPORTED for a media type that is not a layer tar.
  */
-export async function recordLayer(db: Database, source: LayerSource, now = Date.now()): Promise<void> {
+export async function recordLayer(catalog: Catalog, source: ImageLayer, now: number): Promise<void> {
   const diffId = parseDigest(source.diffId);
   if (diffId.algorithm !== 'sha256') throw new OciError('DIGEST_INVALID', 'diff_ids must be sha256', { diff_id: diffId.value });
-  const compression = compressionOf(source.mediaType);
-  await db
-    .insert(layers)
-    .values({
+  await catalog.recordLayer(
+    {
       diffId: diffId.value,
       blobDigest: parseDigest(source.blobDigest).value,
       mediaType: source.mediaType,
-      compression,
+      compression: compressionOf(source.mediaType),
       tarKey: layerTarKey(diffId),
       tocKey: layerTocKey(diffId),
-      createdAt: now,
-      updatedAt: now,
-    })
-    .onConflictDoNothing();
+    },
+    now,
+  );
 }
 
-/** Errors recorded on a layer row that another attempt will not fix. */
-export const isPermanentLayerError = (error: string | null): boolean => error !== null && /^(LAYER_INVALID|UNSUPPORTED):/.test(error);
-
 /**
- * The extract job: claims the layer row with a lease, streams the stored (verified) blob
- * through decompression and the tar reader into `layer.tar` while hashing it, and writes
- * `toc.json` alongside. `layer.tar` is committed only if its hash equals the diff_id,
- * and `toc.json` only after that; either failing leaves nothing under either key. The
- * blob must be ready in the store (the caller ingests it first). Every failure is
- * recorded on the row; the result says whether the queue should retry.
+ * The extract job. The layer's blob is ingested first when it is not stored (by this
+ * job, under the blob's own lease); while another consumer fetches it, the job is
+ * deferred rather than waiting in a consumer. Then the layer row is claimed with a lease
+ * and the stored (verified) blob streams through decompression and the tar reader into
+ * `layer.tar` while it is hashed, with `toc.json` alongside. `layer.tar` is committed
+ * only if its hash equals the diff_id, and `toc.json` only after that; either failing
+ * leaves nothing under either key. Every failure is recorded on the row.
  */
-export async function extractLayer(deps: ExtractDeps, diffId: string, owner: string): Promise<JobResult> {
-  const now = deps.now ?? Date.now;
-  const { db } = deps;
-  const claimedAt = now();
-  const [row] = await db
-    .update(layers)
-    .set({ state: 'extracting', leaseOwner: owner, leaseExpiresAt: claimedAt + deps.leaseMs, attempts: sql`${layers.attempts} + 1`, updatedAt: claimedAt })
-    .where(
-      and(
-        eq(layers.diffId, diffId),
-        or(inArray(layers.state, ['pending', 'failed']), and(eq(layers.state, 'extracting'), lte(layers.leaseExpiresAt, claimedAt))),
-      ),
-    )
-    .returning();
-  if (!row) {
-    const [current] = await db.select().from(layers).where(eq(layers.diffId, diffId));
-    if (!current) return { ok: false, retry: false, error: `no layer row for ${diffId}` };
-    return { ok: true, outcome: current.state === 'ready' ? 'already-ready' : 'leased-elsewhere' };
+export async function extractLayer(deps: ExtractDeps, diffId: string, owner: string, signal?: AbortSignal): Promise<JobResult> {
+  const { catalog, clock } = deps;
+  const layer = await catalog.layer(diffId);
+  if (!layer) return { ok: false, retry: false, error: `no layer row for ${diffId}` };
+  if (layer.state === 'ready') return { ok: true, outcome: 'already-ready' };
+  const blob = await catalog.blob(layer.blobDigest);
+  if (!blob) return { ok: false, retry: false, error: `no blob row for ${layer.blobDigest}` };
+  if (blob.state !== 'ready') {
+    const ingested = await ingestBlob(deps, layer.blobDigest, owner, signal);
+    if (!ingested.ok) {
+      // Said on the layer too, so that a plan shows why it is not extracting.
+      const error = `the layer blob could not be stored: ${ingested.error}`;
+      await catalog.layerBlobFailed(diffId, error, ingested.retry, clock());
+      return { ...ingested, error };
+    }
+    if (ingested.outcome === 'leased-elsewhere') return { ok: true, outcome: 'deferred', waitMs: BLOB_WAIT_MS, reason: `blob ${layer.blobDigest} is being fetched by another consumer` };
   }
 
-  const lease = holdLease('layer', async () => {
-    const t = now();
-    const renewed = await db
-      .update(layers)
-      .set({ leaseExpiresAt: t + deps.leaseMs, updatedAt: t })
-      .where(and(eq(layers.diffId, diffId), eq(layers.leaseOwner, owner)))
-      .returning({ diffId: layers.diffId });
-    return renewed.length > 0;
-  }, deps.leaseMs);
-  const mine = and(eq(layers.diffId, diffId), eq(layers.leaseOwner, owner));
+  const claim = await catalog.claim('layer', diffId, owner, deps.leaseMs, clock());
+  if (!claim.claimed) {
+    if (!claim.current) return { ok: false, retry: false, error: `no layer row for ${diffId}` };
+    return { ok: true, outcome: claim.current.state === 'ready' ? 'already-ready' : 'leased-elsewhere' };
+  }
+  const row = claim.claimed;
   try {
-    const done = await extractIntoStore(deps, row, lease.signal);
-    const t = now();
-    await db
-      .update(layers)
-      .set({ state: 'ready', size: done.size, fileCount: done.files, tocDigest: done.tocDigest, readyAt: t, updatedAt: t, error: null, leaseOwner: null, leaseExpiresAt: null })
-      .where(mine);
+    const done = await whileLeased(
+      { what: 'layer', leaseMs: deps.leaseMs, renew: () => catalog.renew('layer', diffId, owner, deps.leaseMs, clock()), signal },
+      (leased) => extractIntoStore(deps, row, leased),
+    );
+    await catalog.layerStored(diffId, owner, { size: done.size, fileCount: done.files, tocDigest: done.tocDigest }, clock());
     return { ok: true, outcome: 'stored', bytes: done.size };
   } catch (e) {
-    const failure = classify(e);
-    await db.update(layers).set({ state: 'failed', error: failure.error, updatedAt: now(), leaseOwner: null, leaseExpiresAt: null }).where(mine);
+    // Recorded only while we hold the lease (a lost lease leaves the row to its new owner).
+    const failure = failureOf(e);
+    await catalog.fail('layer', diffId, owner, { message: failure.error, retryable: failure.retry }, clock());
     return failure;
-  } finally {
-    lease.stop();
   }
 }
 
 async function extractIntoStore(deps: ExtractDeps, row: Layer, signal: AbortSignal): Promise<{ size: number; files: number; tocDigest: string }> {
-  const [blob] = await deps.db.select().from(blobs).where(eq(blobs.digest, row.blobDigest));
-  if (blob?.state !== 'ready') throw new Error(`blob ${row.blobDigest} is not stored yet`);
+  const blob = await deps.catalog.blob(row.blobDigest);
+  if (blob?.state !== 'ready') throw new TransientError(`blob ${row.blobDigest} is not stored yet`);
   const object = await deps.store.get(blob.storageKey);
-  if (!object) throw new Error(`blob ${row.blobDigest} is missing from the store`);
+  if (!object) throw new TransientError(`blob ${row.blobDigest} is missing from the store`);
 
   const toc = tocWriter(row.diffId);
   const reader = tocStream((entry) => toc.write(entry));
@@ -127,14 +108,14 @@ async function extractIntoStore(deps: ExtractDeps, row: Layer, signal: AbortSign
   } catch (e) {
     toc.fail(e);
     await tocPut.catch(() => {});
-    throw layerError(e, row);
+    throw signal.aborted ? signal.reason : layerError(e, row);
   }
   toc.finish(size);
   await tocPut;
   return { size, files: reader.entries(), tocDigest: toc.digest() };
 }
 
-/** What went wrong with the layer's content, as a recordable error. */
+/** What went wrong with the layer's content, as a recordable error (none of it changes on a retry). */
 function layerError(e: unknown, row: Layer): unknown {
   const where = { diff_id: row.diffId, blob: row.blobDigest, mediaType: row.mediaType };
   if (e instanceof DigestMismatchError) {

@@ -34,30 +34,45 @@ export class OciError extends Error {
   readonly detail: ErrorDetail | undefined;
   /** Seconds the client should wait, when the upstream said so (429, 503). */
   readonly retryAfterSeconds: number | undefined;
+  /**
+   * Whether trying the same thing again later can succeed (an unreachable or rate-limiting
+   * upstream, a cut transfer), said where the error is thrown. Jobs retry on it; nothing
+   * else decides retries.
+   */
+  readonly retryable: boolean;
 
-  constructor(code: ErrorCode, message: string, detail?: ErrorDetail, opts?: { cause?: unknown; retryAfterSeconds?: number }) {
+  constructor(code: ErrorCode, message: string, detail?: ErrorDetail, opts?: { cause?: unknown; retryAfterSeconds?: number | undefined; retryable?: boolean }) {
     super(message, { cause: opts?.cause });
     this.name = 'OciError';
     this.code = code;
     this.detail = detail;
     this.retryAfterSeconds = opts?.retryAfterSeconds;
+    this.retryable = opts?.retryable ?? false;
   }
 }
 
 export const isOciError = (e: unknown): e is OciError => e instanceof OciError;
 
-/** Content did not hash to what it claimed: never store or serve it. */
+/** Content did not hash to what it claimed: never store or serve it. A cut or corrupted transfer may be, so it is retryable. */
 export class DigestMismatchError extends OciError {
   constructor(expected: string, actual: string) {
-    super('UPSTREAM_INVALID', 'content does not match its digest', { expected, actual });
+    super('UPSTREAM_INVALID', 'content does not match its digest', { expected, actual }, { retryable: true });
   }
 }
 
-/** Content was longer or shorter than its descriptor said. */
+/** Content was longer or shorter than its descriptor said (retryable, like a digest mismatch). */
 export class SizeMismatchError extends OciError {
   constructor(expected: number, actual: number, digest?: string) {
-    super('UPSTREAM_INVALID', 'content size does not match its descriptor', { digest, expected, actual });
+    super('UPSTREAM_INVALID', 'content size does not match its descriptor', { digest, expected, actual }, { retryable: true });
   }
+}
+
+/**
+ * A failure that is not the client's or the upstream's content: a network error, a store
+ * write that failed. Retryable. What an unknown error in a job counts as.
+ */
+export class TransientError extends Error {
+  readonly retryable = true;
 }
 
 /**
@@ -89,7 +104,8 @@ export class StoreUnavailableError extends OciError {
   readonly context: Record<string, string | undefined>;
 
   constructor(variable: string, problem: string, context: Record<string, string | undefined> = {}, cause?: unknown) {
-    super('UNAVAILABLE', 'the blob store cannot be used', { variable, problem }, { cause });
+    // Retryable: once the operator fixes the variable, the same job succeeds (attempts bound it).
+    super('UNAVAILABLE', 'the blob store cannot be used', { variable, problem }, { cause, retryable: true });
     this.variable = variable;
     this.problem = problem;
     this.context = context;

@@ -16,7 +16,8 @@ export const MANIFEST_MEDIA_TYPES: readonly string[] = [
 ];
 
 /** Manifests are read whole, so they are capped before reading (as distribution does). */
-export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+/** The platform served to clients that cannot read an index, and planned by default (as distribution does). */
+export const DEFAULT_PLATFORM = { os: 'linux', architecture: 'amd64' } as const;
 
 export interface Platform {
   os: string;
@@ -116,4 +117,14 @@ export function selectPlatform(manifests: readonly Descriptor[], want: Platform)
     if (!p || p.os !== want.os || p.architecture !== want.architecture) return false;
     return want.variant === undefined || variantOf(p) === variantOf(want);
   });
+}
+
+/** `linux/amd64`, `linux/arm64/v8`. Throws PLATFORM_INVALID. */
+export function parsePlatform(text: string): Platform {
+  const parts = text.split('/');
+  if (parts.length < 2 || parts.length > 3 || parts.some((p) => !/^[a-z0-9_.-]+$/i.test(p))) {
+    throw new OciError('PLATFORM_INVALID', 'platform must be os/architecture[/variant]', { platform: text });
+  }
+  const [os, architecture, variant] = parts as [string, string, string | undefined];
+  return variant === undefined ? { os, architecture } : { os, architecture, variant };
 }

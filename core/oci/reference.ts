@@ -101,11 +101,6 @@ export function resolveTarget(
   return { upstream, name };
 }
 
-/** Storage key of a blob, a public contract: `blobs/<algorithm>/<hex>`. */
-export const blobKey = (digest: Digest): string => `blobs/${digest.algorithm}/${digest.hex}`;
-/** Storage key of a manifest: `manifests/<algorithm>/<hex>`. */
-export const manifestKey = (digest: Digest): string => `manifests/${digest.algorithm}/${digest.hex}`;
-
 /**
  * Splits an image reference as people write it (`alpine`, `ghcr.io/org/app:1.2`,
  * `docker.io/library/alpine@sha256:…`) into the repository path and the tag or digest

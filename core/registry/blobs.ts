@@ -1,28 +1,33 @@
-import { eq, sql } from 'drizzle-orm';
-import { blobs } from '../../schema/blobs.ts';
-import type { Database } from '../adapters/libsql.ts';
+import type { Catalog } from '../ports/catalog.ts';
 import type { BlobStore, ByteRange } from '../ports/blob-store.ts';
-import type { UpstreamRegistry } from '../adapters/http-upstream.ts';
-import type { JobMessage } from '../adapters/libsql-queue.ts';
-import { selectUpstream, upstreamError } from '../adapters/http-upstream.ts';
+import type { JobQueue } from '../ports/job-queue.ts';
+import type { Clock } from '../ports/clock.ts';
+import { selectUpstream, upstreamError, type Upstreams } from '../ports/upstream.ts';
 import { OciError } from '../oci/errors.ts';
+import { blobKey } from '../oci/keys.ts';
 import { parseDigest, type RepositoryTarget } from '../oci/reference.ts';
-import { recordBlob } from '../cache/ingest.ts';
 import { resolveRange } from '../oci/range.ts';
+import type { PullCounter } from './pulls.ts';
 
 export interface BlobDeps {
-  db: Database;
+  catalog: Catalog;
   store: BlobStore;
-  upstreams: ReadonlyMap<string, UpstreamRegistry>;
-  queue: { send(messages: readonly JobMessage[]): Promise<void> };
+  upstreams: Upstreams;
+  queue: JobQueue;
+  pulls: PullCounter;
+  clock: Clock;
   delivery: 'redirect' | 'stream';
   presignTtlSeconds: number;
 }
 
-export type BlobAnswer =
+export type BlobAnswer = (
   | { kind: 'redirect'; url: string; digest: string }
   | { kind: 'stored'; digest: string; size: number; range?: ByteRange; body?: ReadableStream<Uint8Array> }
-  | { kind: 'upstream'; digest: string; response: Response };
+  | { kind: 'upstream'; digest: string; response: Response }
+) & {
+  /** Bookkeeping to finish after the response (a batch of pull counts), when some is due. */
+  background?: Promise<void> | undefined;
+};
 
 /**
  * A blob for a client. Ready blobs come from the store (a presigned redirect, or a
@@ -32,29 +37,27 @@ export type BlobAnswer =
  */
 export async function getBlob(deps: BlobDeps, target: RepositoryTarget, reference: string, method: 'GET' | 'HEAD', rangeHeader?: string): Promise<BlobAnswer> {
   const digest = parseDigest(reference);
-  const [row] = await deps.db.select().from(blobs).where(eq(blobs.digest, digest.value));
+  const row = await deps.catalog.blob(digest.value);
   if (row?.state === 'ready' && row.size !== null) {
-    if (method === 'GET') {
-      await deps.db.update(blobs).set({ pullCount: sql`${blobs.pullCount} + 1`, lastPulledAt: Date.now() }).where(eq(blobs.digest, digest.value));
-    }
+    const background = method === 'GET' ? deps.pulls.count('blob', digest.value) : undefined;
     if (method === 'GET' && deps.delivery === 'redirect') {
       const url = await deps.store.presign(row.storageKey, deps.presignTtlSeconds);
-      if (url) return { kind: 'redirect', url, digest: digest.value };
+      if (url) return { kind: 'redirect', url, digest: digest.value, background };
     }
     const range = resolveRange(rangeHeader, row.size);
     if (method === 'HEAD') return { kind: 'stored', digest: digest.value, size: row.size };
     const object = await deps.store.get(row.storageKey, range);
-    if (object) return { kind: 'stored', digest: digest.value, size: row.size, range, body: object.body };
+    if (object) return { kind: 'stored', digest: digest.value, size: row.size, range, body: object.body, background };
     // The row says ready but the object is gone (deleted behind our back): fetch it again.
-    await deps.db.update(blobs).set({ state: 'pending' }).where(eq(blobs.digest, digest.value));
+    await deps.catalog.blobMissing(digest.value, deps.clock());
   }
   const upstream = selectUpstream(deps.upstreams, target.upstream);
   const headers: Record<string, string> = rangeHeader && method === 'GET' ? { range: rangeHeader } : {};
   const res = await upstream.request(method, `/v2/${target.name}/blobs/${digest.value}`, target.name, headers);
   if (!res.ok) throw await upstreamError(res, target.upstream, new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.value }));
   if (method === 'GET') {
-    await recordBlob(deps.db, { digest: digest.value, upstream: target.upstream, name: target.name });
-    await deps.queue.send([{ key: `ingest:${digest.value}`, kind: 'ingest', payload: { digest: digest.value } }]);
+    await deps.catalog.recordBlob({ digest: digest.value, upstream: target.upstream, name: target.name, storageKey: blobKey(digest) }, deps.clock());
+    await deps.queue.send([{ kind: 'ingest', digest: digest.value }]);
   }
   return { kind: 'upstream', digest: digest.value, response: res };
 }

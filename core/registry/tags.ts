@@ -1,23 +1,58 @@
-import type { UpstreamRegistry } from '../adapters/http-upstream.ts';
-import { readCapped, selectUpstream, upstreamError } from '../adapters/http-upstream.ts';
-import { OciError } from '../oci/errors.ts';
-import { MediaType, parseManifest } from '../oci/manifest.ts';
+import type { Catalog } from '../ports/catalog.ts';
+import type { Clock } from '../ports/clock.ts';
+import { selectUpstream, upstreamError, type Upstreams } from '../ports/upstream.ts';
+import { OciError, isOciError } from '../oci/errors.ts';
+import { digestOf } from '../oci/digest.ts';
+import { MANIFEST_MEDIA_TYPES } from '../oci/manifest.ts';
+import { MAX_LISTING_BYTES, MAX_MANIFEST_BYTES, readCapped } from '../oci/limits.ts';
 import { parseDigest, type RepositoryTarget } from '../oci/reference.ts';
-import { and, eq } from 'drizzle-orm';
-import type { Database } from '../adapters/libsql.ts';
-import { isOciError } from '../oci/errors.ts';
-import { repositoryId } from './manifests.ts';
-import { repositories } from '../../schema/repositories.ts';
-import { tagLists } from '../../schema/tag-lists.ts';
 
-export interface ListingDeps {
-  upstreams: ReadonlyMap<string, UpstreamRegistry>;
-  db: Database;
-  now?: () => number;
+export interface TagDeps {
+  catalog: Catalog;
+  upstreams: Upstreams;
+  clock: Clock;
+  /** How long a tag's resolution is reused before the upstream is asked again. */
+  tagTtlSeconds: number;
 }
 
-/** Tag lists and referrer indexes are read whole: cap them like distribution caps bodies. */
-export const MAX_LISTING_BYTES = 8 * 1024 * 1024;
+export const MANIFEST_ACCEPT = { accept: MANIFEST_MEDIA_TYPES.join(', ') };
+
+const manifestUnknown = (res: Response, target: RepositoryTarget, reference: string): Promise<OciError> =>
+  upstreamError(res, target.upstream, new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { name: target.name, reference }));
+
+/**
+ * Resolves a tag to a digest: the cached digest while younger than TAG_TTL_SECONDS, else
+ * an upstream HEAD (which Docker Hub does not count as a pull); when the upstream is
+ * down, errors or rate-limits, the last known digest (stale-if-error). Throws
+ * MANIFEST_UNKNOWN when the upstream has no such tag, or the upstream's error when
+ * nothing is cached.
+ */
+export async function resolveTag(deps: TagDeps, target: RepositoryTarget, tag: string): Promise<string> {
+  const now = deps.clock();
+  const cached = await deps.catalog.tag(target, tag);
+  if (cached && now - cached.resolvedAt < deps.tagTtlSeconds * 1000) return cached.digest;
+  const upstream = selectUpstream(deps.upstreams, target.upstream);
+  let digest: string | undefined;
+  try {
+    const path = `/v2/${target.name}/manifests/${tag}`;
+    const res = await upstream.request('HEAD', path, target.name, MANIFEST_ACCEPT);
+    if (!res.ok) throw await manifestUnknown(res, target, tag);
+    digest = res.headers.get('docker-content-digest') ?? undefined;
+    if (!digest) {
+      // Some registries omit the header on HEAD: hash the (capped) body instead.
+      const get = await upstream.request('GET', path, target.name, MANIFEST_ACCEPT);
+      if (!get.ok) throw await manifestUnknown(get, target, tag);
+      digest = digestOf(await readCapped(get, MAX_MANIFEST_BYTES));
+    }
+    parseDigest(digest);
+  } catch (e) {
+    const stale = cached && isOciError(e) && e.code !== 'MANIFEST_UNKNOWN';
+    if (stale) return cached.digest;
+    throw e;
+  }
+  await deps.catalog.putTag(target, tag, digest, now);
+  return digest;
+}
 
 export interface TagPage {
   tags: string[];
@@ -54,7 +89,7 @@ export function parseNextLink(header: string | null): TagPage['next'] {
  * one is served instead, paged here. Throws PAGINATION_NUMBER_INVALID, NAME_UNKNOWN, and
  * when nothing is remembered UPSTREAM_INVALID, UNAVAILABLE, TOOMANYREQUESTS.
  */
-export async function listTags(deps: ListingDeps, target: RepositoryTarget, n: string | undefined, last: string | undefined): Promise<TagPage> {
+export async function listTags(deps: TagDeps, target: RepositoryTarget, n: string | undefined, last: string | undefined): Promise<TagPage> {
   const size = parsePageSize(n);
   const whole = size === undefined && (last === undefined || last === '');
   let page: TagPage;
@@ -62,31 +97,16 @@ export async function listTags(deps: ListingDeps, target: RepositoryTarget, n: s
     page = await upstreamTags(deps, target, size, last);
   } catch (e) {
     if (!isOciError(e) || e.code === 'NAME_UNKNOWN') throw e;
-    const known = await rememberedTags(deps, target);
+    const known = await deps.catalog.tagList(target);
     if (!known) throw e;
     return paginate(known, size, last);
   }
-  if (whole && !page.next) {
-    const now = (deps.now ?? Date.now)();
-    const id = await repositoryId(deps.db, target, now);
-    const tags = JSON.stringify(page.tags);
-    await deps.db.insert(tagLists).values({ repositoryId: id, tags, fetchedAt: now }).onConflictDoUpdate({ target: tagLists.repositoryId, set: { tags, fetchedAt: now } });
-  }
+  if (whole && !page.next) await deps.catalog.putTagList(target, page.tags, deps.clock());
   return page;
 }
 
-/** The last complete tag list remembered for the repository. */
-async function rememberedTags(deps: ListingDeps, target: RepositoryTarget): Promise<string[] | undefined> {
-  const [row] = await deps.db
-    .select({ tags: tagLists.tags })
-    .from(tagLists)
-    .innerJoin(repositories, eq(repositories.id, tagLists.repositoryId))
-    .where(and(eq(repositories.upstream, target.upstream), eq(repositories.name, target.name)));
-  return row ? (JSON.parse(row.tags) as string[]) : undefined;
-}
-
 /** One page from the upstream. */
-async function upstreamTags(deps: ListingDeps, target: RepositoryTarget, size: number | undefined, last: string | undefined): Promise<TagPage> {
+async function upstreamTags(deps: TagDeps, target: RepositoryTarget, size: number | undefined, last: string | undefined): Promise<TagPage> {
   const query = new URLSearchParams();
   if (size !== undefined) query.set('n', String(size));
   if (last !== undefined && last !== '') query.set('last', last);
@@ -132,36 +152,4 @@ export function paginate(tags: readonly string[], n: number | undefined, last: s
   if (n === undefined) return { tags: after };
   const page = after.slice(0, n);
   return after.length > n && page.length > 0 ? { tags: page, next: { n, last: page.at(-1)! } } : { tags: page };
-}
-
-export interface ReferrersAnswer {
-  bytes: Uint8Array;
-  /** The filters the upstream applied (`OCI-Filters-Applied`), if any. */
-  filtersApplied?: string;
-}
-
-/**
- * The referrers index of a manifest, passed through from the upstream byte for byte.
- * An upstream without the referrers API answers 404, and so do we: clients then fall back
- * to the `sha256-<hex>` tag schema, which resolves through the manifest route.
- */
-export async function listReferrers(deps: ListingDeps, target: RepositoryTarget, reference: string, artifactType: string | undefined): Promise<ReferrersAnswer> {
-  const digest = parseDigest(reference);
-  const query = artifactType ? `?${new URLSearchParams({ artifactType })}` : '';
-  const res = await selectUpstream(deps.upstreams, target.upstream).request('GET', `/v2/${target.name}/referrers/${digest.value}${query}`, target.name, {
-    accept: MediaType.OciIndex,
-  });
-  if (!res.ok) {
-    throw await upstreamError(res, target.upstream, new OciError('NAME_UNKNOWN', 'the upstream has no referrers for this name', { name: target.name, digest: digest.value }));
-  }
-  const bytes = await readCapped(res, MAX_LISTING_BYTES);
-  let parsed;
-  try {
-    parsed = parseManifest(bytes, MediaType.OciIndex);
-  } catch (cause) {
-    throw new OciError('UPSTREAM_INVALID', 'upstream referrers answer is not an OCI index', undefined, { cause });
-  }
-  if (parsed.kind !== 'index') throw new OciError('UPSTREAM_INVALID', 'upstream referrers answer is not an OCI index');
-  const filtersApplied = res.headers.get('oci-filters-applied');
-  return filtersApplied ? { bytes, filtersApplied } : { bytes };
 }

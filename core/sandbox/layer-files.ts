@@ -1,21 +1,17 @@
-import { eq } from 'drizzle-orm';
-import { layers, type Layer } from '../../schema/layers.ts';
-import type { Database } from '../adapters/libsql.ts';
+import type { Catalog, Layer } from '../ports/catalog.ts';
 import type { BlobStore, ByteRange } from '../ports/blob-store.ts';
 import { OciError } from '../oci/errors.ts';
-import { readCapped } from '../adapters/http-upstream.ts';
+import { MAX_TOC_BYTES, readCapped } from '../oci/limits.ts';
 import { resolveRange } from '../oci/range.ts';
+import { parseDigest } from '../oci/reference.ts';
 import { normalizeTarPath } from '../layer/tar.ts';
 import { parseToc, type Toc, type TocEntry } from '../layer/toc.ts';
-import { parseDigest } from '../oci/reference.ts';
 
-/** toc.json is read whole to find a file: capped (a million entries fit). */
-const MAX_TOC_BYTES = 256 * 1024 * 1024;
 /** Parsed TOCs kept per process/isolate: they never change once published. */
 const TOC_CACHE_SIZE = 8;
 
 export interface LayerDeps {
-  db: Database;
+  catalog: Catalog;
   store: BlobStore;
   delivery: 'redirect' | 'stream';
   presignTtlSeconds: number;
@@ -26,9 +22,9 @@ export type LayerObjectAnswer =
   | { kind: 'stored'; size: number; range?: ByteRange; body?: ReadableStream<Uint8Array>; contentType: string };
 
 /** The layer row, ready. Throws DIGEST_INVALID, LAYER_UNKNOWN (with its state when it is not ready). */
-async function readyLayer(db: Database, diffIdText: string): Promise<Layer> {
+async function readyLayer(catalog: Catalog, diffIdText: string): Promise<Layer> {
   const diffId = parseDigest(diffIdText);
-  const [row] = await db.select().from(layers).where(eq(layers.diffId, diffId.value));
+  const row = await catalog.layer(diffId.value);
   if (row?.state !== 'ready') {
     throw new OciError('LAYER_UNKNOWN', 'layer is not extracted', row ? { diff_id: diffId.value, state: row.state, error: row.error } : { diff_id: diffId.value });
   }
@@ -41,7 +37,7 @@ async function readyLayer(db: Database, diffIdText: string): Promise<Layer> {
  * Throws DIGEST_INVALID, LAYER_UNKNOWN, RANGE_INVALID.
  */
 export async function getLayerObject(deps: LayerDeps, diffId: string, which: 'tar' | 'toc', method: 'GET' | 'HEAD', rangeHeader?: string): Promise<LayerObjectAnswer> {
-  const row = await readyLayer(deps.db, diffId);
+  const row = await readyLayer(deps.catalog, diffId);
   const key = which === 'tar' ? row.tarKey : row.tocKey;
   const contentType = which === 'tar' ? 'application/x-tar' : 'application/json';
   if (method === 'GET' && deps.delivery === 'redirect') {
@@ -90,7 +86,7 @@ export interface LayerFileAnswer {
  * file: the detail says what it is), RANGE_INVALID.
  */
 export async function getLayerFile(deps: LayerDeps, diffId: string, path: string, method: 'GET' | 'HEAD', rangeHeader?: string): Promise<LayerFileAnswer> {
-  const row = await readyLayer(deps.db, diffId);
+  const row = await readyLayer(deps.catalog, diffId);
   const toc = await tocOf(deps, row);
   const wanted = normalizeTarPath(path);
   // The last member with a path wins, as when the tar is unpacked.

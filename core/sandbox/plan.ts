@@ -1,49 +1,46 @@
-import { and, eq, inArray, isNull, lte, or } from 'drizzle-orm';
-import { blobs } from '../../schema/blobs.ts';
-import { layers, type LayerState } from '../../schema/layers.ts';
-import type { ExtractMode } from '../config.ts';
+import type { Layer } from '../ports/catalog.ts';
+import type { LayerState } from '../../schema/layers.ts';
+import { selectUpstream, upstreamError } from '../ports/upstream.ts';
 import { OciError } from '../oci/errors.ts';
 import { digestOf } from '../oci/digest.ts';
-import { type Platform, parseManifest, selectPlatform } from '../oci/manifest.ts';
-import { DEFAULT_PLATFORM, getManifest, type ManifestDeps } from '../registry/manifests.ts';
-import { readCapped, selectUpstream, upstreamError } from '../adapters/http-upstream.ts';
-import { compressionOf, type Compression } from '../layer/decompress.ts';
-import { isPermanentLayerError, recordLayer } from '../cache/extract.ts';
+import { DEFAULT_PLATFORM, type Platform, parseManifest, selectPlatform } from '../oci/manifest.ts';
+import { MAX_CONFIG_BYTES, readCapped } from '../oci/limits.ts';
 import { parseDigest, type RepositoryTarget } from '../oci/reference.ts';
+import { compressionOf, type Compression } from '../layer/decompress.ts';
+import { getManifest, type ManifestDeps } from '../registry/manifests.ts';
+import { recordLayer } from '../cache/extract.ts';
 
 /** A layer whose extract job was sent this recently is not sent another by a plan request. */
 const RESEND_AFTER_MS = 60_000;
 
-/** Image configs are read whole: capped like manifests. */
-const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
-
 export interface PlanDeps {
   manifests: ManifestDeps;
-  extract: ExtractMode;
+  /** Extraction is off (EXTRACT=off): plans report layers, nothing is scheduled. */
+  extractOff: boolean;
   presignTtlSeconds: number;
 }
 
 export interface PlannedLayer {
   /** The compressed blob, as in the manifest. */
   digest: string;
-  diff_id: string;
-  media_type: string;
+  diffId: string;
+  mediaType: string;
   compression: Compression;
   /** Compressed size, from the manifest. */
   size: number;
   /** Bytes in layer.tar, once extracted. */
-  uncompressed_size: number | null;
+  uncompressedSize: number | null;
   /** `absent` when extraction is off and the layer was never extracted. */
   state: LayerState | 'absent';
   error: string | null;
-  file_count: number | null;
-  toc_digest: string | null;
-  /** Bucket keys (a public contract); URLs are added by the HTTP layer. */
-  tar_key: string;
-  toc_key: string;
+  fileCount: number | null;
+  tocDigest: string | null;
+  /** Bucket keys (a public contract). */
+  tarKey: string;
+  tocKey: string;
   /** Short-lived presigned bucket URLs when the store has them and the layer is ready. */
-  tar_url?: string;
-  toc_url?: string;
+  tarUrl?: string;
+  tocUrl?: string;
 }
 
 export interface RootfsPlan {
@@ -57,22 +54,9 @@ export interface RootfsPlan {
   platform: Platform;
   /** Every layer is ready: the root filesystem can be built now. */
   ready: boolean;
-  /**
-   * When the presigned URLs stop working (ISO 8601, rounded down to the second as S3
-   * counts it), so a client can ask for the plan again before; absent without them.
-   */
-  urls_expire_at?: string;
+  /** When the presigned URLs stop working (epoch ms, whole seconds as S3 counts), when there are some. */
+  urlsExpireAt?: number;
   layers: PlannedLayer[];
-}
-
-/** `linux/amd64`, `linux/arm64/v8`. Throws PLATFORM_INVALID. */
-export function parsePlatform(text: string): Platform {
-  const parts = text.split('/');
-  if (parts.length < 2 || parts.length > 3 || parts.some((p) => !/^[a-z0-9_.-]+$/i.test(p))) {
-    throw new OciError('PLATFORM_INVALID', 'platform must be os/architecture[/variant]', { platform: text });
-  }
-  const [os, architecture, variant] = parts as [string, string, string | undefined];
-  return variant === undefined ? { os, architecture } : { os, architecture, variant };
 }
 
 interface ImageConfig {
@@ -82,7 +66,7 @@ interface ImageConfig {
 
 /** The image config, from the store when ready, else from the upstream (verified). */
 async function readConfig(deps: ManifestDeps, target: RepositoryTarget, digest: string): Promise<ImageConfig> {
-  const [row] = await deps.db.select().from(blobs).where(eq(blobs.digest, digest));
+  const row = await deps.catalog.blob(digest);
   let bytes: Uint8Array | undefined;
   if (row?.state === 'ready') {
     const object = await deps.store.get(row.storageKey);
@@ -144,50 +128,42 @@ export async function rootfsPlan(deps: PlanDeps, target: RepositoryTarget, refer
   }
   // Non-layer artifacts (an unknown media type) are refused before anything is recorded.
   const descriptors = parsed.layers.map((d, i) => ({ d, diffId: config.diffIds[i]!, compression: compressionOf(d.mediaType) }));
-  const now = (deps.manifests.now ?? Date.now)();
-  for (const { d, diffId } of descriptors) await recordLayer(deps.manifests.db, { diffId, blobDigest: d.digest, mediaType: d.mediaType }, now);
+  const { catalog, queue, store } = deps.manifests;
+  const now = deps.manifests.clock();
+  for (const { d, diffId } of descriptors) await recordLayer(catalog, { diffId, blobDigest: d.digest, mediaType: d.mediaType }, now);
 
-  const rows = new Map(
-    (await deps.manifests.db.select().from(layers).where(inArray(layers.diffId, [...new Set(config.diffIds)]))).map((r) => [r.diffId, r]),
-  );
-  if (deps.extract !== 'off') {
-    const due = [...rows.values()].filter((r) => r.state === 'pending' || (r.state === 'failed' && !isPermanentLayerError(r.error))).map((r) => r.diffId);
+  const rows = new Map<string, Layer>((await catalog.layers(config.diffIds)).map((r) => [r.diffId, r]));
+  if (!deps.extractOff) {
+    const due = [...rows.values()].filter((r) => r.state === 'pending' || (r.state === 'failed' && r.errorRetryable !== false)).map((r) => r.diffId);
     // Clients poll the plan while layers extract: one job per layer, not one per poll
     // (Cloudflare Queues do not deduplicate). A job lost on the way is sent again later.
-    const sent =
-      due.length === 0
-        ? []
-        : await deps.manifests.db
-            .update(layers)
-            .set({ queuedAt: now })
-            .where(and(inArray(layers.diffId, due), or(isNull(layers.queuedAt), lte(layers.queuedAt, now - RESEND_AFTER_MS))))
-            .returning({ diffId: layers.diffId });
-    if (sent.length > 0) await deps.manifests.queue.send(sent.map((r) => ({ key: `extract:${r.diffId}`, kind: 'extract', payload: { diffId: r.diffId } })));
+    const sent = await catalog.markExtractSent(due, now, now - RESEND_AFTER_MS);
+    if (sent.length > 0) await queue.send(sent.map((diffId) => ({ kind: 'extract' as const, diffId })));
   }
   const planned: PlannedLayer[] = [];
   let presigned = false;
   for (const { d, diffId, compression } of descriptors) {
     const row = rows.get(diffId)!;
-    const state = deps.extract === 'off' && row.state !== 'ready' ? 'absent' : row.state;
+    const state = deps.extractOff && row.state !== 'ready' ? 'absent' : row.state;
     const layer: PlannedLayer = {
       digest: d.digest,
-      diff_id: diffId,
-      media_type: d.mediaType,
+      diffId,
+      mediaType: d.mediaType,
       compression,
       size: d.size,
-      uncompressed_size: row.size,
+      uncompressedSize: row.size,
       state,
       error: row.error,
-      file_count: row.fileCount,
-      toc_digest: row.tocDigest,
-      tar_key: row.tarKey,
-      toc_key: row.tocKey,
+      fileCount: row.fileCount,
+      tocDigest: row.tocDigest,
+      tarKey: row.tarKey,
+      tocKey: row.tocKey,
     };
     if (row.state === 'ready') {
-      const tarUrl = await deps.manifests.store.presign(row.tarKey, deps.presignTtlSeconds, { contentType: 'application/x-tar' });
-      const tocUrl = await deps.manifests.store.presign(row.tocKey, deps.presignTtlSeconds, { contentType: 'application/json' });
-      if (tarUrl) layer.tar_url = tarUrl;
-      if (tocUrl) layer.toc_url = tocUrl;
+      const tarUrl = await store.presign(row.tarKey, deps.presignTtlSeconds, { contentType: 'application/x-tar' });
+      const tocUrl = await store.presign(row.tocKey, deps.presignTtlSeconds, { contentType: 'application/json' });
+      if (tarUrl) layer.tarUrl = tarUrl;
+      if (tocUrl) layer.tocUrl = tocUrl;
       presigned ||= tarUrl !== undefined;
     }
     planned.push(layer);
@@ -201,7 +177,7 @@ export async function rootfsPlan(deps: PlanDeps, target: RepositoryTarget, refer
     platform: config.platform,
     ready: planned.every((l) => l.state === 'ready'),
     // Signed no earlier than `now`; S3 counts from the signature's whole second.
-    ...(presigned ? { urls_expire_at: new Date(Math.floor(now / 1000) * 1000 + deps.presignTtlSeconds * 1000).toISOString() } : {}),
+    ...(presigned ? { urlsExpireAt: Math.floor(now / 1000) * 1000 + deps.presignTtlSeconds * 1000 } : {}),
     layers: planned,
   };
 }

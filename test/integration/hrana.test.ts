@@ -30,8 +30,8 @@ test('drizzle migrations and the job queue run over HTTP', async () => {
   const { db, close } = await openDatabase(server.url, server.authToken);
   try {
     const queue = new LibsqlJobQueue(db);
-    await queue.send([{ key: 'ingest:a', kind: 'ingest', payload: { digest: 'a' } }]);
-    await queue.send([{ key: 'ingest:a', kind: 'ingest', payload: { digest: 'a' } }]);
+    await queue.send([{ kind: 'ingest', digest: 'a' }]);
+    await queue.send([{ kind: 'ingest', digest: 'a' }]);
     const job = await queue.claim('w1', 10_000);
     assert.equal(job?.key, 'ingest:a');
     assert.equal(await queue.claim('w2', 10_000), undefined, 'one live job per key, claimed once');

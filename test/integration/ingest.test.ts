@@ -7,7 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
 import { openDatabase, type Database } from '../../core/adapters/libsql.ts';
-import { ingestBlob, recordBlob, type IngestDeps } from '../../core/cache/ingest.ts';
+import { ingestBlob, type IngestDeps } from '../../core/cache/ingest.ts';
+import { LibsqlCatalog } from '../../core/adapters/libsql-catalog.ts';
+import { blobKey } from '../../core/oci/keys.ts';
+import { parseDigest } from '../../core/oci/reference.ts';
 import { UpstreamRegistry } from '../../core/adapters/http-upstream.ts';
 import { FilesystemBlobStore } from '../../core/adapters/fs-store.ts';
 import { S3BlobStore } from '../../core/adapters/s3-store.ts';
@@ -48,17 +51,21 @@ beforeEach(async () => {
 });
 
 const deps = (store: BlobStore): IngestDeps => ({
-  db,
+  catalog: new LibsqlCatalog(db),
+  clock: Date.now,
   store,
   upstreams: new Map([['docker.io', new UpstreamRegistry('docker.io', { url: proxy.url }, { attempts: 1 })]]),
   leaseMs: 10_000,
 });
 const layer = () => image.layers[1]!;
+/** A pending blob row, as a manifest pull records it. */
+const recordBlob = (source: { digest: string; upstream: string; name: string; size?: number }) =>
+  new LibsqlCatalog(db).recordBlob({ ...source, storageKey: blobKey(parseDigest(source.digest)) }, Date.now());
 const row = async () => (await db.select().from(blobs).where(eq(blobs.digest, layer().digest)))[0];
 
 test('a blob is ingested once, verified, and a repeated job is a no-op', async () => {
   for (const [name, store] of stores) {
-    await recordBlob(db, { digest: layer().digest, upstream: 'docker.io', name: 'library/ingest', size: layer().size });
+    await recordBlob({ digest: layer().digest, upstream: 'docker.io', name: 'library/ingest', size: layer().size });
     const before = registry.requests().length;
     assert.deepEqual(await ingestBlob(deps(store), layer().digest, 'w1'), { ok: true, outcome: 'stored', bytes: layer().size }, name);
     assert.deepEqual(await store.stat(`blobs/sha256/${layer().digest.slice(7)}`), { size: layer().size }, name);
@@ -75,7 +82,7 @@ for (const fault of ['corrupt', 'cut'] as Fault[]) {
   test(`an upstream that ${fault === 'corrupt' ? 'lies about the digest' : 'cuts the stream'}: nothing stored, failed recorded`, async () => {
     for (const [name, store] of stores) {
       proxy.fault = fault;
-      await recordBlob(db, { digest: layer().digest, upstream: 'docker.io', name: 'library/ingest', size: layer().size });
+      await recordBlob({ digest: layer().digest, upstream: 'docker.io', name: 'library/ingest', size: layer().size });
       const result = await ingestBlob(deps(store), layer().digest, 'w1');
       assert.equal(result.ok, false, name);
       assert.equal(!result.ok && result.retry, true, name);
@@ -97,7 +104,7 @@ for (const fault of ['corrupt', 'cut'] as Fault[]) {
 test('a consumer that loses its lease mid-stream stops writing and leaves the row to the new owner', { timeout: 30_000 }, async () => {
   for (const [name, store] of stores) {
     proxy.fault = 'stall';
-    await recordBlob(db, { digest: layer().digest, upstream: 'docker.io', name: 'library/ingest', size: layer().size });
+    await recordBlob({ digest: layer().digest, upstream: 'docker.io', name: 'library/ingest', size: layer().size });
     const running = ingestBlob({ ...deps(store), leaseMs: 1_500 }, layer().digest, 'w1');
     await until(async () => (await row())?.state === 'fetching', 10_000, 'the download to start');
     // What a second consumer's claim does once the first one's lease has run out.
@@ -116,14 +123,18 @@ test('a consumer that loses its lease mid-stream stops writing and leaves the ro
 test('a blob the upstream does not have fails for good', async () => {
   const [, store] = stores[0]!;
   const missing = `sha256:${'c'.repeat(64)}`;
-  await recordBlob(db, { digest: missing, upstream: 'docker.io', name: 'library/ingest' });
+  await recordBlob({ digest: missing, upstream: 'docker.io', name: 'library/ingest' });
   const result = await ingestBlob(deps(store), missing, 'w1');
-  assert.deepEqual(result, { ok: false, retry: false, error: 'upstream answered 404 for the blob' });
+  assert.deepEqual(result, {
+    ok: false,
+    retry: false,
+    error: `BLOB_UNKNOWN: the upstream does not have the blob {"digest":"${missing}","name":"library/ingest"}`,
+  });
 });
 
 test('a duplicate job for a blob leased by a live consumer is done without fetching', async () => {
   const [, store] = stores[0]!;
-  await recordBlob(db, { digest: layer().digest, upstream: 'docker.io', name: 'library/ingest', size: layer().size });
+  await recordBlob({ digest: layer().digest, upstream: 'docker.io', name: 'library/ingest', size: layer().size });
   await db.update(blobs).set({ state: 'fetching', leaseOwner: 'other', leaseExpiresAt: Date.now() + 60_000 });
   const before = registry.requests().length;
   assert.deepEqual(await ingestBlob(deps(store), layer().digest, 'w1'), { ok: true, outcome: 'leased-elsewhere' });

@@ -5,14 +5,16 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openDatabase, type Database } from '../../core/adapters/libsql.ts';
-import { LibsqlJobQueue, backoffMs } from '../../core/adapters/libsql-queue.ts';
+import { LibsqlJobQueue } from '../../core/adapters/libsql-queue.ts';
+import { backoffMs, nextStep } from '../../core/cache/retry.ts';
+import type { JobMessage } from '../../core/ports/job-queue.ts';
 
 let dir: string;
 let db: Database;
 let close: () => void;
 let now = 1_000_000;
 let queue: LibsqlJobQueue;
-const msg = (key: string) => ({ key, kind: 'ingest', payload: { key } });
+const msg = (digest: string): JobMessage => ({ kind: 'ingest', digest });
 
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'pt-jobs-'));
@@ -27,7 +29,8 @@ afterEach(async () => {
 test('enqueueing the same key twice makes one job, and only one worker claims it', async () => {
   await queue.send([msg('a'), msg('a')]);
   const first = await queue.claim('w1', 10_000);
-  assert.equal(first?.key, 'a');
+  assert.equal(first?.key, 'ingest:a');
+  assert.deepEqual(JSON.parse(first!.payload), { digest: 'a' });
   assert.equal(first?.attempts, 1);
   assert.equal(await queue.claim('w2', 10_000), undefined);
   await queue.send([msg('a')]);
@@ -48,12 +51,15 @@ test('a crashed worker’s job is claimed again when its lease runs out', async 
 test('failures back off, then end as failed with the error recorded', async () => {
   await queue.send([msg('c')]);
   const job = (await queue.claim('w', 1000))!;
-  assert.equal(await queue.fail(job.id, 'w', 'upstream 503', { retry: true, maxAttempts: 2 }), 'retrying');
+  const failure = { ok: false, retry: true, error: 'upstream 503' } as const;
+  assert.deepEqual(nextStep(failure, job.attempts, 2), { ack: 'retry', delayMs: backoffMs(1) });
+  await queue.retry(job.id, 'w', 'upstream 503', backoffMs(1));
   assert.equal(await queue.claim('w', 1000), undefined, 'not before the backoff');
   now += backoffMs(1);
   const second = (await queue.claim('w', 1000))!;
   assert.equal(second.attempts, 2);
-  assert.equal(await queue.fail(second.id, 'w', 'upstream 503 again', { retry: true, maxAttempts: 2 }), 'failed');
+  assert.deepEqual(nextStep({ ...failure, error: 'upstream 503 again' }, second.attempts, 2), { ack: 'dead', error: 'upstream 503 again' });
+  await queue.fail(second.id, 'w', 'upstream 503 again');
   now += 1_000_000;
   assert.equal(await queue.claim('w', 1000), undefined);
   const [row] = await db.query.jobs.findMany();

@@ -10,7 +10,8 @@ import { UpstreamRegistry } from '../../core/adapters/http-upstream.ts';
 import { MANIFEST_MEDIA_TYPES, parseManifest } from '../../core/oci/manifest.ts';
 import { digestOf } from '../../core/oci/digest.ts';
 import { FilesystemBlobStore } from '../../core/adapters/fs-store.ts';
-import { blobKey, parseDigest } from '../../core/oci/reference.ts';
+import { parseDigest } from '../../core/oci/reference.ts';
+import { blobKey } from '../../core/oci/keys.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
 

@@ -1,21 +1,26 @@
-// The Hono app in-process on real parts: a libSQL file, the filesystem store and the
-// libSQL queue in a temp dir, one docker.io upstream, and a clock the test can move.
+// The Hono app in-process on real parts, wired by workers/deps.ts as both runtimes are:
+// a libSQL file, the filesystem store and the libSQL queue in a temp dir, one docker.io
+// upstream, and a clock the test can move.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createApp } from '../../functions/app.ts';
+import { parseConfig } from '../../core/config.ts';
 import { openDatabase, type Database } from '../../core/adapters/libsql.ts';
+import { LibsqlCatalog } from '../../core/adapters/libsql-catalog.ts';
 import { LibsqlJobQueue } from '../../core/adapters/libsql-queue.ts';
-import { UpstreamRegistry, type UpstreamConfig } from '../../core/adapters/http-upstream.ts';
 import { FilesystemBlobStore } from '../../core/adapters/fs-store.ts';
+import type { UpstreamConfig } from '../../core/adapters/http-upstream.ts';
 import type { IngestDeps } from '../../core/cache/ingest.ts';
+import { buildDeps, type Deps } from '../../workers/deps.ts';
 
 export interface TestApp {
   app: ReturnType<typeof createApp>;
   db: Database;
   store: FilesystemBlobStore;
+  deps: Deps;
   ingestDeps: IngestDeps;
-  /** Moves the app's clock (tag TTLs) forward. */
+  /** Moves the app's clock (tag TTLs, pull-count batches) forward. */
   advance(ms: number): void;
   close(): Promise<void>;
 }
@@ -24,26 +29,23 @@ export async function createTestApp(upstream: string | UpstreamConfig, tagTtlSec
   const dir = await mkdtemp(join(tmpdir(), 'pt-app-'));
   const { db, close } = await openDatabase(`file:${join(dir, 'db.sqlite')}`);
   let now = Date.now();
-  const store = new FilesystemBlobStore(join(dir, 'store'));
-  const shared = {
-    db,
-    store,
-    upstreams: new Map([['docker.io', new UpstreamRegistry('docker.io', typeof upstream === 'string' ? { url: upstream } : upstream, { attempts: 1 })]]),
-    queue: new LibsqlJobQueue(db),
-  };
-  const manifests = { ...shared, tagTtlSeconds, now: () => now };
-  const app = createApp({
-    manifests,
-    blobs: { ...shared, delivery: 'stream', presignTtlSeconds: 60 },
-    routing: { upstreamHosts: new Set(['docker.io']), defaultUpstream: 'docker.io' },
-    plan: { manifests, extract: 'on-demand', presignTtlSeconds: 60 },
-    layers: { db, store, delivery: 'stream', presignTtlSeconds: 60 },
+  const clock = () => now;
+  const upstreamConfig = typeof upstream === 'string' ? { url: upstream } : upstream;
+  const config = parseConfig({
+    DATA_DIR: dir,
+    UPSTREAMS: JSON.stringify({ 'docker.io': upstreamConfig }),
+    TAG_TTL_SECONDS: String(tagTtlSeconds),
+    PRESIGN_TTL_SECONDS: '60',
+    JOB_LEASE_SECONDS: '10',
   });
+  const store = new FilesystemBlobStore(join(dir, 'store'));
+  const deps = buildDeps(config, { catalog: new LibsqlCatalog(db), store, queue: new LibsqlJobQueue(db, clock), log: () => {}, clock, upstream: { attempts: 1 } });
   return {
-    app,
+    app: createApp(deps.app),
     db,
     store,
-    ingestDeps: { ...shared, leaseMs: 10_000 },
+    deps,
+    ingestDeps: deps.ingest,
     advance: (ms) => void (now += ms),
     async close() {
       close();

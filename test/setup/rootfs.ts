@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Registry } from './registry.ts';
 import type { LayerSpec } from './images.ts';
-import type { PlannedLayer, RootfsPlan } from '../../core/sandbox/plan.ts';
+import type { WireLayer as PlannedLayer, WirePlan as RootfsPlan } from '../../functions/wire.ts';
 import { until } from './process.ts';
 import { buildCli } from '../../scripts/build.ts';
 

@@ -35,7 +35,7 @@ test('platform selection matches os, architecture and the arm64 v8 default', () 
 });
 
 test('platforms parse as os/architecture[/variant]; anything else is PLATFORM_INVALID', async () => {
-  const { parsePlatform } = await import('../../core/sandbox/plan.ts');
+  const { parsePlatform } = await import('../../core/oci/manifest.ts');
   assert.deepEqual(parsePlatform('linux/amd64'), { os: 'linux', architecture: 'amd64' });
   assert.deepEqual(parsePlatform('linux/arm64/v8'), { os: 'linux', architecture: 'arm64', variant: 'v8' });
   for (const bad of ['linux', 'linux/', 'linux/amd64/v8/x', 'linux/am d64']) assert.throws(() => parsePlatform(bad), (e: any) => e.code === 'PLATFORM_INVALID', bad);

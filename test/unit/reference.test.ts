@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseDigest, parseReference, resolveTarget, blobKey } from '../../core/oci/reference.ts';
+import { parseDigest, parseReference, resolveTarget } from '../../core/oci/reference.ts';
+import { blobKey } from '../../core/oci/keys.ts';
 import { OciError } from '../../core/oci/errors.ts';
 
 const HEX = 'a'.repeat(64);

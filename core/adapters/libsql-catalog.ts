@@ -1,0 +1,222 @@
+// The catalog in libSQL (a local file, or Turso over HTTP): every drizzle query of the
+// cache is here. Statements are single UPDATE/INSERT … RETURNING where two processes may
+// race, so the database decides who wins; the connection waits for a busy file (see
+// libsql.ts) instead of failing.
+import { and, eq, inArray, isNull, lte, or, sql } from 'drizzle-orm';
+import type { Database } from './libsql.ts';
+import { repositories } from '../../schema/repositories.ts';
+import { tags } from '../../schema/tags.ts';
+import { tagLists } from '../../schema/tag-lists.ts';
+import { manifests } from '../../schema/manifests.ts';
+import { manifestBlobs } from '../../schema/manifest-blobs.ts';
+import { blobs } from '../../schema/blobs.ts';
+import { layers } from '../../schema/layers.ts';
+import type { Blob, BlobSource, Catalog, Claim, Layer, LayerSource, LeasedKind, Manifest, ManifestReference, PullTally } from '../ports/catalog.ts';
+import type { RepositoryTarget } from '../oci/reference.ts';
+
+/** The two leased tables, seen through the columns a lease uses. */
+const LEASED = {
+  blob: { table: blobs, id: blobs.digest, busy: 'fetching' as const },
+  layer: { table: layers, id: layers.diffId, busy: 'extracting' as const },
+};
+
+export class LibsqlCatalog implements Catalog {
+  readonly #db: Database;
+
+  constructor(db: Database) {
+    this.#db = db;
+  }
+
+  /** The repository's row id, created on first use. */
+  async #repositoryId(target: RepositoryTarget, now: number): Promise<number> {
+    const [created] = await this.#db
+      .insert(repositories)
+      .values({ upstream: target.upstream, name: target.name, createdAt: now })
+      .onConflictDoNothing()
+      .returning({ id: repositories.id });
+    if (created) return created.id;
+    const [row] = await this.#db
+      .select({ id: repositories.id })
+      .from(repositories)
+      .where(and(eq(repositories.upstream, target.upstream), eq(repositories.name, target.name)));
+    return row!.id;
+  }
+
+  async tag(target: RepositoryTarget, tag: string): Promise<{ digest: string; resolvedAt: number } | undefined> {
+    const [row] = await this.#db
+      .select({ digest: tags.digest, resolvedAt: tags.resolvedAt })
+      .from(tags)
+      .innerJoin(repositories, eq(repositories.id, tags.repositoryId))
+      .where(and(eq(repositories.upstream, target.upstream), eq(repositories.name, target.name), eq(tags.tag, tag)));
+    return row;
+  }
+
+  async putTag(target: RepositoryTarget, tag: string, digest: string, now: number): Promise<void> {
+    const repositoryId = await this.#repositoryId(target, now);
+    await this.#db
+      .insert(tags)
+      .values({ repositoryId, tag, digest, resolvedAt: now })
+      .onConflictDoUpdate({ target: [tags.repositoryId, tags.tag], set: { digest, resolvedAt: now } });
+  }
+
+  async tagList(target: RepositoryTarget): Promise<string[] | undefined> {
+    const [row] = await this.#db
+      .select({ tags: tagLists.tags })
+      .from(tagLists)
+      .innerJoin(repositories, eq(repositories.id, tagLists.repositoryId))
+      .where(and(eq(repositories.upstream, target.upstream), eq(repositories.name, target.name)));
+    return row ? (JSON.parse(row.tags) as string[]) : undefined;
+  }
+
+  async putTagList(target: RepositoryTarget, list: readonly string[], now: number): Promise<void> {
+    const repositoryId = await this.#repositoryId(target, now);
+    const text = JSON.stringify(list);
+    await this.#db
+      .insert(tagLists)
+      .values({ repositoryId, tags: text, fetchedAt: now })
+      .onConflictDoUpdate({ target: tagLists.repositoryId, set: { tags: text, fetchedAt: now } });
+  }
+
+  async manifest(digest: string): Promise<Manifest | undefined> {
+    const [row] = await this.#db.select().from(manifests).where(eq(manifests.digest, digest));
+    return row;
+  }
+
+  async recordManifest(row: { digest: string; mediaType: string; size: number; storageKey: string }, references: readonly ManifestReference[], now: number): Promise<void> {
+    // References first: a manifest row is only ever seen with its references in place.
+    for (const ref of references) {
+      if (ref.blob) await this.recordBlob(ref.blob, now);
+      await this.#db
+        .insert(manifestBlobs)
+        .values({ manifestDigest: row.digest, blobDigest: ref.digest, kind: ref.kind, position: ref.position })
+        .onConflictDoNothing();
+    }
+    await this.#db.insert(manifests).values({ ...row, createdAt: now }).onConflictDoNothing();
+  }
+
+  async blobsNotReady(manifestDigest: string): Promise<string[]> {
+    const rows = await this.#db
+      .select({ digest: blobs.digest, state: blobs.state })
+      .from(manifestBlobs)
+      .innerJoin(blobs, eq(blobs.digest, manifestBlobs.blobDigest))
+      .where(eq(manifestBlobs.manifestDigest, manifestDigest));
+    return rows.filter((r) => r.state !== 'ready').map((r) => r.digest);
+  }
+
+  async blob(digest: string): Promise<Blob | undefined> {
+    const [row] = await this.#db.select().from(blobs).where(eq(blobs.digest, digest));
+    return row;
+  }
+
+  async recordBlob(source: BlobSource, now: number): Promise<void> {
+    await this.#db
+      .insert(blobs)
+      .values({
+        digest: source.digest,
+        size: source.size,
+        mediaType: source.mediaType,
+        storageKey: source.storageKey,
+        upstream: source.upstream,
+        name: source.name,
+        createdAt: now,
+        updatedAt: now,
+      })
+      .onConflictDoNothing();
+  }
+
+  async blobMissing(digest: string, now: number): Promise<void> {
+    await this.#db
+      .update(blobs)
+      .set({ state: 'pending', readyAt: null, updatedAt: now })
+      .where(and(eq(blobs.digest, digest), eq(blobs.state, 'ready')));
+  }
+
+  async blobStored(digest: string, owner: string, size: number, now: number): Promise<void> {
+    await this.#db
+      .update(blobs)
+      .set({ state: 'ready', size, readyAt: now, updatedAt: now, error: null, errorRetryable: null, leaseOwner: null, leaseExpiresAt: null })
+      .where(and(eq(blobs.digest, digest), eq(blobs.leaseOwner, owner)));
+  }
+
+  async layer(diffId: string): Promise<Layer | undefined> {
+    const [row] = await this.#db.select().from(layers).where(eq(layers.diffId, diffId));
+    return row;
+  }
+
+  async layers(diffIds: readonly string[]): Promise<Layer[]> {
+    if (diffIds.length === 0) return [];
+    return this.#db.select().from(layers).where(inArray(layers.diffId, [...new Set(diffIds)]));
+  }
+
+  async recordLayer(source: LayerSource, now: number): Promise<void> {
+    await this.#db
+      .insert(layers)
+      .values({ ...source, createdAt: now, updatedAt: now })
+      .onConflictDoNothing();
+  }
+
+  async layerStored(diffId: string, owner: string, done: { size: number; fileCount: number; tocDigest: string }, now: number): Promise<void> {
+    await this.#db
+      .update(layers)
+      .set({ state: 'ready', size: done.size, fileCount: done.fileCount, tocDigest: done.tocDigest, readyAt: now, updatedAt: now, error: null, errorRetryable: null, leaseOwner: null, leaseExpiresAt: null })
+      .where(and(eq(layers.diffId, diffId), eq(layers.leaseOwner, owner)));
+  }
+
+  async layerBlobFailed(diffId: string, error: string, retryable: boolean, now: number): Promise<void> {
+    await this.#db
+      .update(layers)
+      .set({ state: 'failed', error, errorRetryable: retryable, updatedAt: now })
+      .where(and(eq(layers.diffId, diffId), eq(layers.state, 'pending')));
+  }
+
+  async markExtractSent(diffIds: readonly string[], now: number, sentBefore: number): Promise<string[]> {
+    if (diffIds.length === 0) return [];
+    const rows = await this.#db
+      .update(layers)
+      .set({ queuedAt: now })
+      .where(and(inArray(layers.diffId, [...diffIds]), or(isNull(layers.queuedAt), lte(layers.queuedAt, sentBefore))))
+      .returning({ diffId: layers.diffId });
+    return rows.map((r) => r.diffId);
+  }
+
+  async claim<K extends LeasedKind>(kind: K, id: string, owner: string, leaseMs: number, now: number): Promise<Claim<K extends 'blob' ? Blob : Layer>> {
+    type Row = K extends 'blob' ? Blob : Layer;
+    const { table, id: idColumn, busy } = LEASED[kind];
+    const [claimed] = await this.#db
+      .update(table)
+      .set({ state: busy, leaseOwner: owner, leaseExpiresAt: now + leaseMs, attempts: sql`${table.attempts} + 1`, updatedAt: now })
+      .where(and(eq(idColumn, id), or(inArray(table.state, ['pending', 'failed']), and(eq(table.state, busy), lte(table.leaseExpiresAt, now)))))
+      .returning();
+    if (claimed) return { claimed: claimed as Row };
+    const [current] = await this.#db.select().from(table).where(eq(idColumn, id));
+    return { current: current as Row | undefined };
+  }
+
+  async renew(kind: LeasedKind, id: string, owner: string, leaseMs: number, now: number): Promise<boolean> {
+    const { table, id: idColumn } = LEASED[kind];
+    const rows = await this.#db
+      .update(table)
+      .set({ leaseExpiresAt: now + leaseMs, updatedAt: now })
+      .where(and(eq(idColumn, id), eq(table.leaseOwner, owner)))
+      .returning({ id: idColumn });
+    return rows.length > 0;
+  }
+
+  async fail(kind: LeasedKind, id: string, owner: string, error: { message: string; retryable: boolean }, now: number): Promise<void> {
+    const { table, id: idColumn } = LEASED[kind];
+    await this.#db
+      .update(table)
+      .set({ state: 'failed', error: error.message, errorRetryable: error.retryable, updatedAt: now, leaseOwner: null, leaseExpiresAt: null })
+      .where(and(eq(idColumn, id), eq(table.leaseOwner, owner)));
+  }
+
+  async recordPulls(tallies: readonly PullTally[]): Promise<void> {
+    for (const t of tallies) {
+      const table = t.kind === 'blob' ? blobs : manifests;
+      await this.#db
+        .update(table)
+        .set({ pullCount: sql`${table.pullCount} + ${t.count}`, lastPulledAt: sql`max(coalesce(${table.lastPulledAt}, 0), ${t.lastPulledAt})` })
+        .where(eq(table.digest, t.digest));
+    }
+  }
+}

@@ -1,0 +1,108 @@
+import type { Blob } from '../../schema/blobs.ts';
+import type { Layer } from '../../schema/layers.ts';
+import type { Manifest } from '../../schema/manifests.ts';
+import type { RepositoryTarget } from '../oci/reference.ts';
+import type { Compression } from '../layer/decompress.ts';
+
+export type { Blob, Layer, Manifest };
+
+/** Where a blob can be fetched from, as the manifest that introduced it says. */
+export interface BlobSource {
+  digest: string;
+  upstream: string;
+  name: string;
+  size?: number | undefined;
+  mediaType?: string | undefined;
+  storageKey: string;
+}
+
+export interface LayerSource {
+  diffId: string;
+  blobDigest: string;
+  mediaType: string;
+  compression: Compression;
+  tarKey: string;
+  tocKey: string;
+}
+
+/** A manifest's reference to a blob (config, layer) or to a child manifest (index). */
+export interface ManifestReference {
+  digest: string;
+  kind: 'config' | 'layer' | 'manifest';
+  position: number;
+  /** For config and layer references: the blob row to record when it has none. */
+  blob?: BlobSource;
+}
+
+/** Rows that are written by one owner at a time under a lease. */
+export type LeasedKind = 'blob' | 'layer';
+
+/** A claim's outcome: the row, now ours until `leaseMs` passes unrenewed; or what it is now. */
+export type Claim<Row> = { claimed: Row } | { claimed?: undefined; current: Row | undefined };
+
+/** Pulls counted in memory and written in batches (see core/registry/pulls.ts). */
+export interface PullTally {
+  kind: 'blob' | 'manifest';
+  digest: string;
+  count: number;
+  lastPulledAt: number;
+}
+
+/**
+ * Every metadata read and write of the cache. One adapter (libSQL: a file, or Turso over
+ * HTTP) holds all the SQL. Writes are idempotent where a retried job or a second process
+ * can repeat them; several processes may share one database. `now` is passed in where a
+ * time is part of the meaning (TTLs, leases), from the caller's clock.
+ */
+export interface Catalog {
+  /** The digest a tag resolved to and when, or undefined. */
+  tag(target: RepositoryTarget, tag: string): Promise<{ digest: string; resolvedAt: number } | undefined>;
+  /** Records a resolution (creates the repository row on first use). */
+  putTag(target: RepositoryTarget, tag: string, digest: string, now: number): Promise<void>;
+  /** The last complete tag list remembered for the repository. */
+  tagList(target: RepositoryTarget): Promise<string[] | undefined>;
+  putTagList(target: RepositoryTarget, tags: readonly string[], now: number): Promise<void>;
+
+  manifest(digest: string): Promise<Manifest | undefined>;
+  /**
+   * Records a verified, stored manifest with its references (and a pending row for each
+   * referenced blob without one). Repeating it changes nothing.
+   */
+  recordManifest(row: { digest: string; mediaType: string; size: number; storageKey: string }, references: readonly ManifestReference[], now: number): Promise<void>;
+  /** The config and layer digests of a manifest whose blob is not ready. */
+  blobsNotReady(manifestDigest: string): Promise<string[]>;
+
+  blob(digest: string): Promise<Blob | undefined>;
+  /** A pending row unless one exists. */
+  recordBlob(source: BlobSource, now: number): Promise<void>;
+  /** The object of a ready row is gone from the store: the row goes back to pending. */
+  blobMissing(digest: string, now: number): Promise<void>;
+  /** Marks a fetched blob ready with its verified size, if `owner` still holds the lease. */
+  blobStored(digest: string, owner: string, size: number, now: number): Promise<void>;
+
+  layer(diffId: string): Promise<Layer | undefined>;
+  layers(diffIds: readonly string[]): Promise<Layer[]>;
+  /** A pending row unless one exists. */
+  recordLayer(source: LayerSource, now: number): Promise<void>;
+  /** Marks an extracted layer ready, if `owner` still holds the lease. */
+  layerStored(diffId: string, owner: string, done: { size: number; fileCount: number; tocDigest: string }, now: number): Promise<void>;
+  /** A pending layer whose blob cannot be stored is failed with why (so a plan shows it). */
+  layerBlobFailed(diffId: string, error: string, retryable: boolean, now: number): Promise<void>;
+  /**
+   * Of `diffIds`, those whose extract job was not sent since `sentBefore`: marked sent at
+   * `now` and returned, so that polling clients make one job per layer, not one per poll.
+   */
+  markExtractSent(diffIds: readonly string[], now: number, sentBefore: number): Promise<string[]>;
+
+  /**
+   * Leases (blob and layer rows). `claim` takes a row that is pending, failed, or whose
+   * lease ran out, counting an attempt; `renew` answers whether `owner` still holds it;
+   * `fail` records the error and frees the row (both ignored when `owner` lost it).
+   */
+  claim<K extends LeasedKind>(kind: K, id: string, owner: string, leaseMs: number, now: number): Promise<Claim<K extends 'blob' ? Blob : Layer>>;
+  renew(kind: LeasedKind, id: string, owner: string, leaseMs: number, now: number): Promise<boolean>;
+  fail(kind: LeasedKind, id: string, owner: string, error: { message: string; retryable: boolean }, now: number): Promise<void>;
+
+  /** Adds counted pulls to blob and manifest rows, and moves their last-pulled times forward. */
+  recordPulls(tallies: readonly PullTally[]): Promise<void>;
+}

@@ -1,0 +1,36 @@
+import type { Context } from 'hono';
+import type { RepositoryTarget } from '../core/oci/reference.ts';
+
+/** What the middleware puts on every request (`c.var`), for the routes after it. */
+export interface AppVariables {
+  /** The repository the request is about, on its configured upstream (functions/target.ts). */
+  target: RepositoryTarget;
+  /** Hono serves HEAD through GET handlers: the real method, so a HEAD never downloads. */
+  method: 'GET' | 'HEAD';
+  /** For `/api/rootfs/<image>`: the tag or digest part of the image reference. */
+  reference: string;
+}
+
+/** The typed Hono environment of every route module. Bindings are the runtime's own. */
+export interface AppEnv {
+  Variables: AppVariables;
+}
+
+export type AppContext = Context<AppEnv>;
+
+/**
+ * Runs bookkeeping after the response without holding it up: `waitUntil` on Workers
+ * (an isolate may stop once the response is sent otherwise), a floating promise on Node.
+ * The work never rejects (it is written so); a failure is logged.
+ */
+export function inBackground(c: Context, work: Promise<void> | undefined): void {
+  if (!work) return;
+  const logged = work.catch((e: unknown) => console.error(JSON.stringify({ level: 'error', msg: 'background work failed', error: String(e) })));
+  let ctx: { waitUntil(p: Promise<unknown>): void } | undefined;
+  try {
+    ctx = c.executionCtx;
+  } catch {
+    // Node: no execution context; the promise runs on its own.
+  }
+  ctx?.waitUntil(logged);
+}

@@ -1,0 +1,77 @@
+// The JSON the sandbox API sends (snake_case, a public format), shared with cli/, which
+// reads it. Core speaks camelCase; the conversion is here.
+import type { RootfsPlan } from '../core/sandbox/plan.ts';
+import type { Platform } from '../core/oci/manifest.ts';
+
+export interface WireLayer {
+  /** The compressed blob, as in the manifest. */
+  digest: string;
+  diff_id: string;
+  media_type: string;
+  compression: 'gzip' | 'zstd' | 'none';
+  /** Compressed size, from the manifest. */
+  size: number;
+  /** Bytes in layer.tar, once extracted. */
+  uncompressed_size: number | null;
+  /** `absent` when extraction is off and the layer was never extracted. */
+  state: 'pending' | 'extracting' | 'ready' | 'failed' | 'absent';
+  error: string | null;
+  file_count: number | null;
+  toc_digest: string | null;
+  /** Bucket keys (a public contract). */
+  tar_key: string;
+  toc_key: string;
+  /** For a ready layer: presigned bucket URLs when the store has them, else this server's. */
+  tar_url?: string;
+  toc_url?: string;
+  files_url?: string;
+}
+
+export interface WirePlan {
+  upstream: string;
+  name: string;
+  manifest: string;
+  index?: string;
+  config: string;
+  platform: Platform;
+  ready: boolean;
+  /**
+   * When the presigned URLs stop working (ISO 8601, rounded down to the second as S3
+   * counts it), so a client can ask for the plan again before; absent without them.
+   */
+  urls_expire_at?: string;
+  layers: WireLayer[];
+}
+
+/** The plan as sent, with this server's URLs (under `origin`) where the store has none. */
+export function wirePlan(plan: RootfsPlan, origin: string): WirePlan {
+  return {
+    upstream: plan.upstream,
+    name: plan.name,
+    manifest: plan.manifest,
+    ...(plan.index ? { index: plan.index } : {}),
+    config: plan.config,
+    platform: plan.platform,
+    ready: plan.ready,
+    ...(plan.urlsExpireAt !== undefined ? { urls_expire_at: new Date(plan.urlsExpireAt).toISOString() } : {}),
+    layers: plan.layers.map((l) => {
+      const layer: WireLayer = {
+        digest: l.digest,
+        diff_id: l.diffId,
+        media_type: l.mediaType,
+        compression: l.compression,
+        size: l.size,
+        uncompressed_size: l.uncompressedSize,
+        state: l.state,
+        error: l.error,
+        file_count: l.fileCount,
+        toc_digest: l.tocDigest,
+        tar_key: l.tarKey,
+        toc_key: l.tocKey,
+      };
+      if (l.state !== 'ready') return layer;
+      const base = `${origin}/api/layers/${l.diffId}`;
+      return { ...layer, tar_url: l.tarUrl ?? `${base}/tar`, toc_url: l.tocUrl ?? `${base}/toc`, files_url: `${base}/files/` };
+    }),
+  };
+}
