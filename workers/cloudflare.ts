@@ -3,8 +3,8 @@
 import { parseConfig, ConfigError, type Config, type ConfigEnv } from '../core/config.ts';
 import { connectDatabase } from '../core/adapters/libsql.ts';
 import { LibsqlCatalog } from '../core/adapters/libsql-catalog.ts';
-import { CloudflareJobQueue, type QueueProducer } from '../core/adapters/cloudflare-queue.ts';
-import { fromWire, type WireJob } from '../core/ports/job-queue.ts';
+import { CloudflareJobQueue, ackerFor, type QueueMessage, type QueueProducer } from '../core/adapters/cloudflare-queue.ts';
+import type { WireJob } from '../core/ports/job-queue.ts';
 import { OciError } from '../core/oci/errors.ts';
 import { createApp } from '../functions/app.ts';
 import { errorResponse } from '../functions/errors.ts';
@@ -13,13 +13,6 @@ import { buildDeps, storeFor, type Deps } from './deps.ts';
 import { handleJob } from './jobs.ts';
 
 /** The subset of the Workers runtime types this entry point uses. */
-export interface QueueMessage<Body> {
-  readonly id: string;
-  readonly body: Body;
-  readonly attempts: number;
-  ack(): void;
-  retry(options?: { delaySeconds?: number }): void;
-}
 export interface MessageBatch<Body> {
   readonly queue: string;
   readonly messages: readonly QueueMessage<Body>[];
@@ -81,26 +74,15 @@ export default {
   },
 
   /**
-   * Jobs, run by workers/jobs.ts like Node's: ack when done, retry with backoff on a
-   * retryable failure, ack a permanent failure once it is recorded on its row (attempts
-   * beyond INGEST_MAX_ATTEMPTS count as permanent; the dead-letter queue is the backstop
-   * for a consumer that crashes). A deferred job is sent again with a delay and acked, so
-   * its wait does not use up the message's attempts. Malformed messages are acked.
+   * Jobs, run by workers/jobs.ts exactly as on Node; only the acks are Cloudflare's
+   * (core/adapters/cloudflare-queue.ts ackerFor). Attempts beyond INGEST_MAX_ATTEMPTS
+   * count as permanent; malformed messages are acked.
    */
   async queue(batch: MessageBatch<WireJob>, env: Env): Promise<void> {
     const { config, deps, queue } = depsFor(env);
     for (const message of batch.messages) {
       const body = message.body;
-      await handleJob(deps, { kind: body?.kind, payload: body?.payload, attempt: message.attempts, owner: `cf-${message.id}` }, config.ingestMaxAttempts, {
-        done: () => message.ack(),
-        retry: (delayMs) => message.retry({ delaySeconds: Math.ceil(delayMs / 1000) }),
-        defer: async (delayMs) => {
-          const again = fromWire(body.kind, body.payload);
-          if (again) await queue.send([again], Math.ceil(delayMs / 1000));
-          message.ack();
-        },
-        dead: () => message.ack(),
-      });
+      await handleJob(deps, { kind: body?.kind, payload: body?.payload, attempt: message.attempts, owner: `cf-${message.id}` }, config.ingestMaxAttempts, ackerFor(message, queue));
     }
     await deps.pulls.flush();
   },

@@ -2,7 +2,7 @@
 // one function that runs a delivered message, logs it and tells the queue what to do
 // (core/cache/retry.ts decides). The Node consumer and the Cloudflare `queue` handler
 // call `handleJob`; they differ only in how they ack.
-import { fromWire, type JobKind, type JobMessage } from '../core/ports/job-queue.ts';
+import { fromWire, type JobAcker, type JobKind, type JobMessage } from '../core/ports/job-queue.ts';
 import { failureOf, nextStep, type JobResult, type Next } from '../core/cache/retry.ts';
 import { ingestBlob } from '../core/cache/ingest.ts';
 import { extractLayer } from '../core/cache/extract.ts';
@@ -43,21 +43,13 @@ export interface Delivery {
   signal?: AbortSignal | undefined;
 }
 
-/** How a queue carries out `nextStep`'s answer. */
-export interface Acker {
-  done(): Promise<void> | void;
-  retry(delayMs: number, error: string): Promise<void> | void;
-  defer(delayMs: number): Promise<void> | void;
-  dead(error: string): Promise<void> | void;
-}
-
 /**
  * Runs one delivered job and acks it: done, retried with backoff while attempts remain
  * and the failure is retryable, deferred (not counted) when it waits on other work, dead
  * otherwise. A malformed message is dead at once. Logs one line per run:
  * `{"msg":kind,…,outcome,attempt,ms,bytes}` on success, a warning or an error otherwise.
  */
-export async function handleJob(deps: Deps, delivery: Delivery, maxAttempts: number, ack: Acker): Promise<Next> {
+export async function handleJob(deps: Deps, delivery: Delivery, maxAttempts: number, ack: JobAcker): Promise<Next> {
   const message = fromWire(delivery.kind, delivery.payload);
   if (!message) {
     const error = `unknown job ${JSON.stringify(delivery.kind)} or bad payload`;

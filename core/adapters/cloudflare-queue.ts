@@ -1,8 +1,18 @@
-import { toWire, type JobMessage, type JobQueue, type WireJob } from '../ports/job-queue.ts';
+import { fromWire, toWire, type JobAcker, type JobMessage, type JobQueue, type WireJob } from '../ports/job-queue.ts';
 
 /** The part of a Cloudflare Queue producer binding this adapter uses. */
 export interface QueueProducer {
   sendBatch(messages: Iterable<{ body: WireJob; delaySeconds?: number }>): Promise<void>;
+}
+
+/** The part of a delivered Cloudflare Queue message this adapter uses. */
+export interface QueueMessage<Body> {
+  readonly id: string;
+  readonly body: Body;
+  /** 1 for the first delivery. */
+  readonly attempts: number;
+  ack(): void;
+  retry(options?: { delaySeconds?: number }): void;
 }
 
 /** Cloudflare Queue messages, at most this many per sendBatch call (the platform's limit). */
@@ -26,4 +36,23 @@ export class CloudflareJobQueue implements JobQueue {
       await this.#producer.sendBatch(batch);
     }
   }
+}
+
+/**
+ * The acks of one delivered message. A retry is the queue's own (the attempt counts
+ * towards max_retries); a deferral is a fresh copy sent with the delay and the original
+ * acked, so waiting does not use up attempts; done and dead ack (a dead job's failure is
+ * on its row; the dead-letter queue is for a consumer that crashes).
+ */
+export function ackerFor(message: QueueMessage<WireJob>, queue: CloudflareJobQueue): JobAcker {
+  return {
+    done: () => message.ack(),
+    retry: (delayMs) => message.retry({ delaySeconds: Math.max(1, Math.ceil(delayMs / 1000)) }),
+    defer: async (delayMs) => {
+      const again = fromWire(message.body?.kind, message.body?.payload);
+      if (again) await queue.send([again], Math.max(1, Math.ceil(delayMs / 1000)));
+      message.ack();
+    },
+    dead: () => message.ack(),
+  };
 }

@@ -63,3 +63,18 @@ export function fromWire(kind: unknown, payload: unknown): JobMessage | undefine
 export interface JobQueue {
   send(messages: readonly JobMessage[]): Promise<void>;
 }
+
+/**
+ * How a queue carries out what the retry policy decided for one delivered job
+ * (core/cache/retry.ts `nextStep`): each adapter has one.
+ */
+export interface JobAcker {
+  /** Finished: never delivered again. */
+  done(): Promise<void> | void;
+  /** Failed, retryable: delivered again after `delayMs`, as the next attempt. */
+  retry(delayMs: number, error: string): Promise<void> | void;
+  /** Waiting on other work: delivered again after `delayMs`, the attempt not counted. */
+  defer(delayMs: number): Promise<void> | void;
+  /** Failed for good: never delivered again (recorded where the queue can). */
+  dead(error: string): Promise<void> | void;
+}
