@@ -96,12 +96,7 @@ async function main(): Promise<void> {
       try {
         // The job's lease is held like every other: losing it stops the work it does.
         await whileLeased({ what: 'job', leaseMs, renew: () => queue.renew(job.id, owner, leaseMs) }, (signal) =>
-          handleJob(deps, { kind: job.kind, payload: JSON.parse(job.payload), attempt: job.attempts, owner, signal }, config.ingestMaxAttempts, {
-            done: () => queue.complete(job.id, owner),
-            retry: (delayMs, error) => queue.retry(job.id, owner, error, delayMs),
-            defer: (delayMs) => queue.defer(job.id, owner, delayMs),
-            dead: (error) => queue.fail(job.id, owner, error),
-          }),
+          handleJob(deps, { kind: job.kind, payload: JSON.parse(job.payload), attempt: job.attempts, owner, signal }, config.ingestMaxAttempts, queue.ackerFor(job, owner)),
         );
       } catch (e) {
         // The queue itself failed (the database is gone): the lease runs out and the job is run again.

@@ -2,7 +2,7 @@ import { and, eq, inArray, lte, or, sql } from 'drizzle-orm';
 import { jobs, type Job } from '../../schema/jobs.ts';
 import type { Database } from './libsql.ts';
 import type { Clock } from '../ports/clock.ts';
-import { toWire, type JobMessage, type JobQueue } from '../ports/job-queue.ts';
+import { toWire, type JobAcker, type JobMessage, type JobQueue } from '../ports/job-queue.ts';
 
 /**
  * The Node runtime's durable queue, kept in libSQL so a crash loses nothing and several
@@ -107,5 +107,15 @@ export class LibsqlJobQueue implements JobQueue {
       .update(jobs)
       .set({ state: 'failed', leaseOwner: null, leaseExpiresAt: null, lastError: error, updatedAt: this.#now() })
       .where(and(eq(jobs.id, id), eq(jobs.leaseOwner, owner)));
+  }
+
+  /** The acks of a job `owner` claimed: each is a no-op once `owner` lost the lease. */
+  ackerFor(job: Job, owner: string): JobAcker {
+    return {
+      done: () => this.complete(job.id, owner),
+      retry: (delayMs, error) => this.retry(job.id, owner, error, delayMs),
+      defer: (delayMs) => this.defer(job.id, owner, delayMs),
+      dead: (error) => this.fail(job.id, owner, error),
+    };
   }
 }

@@ -1,4 +1,5 @@
-// The libSQL job queue on a real libSQL database file, with a controlled clock.
+// The libSQL job queue beyond the shared suite (job-queue.conformance.test.ts): leases, backoff,
+// re-arming and release, on a real libSQL database file with a controlled clock.
 import { test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
