@@ -3,11 +3,15 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Database } from '../../core/adapters/libsql.ts';
 import { digestOf } from '../../core/oci/digest.ts';
+import { eq } from 'drizzle-orm';
 import { jobs } from '../../schema/jobs.ts';
+import { blobs } from '../../schema/blobs.ts';
+import { manifests } from '../../schema/manifests.ts';
 import { ingestBlob, type IngestDeps } from '../../core/cache/ingest.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, pushIndex, upstreamBlob, type BuiltImage, type BuiltIndex } from '../setup/images.ts';
 import { createTestApp, type TestApp } from '../setup/app.ts';
+import { until } from '../setup/process.ts';
 
 let registry: Registry;
 let image: BuiltImage;
@@ -18,6 +22,7 @@ let close: TestApp['close'];
 let advance: TestApp['advance'];
 let app: TestApp['app'];
 let ingestDeps: IngestDeps;
+let deps: TestApp['deps'];
 const OCI = 'application/vnd.oci.image.manifest.v1+json';
 
 before(async () => {
@@ -29,7 +34,7 @@ before(async () => {
     { platform: { os: 'linux', architecture: 'arm64' }, layerFiles: [{ arch: 'arm64' }] },
     { platform: { os: 'linux', architecture: 'amd64' }, layerFiles: [{ arch: 'amd64' }] },
   ]);
-  ({ app, db, ingestDeps, advance, close } = await createTestApp(registry.url));
+  ({ app, db, ingestDeps, deps, advance, close } = await createTestApp(registry.url));
 });
 after(async () => {
   await close?.();
@@ -87,6 +92,35 @@ test('once ingested, a blob is served from the store with Range, and the upstrea
   assert.equal(bad.status, 416);
   assert.equal(((await bad.json()) as any).errors[0].code, 'RANGE_INVALID');
   assert.equal(blobGets(), before, 'no upstream blob request for a warm pull');
+});
+
+test('pulls of stored blobs and manifests are counted off the request path: no write per GET, one batch per PULL_FLUSH_SECONDS', async () => {
+  const layer = image.layers[0]!;
+  assert.equal((await app.request('/v2/small/manifests/1')).status, 200);
+  await ingestBlob(ingestDeps, layer.digest, 'w');
+  await deps.pulls.flush();
+  const counts = async () => {
+    const [b] = await db.select().from(blobs).where(eq(blobs.digest, layer.digest));
+    const [m] = await db.select().from(manifests).where(eq(manifests.digest, image.manifestDigest));
+    return { blob: b!.pullCount, blobAt: b!.lastPulledAt, manifest: m!.pullCount };
+  };
+  const start = await counts();
+  for (let i = 0; i < 3; i++) {
+    const res = await app.request(`/v2/small/blobs/${layer.digest}`);
+    assert.equal(res.status, 200);
+    await res.arrayBuffer();
+    assert.equal((await app.request(`/v2/small/blobs/${layer.digest}`, { method: 'HEAD' })).status, 200);
+  }
+  assert.equal((await app.request(`/v2/small/manifests/${image.manifestDigest}`)).status, 200);
+  assert.deepEqual(await counts(), start, 'nothing written while the batch is not due');
+  advance(10_001);
+  const pulledAt = Date.now();
+  const due = await app.request(`/v2/small/blobs/${layer.digest}`);
+  await due.arrayBuffer();
+  await until(async () => (await counts()).blob === start.blob + 4, 10_000, 'the batch write');
+  const after = await counts();
+  assert.equal(after.manifest, start.manifest + 1, 'the manifest GET, in the same batch');
+  assert.ok(after.blobAt! >= pulledAt, 'last pulled time moved forward');
 });
 
 test('unknown and malformed blob digests are BLOB_UNKNOWN and DIGEST_INVALID', async () => {
