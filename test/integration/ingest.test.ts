@@ -120,6 +120,22 @@ test('a consumer that loses its lease mid-stream stops writing and leaves the ro
   }
 });
 
+test("losing the job's own lease stops the transfer too: nothing stored, the blob row freed for the next owner", async () => {
+  const [, store] = stores[0]!;
+  proxy.fault = 'stall';
+  await recordBlob({ digest: layer().digest, upstream: 'docker.io', name: 'library/ingest', size: layer().size });
+  const job = new AbortController();
+  const running = ingestBlob(deps(store), layer().digest, 'w1', job.signal);
+  await until(async () => (await row())?.state === 'fetching', 10_000, 'the download to start');
+  job.abort(new Error('lost the job lease: another owner has it'));
+  const result = await running;
+  assert.deepEqual(result, { ok: false, retry: true, error: 'lost the job lease: another owner has it' });
+  assert.equal(await store.stat(`blobs/sha256/${layer().digest.slice(7)}`), undefined);
+  const r = await row();
+  assert.deepEqual([r?.state, r?.leaseOwner], ['failed', null]);
+  await db.delete(blobs);
+});
+
 test('a blob the upstream does not have fails for good', async () => {
   const [, store] = stores[0]!;
   const missing = `sha256:${'c'.repeat(64)}`;
