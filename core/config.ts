@@ -27,7 +27,7 @@ interface Variable {
 /**
  * Every configuration variable, once: the parser reads only these (`read` takes a
  * `VariableName`), the Workers `Env` type is made from them, and the README's table is
- * printed from them (`node scripts/config-table.ts`; test/unit/config.schema.test.ts
+ * printed from them (`npm run -s config:table`; test/unit/config.schema.test.ts
  * holds README and wrangler.toml to this list).
  */
 export const VARIABLES = [

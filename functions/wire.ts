@@ -1,7 +1,6 @@
 // The JSON the sandbox API sends (snake_case, a public format), shared with cli/, which
 // reads it. Core speaks camelCase; the conversion is here.
 import type { RootfsPlan } from '../core/sandbox/plan.ts';
-import type { Platform } from '../core/oci/manifest.ts';
 
 export interface WireLayer {
   /** The compressed blob, as in the manifest. */
@@ -27,14 +26,8 @@ export interface WireLayer {
   files_url?: string;
 }
 
-export interface WirePlan {
-  upstream: string;
-  name: string;
-  manifest: string;
-  index?: string;
-  config: string;
-  platform: Platform;
-  ready: boolean;
+/** The plan's own fields as core has them; the layers and the expiry in the wire format. */
+export interface WirePlan extends Omit<RootfsPlan, 'urlsExpireAt' | 'layers'> {
   /**
    * When the presigned URLs stop working (ISO 8601, rounded down to the second as S3
    * counts it), so a client can ask for the plan again before; absent without them.

@@ -219,4 +219,27 @@ export class LibsqlCatalog implements Catalog {
         .where(eq(table.digest, t.digest));
     }
   }
+
+  async usage(): Promise<{ blobs: number; blobBytes: number; layers: number; layerBytes: number }> {
+    const [b] = await this.#db
+      .select({ n: sql<number>`count(*)`, bytes: sql<number>`coalesce(sum(${blobs.size}), 0)` })
+      .from(blobs)
+      .where(eq(blobs.state, 'ready'));
+    const [l] = await this.#db
+      .select({ n: sql<number>`count(*)`, bytes: sql<number>`coalesce(sum(${layers.size}), 0)` })
+      .from(layers)
+      .where(eq(layers.state, 'ready'));
+    return { blobs: Number(b?.n ?? 0), blobBytes: Number(b?.bytes ?? 0), layers: Number(l?.n ?? 0), layerBytes: Number(l?.bytes ?? 0) };
+  }
+
+  async leastRecentlyPulled(limit: number): Promise<Array<{ digest: string; size: number; lastPulledAt: number }>> {
+    const lastPulledAt = sql<number>`coalesce(${blobs.lastPulledAt}, ${blobs.readyAt}, 0)`;
+    const rows = await this.#db
+      .select({ digest: blobs.digest, size: blobs.size, lastPulledAt })
+      .from(blobs)
+      .where(eq(blobs.state, 'ready'))
+      .orderBy(lastPulledAt, blobs.digest)
+      .limit(limit);
+    return rows.map((r) => ({ digest: r.digest, size: r.size ?? 0, lastPulledAt: Number(r.lastPulledAt) }));
+  }
 }

@@ -1,6 +1,4 @@
 import type { Catalog, Layer } from '../ports/catalog.ts';
-import type { BlobStore } from '../ports/blob-store.ts';
-import type { Clock } from '../ports/clock.ts';
 import { DigestMismatchError, OciError, TransientError } from '../oci/errors.ts';
 import { layerTarKey, layerTocKey } from '../oci/keys.ts';
 import { parseDigest } from '../oci/reference.ts';

@@ -105,4 +105,12 @@ export interface Catalog {
 
   /** Adds counted pulls to blob and manifest rows, and moves their last-pulled times forward. */
   recordPulls(tallies: readonly PullTally[]): Promise<void>;
+
+  /** What the store holds, by the catalog: ready blobs and extracted layers, counted and summed (retention, the status page). */
+  usage(): Promise<{ blobs: number; blobBytes: number; layers: number; layerBytes: number }>;
+  /**
+   * Ready blobs, least recently pulled first (never pulled counts as pulled when it became
+   * ready), at most `limit`: retention's eviction order.
+   */
+  leastRecentlyPulled(limit: number): Promise<Array<{ digest: string; size: number; lastPulledAt: number }>>;
 }

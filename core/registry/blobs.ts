@@ -9,13 +9,18 @@ import { parseDigest, type RepositoryTarget } from '../oci/reference.ts';
 import { resolveRange } from '../oci/range.ts';
 import type { PullCounter } from './pulls.ts';
 
-export interface BlobDeps {
+/** What the read path of manifests and blobs works with. */
+export interface RegistryDeps {
   catalog: Catalog;
   store: BlobStore;
   upstreams: Upstreams;
   queue: JobQueue;
+  /** Pull counts, written in batches. */
   pulls: PullCounter;
   clock: Clock;
+}
+
+export interface BlobDeps extends RegistryDeps {
   delivery: 'redirect' | 'stream';
   presignTtlSeconds: number;
 }

@@ -1,24 +1,15 @@
-import type { Catalog, ManifestReference } from '../ports/catalog.ts';
-import type { BlobStore } from '../ports/blob-store.ts';
-import type { JobQueue } from '../ports/job-queue.ts';
-import type { Clock } from '../ports/clock.ts';
-import { selectUpstream, upstreamError, type Upstreams } from '../ports/upstream.ts';
+import type { ManifestReference } from '../ports/catalog.ts';
+import { selectUpstream, upstreamError } from '../ports/upstream.ts';
 import { OciError } from '../oci/errors.ts';
 import { digestOf } from '../oci/digest.ts';
 import { DEFAULT_PLATFORM, MediaType, accepts, parseManifest, selectPlatform } from '../oci/manifest.ts';
 import { MAX_MANIFEST_BYTES, readCapped } from '../oci/limits.ts';
 import { blobKey, manifestKey } from '../oci/keys.ts';
 import { parseDigest, parseReference, type RepositoryTarget } from '../oci/reference.ts';
-import type { PullCounter } from './pulls.ts';
+import type { RegistryDeps } from './blobs.ts';
 import { MANIFEST_ACCEPT, resolveTag } from './tags.ts';
 
-export interface ManifestDeps {
-  catalog: Catalog;
-  store: BlobStore;
-  upstreams: Upstreams;
-  queue: JobQueue;
-  pulls: PullCounter;
-  clock: Clock;
+export interface ManifestDeps extends RegistryDeps {
   tagTtlSeconds: number;
   /** Every image manifest fetched from the upstream gets its layers extracted (EXTRACT=eager). */
   extractEagerly: boolean;

@@ -177,6 +177,33 @@ for (const adapter of adapters) {
       assert.deepEqual([manifest?.pullCount, manifest?.lastPulledAt], [2, 6000]);
     });
 
+    test('usage sums what is ready, and eviction order is least recently pulled first', async () => {
+      const fresh = await adapter.database('usage');
+      const { db, close: closeFresh } = await openDatabase(fresh.url, fresh.authToken);
+      const c = new LibsqlCatalog(db);
+      try {
+        assert.deepEqual(await c.usage(), { blobs: 0, blobBytes: 0, layers: 0, layerBytes: 0 });
+        for (const [n, size, readyAt] of [[600, 10, 1000], [601, 20, 2000], [602, 30, 3000], [603, 40, 4000]] as const) {
+          await c.recordBlob(blobSource(n, size), 0);
+          await c.claim('blob', digest(n), 'w', 10_000, readyAt);
+          if (n !== 603) await c.blobStored(digest(n), 'w', size, readyAt);
+        }
+        await c.recordLayer(layerSource(610, 600), 0);
+        await c.claim('layer', digest(610), 'w', 10_000, 0);
+        await c.layerStored(digest(610), 'w', { size: 100, fileCount: 1, tocDigest: digest(1) }, 0);
+        assert.deepEqual(await c.usage(), { blobs: 3, blobBytes: 60, layers: 1, layerBytes: 100 }, 'the blob still fetching is not counted');
+        await c.recordPulls([{ kind: 'blob', digest: digest(600), count: 1, lastPulledAt: 5000 }]);
+        assert.deepEqual(await c.leastRecentlyPulled(10), [
+          { digest: digest(601), size: 20, lastPulledAt: 2000 },
+          { digest: digest(602), size: 30, lastPulledAt: 3000 },
+          { digest: digest(600), size: 10, lastPulledAt: 5000 },
+        ]);
+        assert.equal((await c.leastRecentlyPulled(1)).length, 1);
+      } finally {
+        closeFresh();
+      }
+    });
+
     test('several processes writing at once lose nothing: every call succeeds and each row has one winner', async () => {
       const db = await adapter.database('processes');
       // Migrate once, as the first server to start does.

@@ -23,7 +23,7 @@ function wranglerVars(): Record<string, string> {
 }
 
 test('the README table of variables is the one printed from the schema', () => {
-  assert.ok(readme.includes(`${variablesTable()}\n`), 'README.md differs from `node scripts/config-table.ts`: paste its output over the table');
+  assert.ok(readme.includes(`${variablesTable()}\n`), 'README.md differs from `npm run -s config:table`: paste its output over the table');
 });
 
 test('every variable is named once in the schema, in SCREAMING_SNAKE_CASE', () => {
