@@ -11,7 +11,9 @@ import { ingestBlob, type IngestDeps } from '../../core/cache/ingest.ts';
 import { LibsqlCatalog } from '../../core/adapters/libsql-catalog.ts';
 import { blobKey } from '../../core/oci/keys.ts';
 import { parseDigest } from '../../core/oci/reference.ts';
-import { UpstreamRegistry } from '../../core/adapters/http-upstream.ts';
+import { LibsqlJobQueue } from '../../core/adapters/libsql-queue.ts';
+import { parseConfig } from '../../core/config.ts';
+import { buildDeps } from '../../workers/deps.ts';
 import { FilesystemBlobStore } from '../../core/adapters/fs-store.ts';
 import { S3BlobStore } from '../../core/adapters/s3-store.ts';
 import { s3TestBucket } from '../setup/s3.ts';
@@ -50,13 +52,15 @@ beforeEach(async () => {
   proxy.fault = 'none';
 });
 
-const deps = (store: BlobStore): IngestDeps => ({
-  catalog: new LibsqlCatalog(db),
-  clock: Date.now,
-  store,
-  upstreams: new Map([['docker.io', new UpstreamRegistry('docker.io', { url: proxy.url }, { attempts: 1 })]]),
-  leaseMs: 10_000,
-});
+/** The ingest job's dependencies as both runtimes wire them (workers/deps.ts), on this test's database and `store`. */
+const deps = (store: BlobStore): IngestDeps =>
+  buildDeps(parseConfig({ UPSTREAMS: JSON.stringify({ 'docker.io': { url: proxy.url } }), JOB_LEASE_SECONDS: '10' }), {
+    catalog: new LibsqlCatalog(db),
+    store,
+    queue: new LibsqlJobQueue(db),
+    log: () => {},
+    upstream: { attempts: 1 },
+  }).ingest;
 const layer = () => image.layers[1]!;
 /** A pending blob row, as a manifest pull records it. */
 const recordBlob = (source: { digest: string; upstream: string; name: string; size?: number }) =>
