@@ -1,4 +1,4 @@
-import type { UpstreamConfig } from './adapters/http-upstream.ts';
+import type { UpstreamConfig } from './ports/upstream.ts';
 
 export const DEFAULT_UPSTREAMS: Readonly<Record<string, UpstreamConfig>> = {
   'docker.io': { url: 'https://registry-1.docker.io' },

@@ -1,12 +1,8 @@
 import { OciError, redactUrls } from '../oci/errors.ts';
-import { isTransientStatus, tooManyRequests, type Upstream } from '../ports/upstream.ts';
+import { isTransientStatus, tooManyRequests, type Upstream, type UpstreamConfig } from '../ports/upstream.ts';
 
-export interface UpstreamConfig {
-  /** Base URL, e.g. `https://registry-1.docker.io`. */
-  url: string;
-  username?: string | undefined;
-  password?: string | undefined;
-}
+export type { UpstreamConfig };
+
 
 export interface UpstreamOptions {
   fetch?: typeof fetch;

@@ -1,5 +1,13 @@
 import { OciError } from '../oci/errors.ts';
 
+/** A configured upstream (UPSTREAMS): where it is, and the credentials we pull with, if any. */
+export interface UpstreamConfig {
+  /** Base URL, e.g. `https://registry-1.docker.io`. */
+  url: string;
+  username?: string | undefined;
+  password?: string | undefined;
+}
+
 /**
  * One configured upstream registry (the HTTP client in core/adapters/http-upstream.ts).
  * Only configured upstreams exist: nothing else is ever contacted.
