@@ -96,7 +96,7 @@ async function main(): Promise<void> {
       try {
         // The job's lease is held like every other: losing it stops the work it does.
         await whileLeased({ what: 'job', leaseMs, renew: () => queue.renew(job.id, owner, leaseMs) }, (signal) =>
-          handleJob(deps, { kind: job.kind, payload: JSON.parse(job.payload), attempt: job.attempts, owner, signal }, config.ingestMaxAttempts, queue.ackerFor(job, owner)),
+          handleJob(deps, { kind: job.kind, payload: payloadOf(job.payload), attempt: job.attempts, owner, signal }, config.ingestMaxAttempts, queue.ackerFor(job, owner)),
         );
       } catch (e) {
         // The queue itself failed (the database is gone): the lease runs out and the job is run again.
@@ -136,6 +136,15 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+/** A stored job's payload; a corrupt one reads as none, and handleJob refuses it (dead, not retried forever). */
+function payloadOf(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /**

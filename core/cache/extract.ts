@@ -9,7 +9,8 @@ import { whileLeased } from './lease.ts';
 import { failureOf, type JobResult } from './retry.ts';
 import { ingestBlob, type IngestDeps } from './ingest.ts';
 
-export interface ExtractDeps extends IngestDeps {}
+/** The extract job works with what ingest does: it may have to store the layer blob first. */
+export type ExtractDeps = IngestDeps;
 
 /** How long an extract job waits before looking again at a blob another consumer is fetching. */
 export const BLOB_WAIT_MS = 2000;
