@@ -11,6 +11,8 @@ import { systemClock, type Clock } from '../core/ports/clock.ts';
 import type { IngestDeps } from '../core/cache/ingest.ts';
 import type { PlanDeps } from '../core/sandbox/plan.ts';
 import { PullCounter } from '../core/registry/pulls.ts';
+import { Flights } from '../core/registry/flights.ts';
+import type { FetchedManifest } from '../core/registry/manifests.ts';
 import { UpstreamRegistry, type UpstreamOptions } from '../core/adapters/http-upstream.ts';
 import { FilesystemBlobStore } from '../core/adapters/fs-store.ts';
 import { S3BlobStore, createS3Client } from '../core/adapters/s3-store.ts';
@@ -56,13 +58,25 @@ export function buildDeps(config: Config, parts: Parts): Deps {
   const metrics = parts.metrics ?? noopMetrics;
   const upstreams = new Map<string, Upstream>(Object.entries(config.upstreams).map(([host, u]) => [host, new UpstreamRegistry(host, u, { now: clock, ...parts.upstream })]));
   const pulls = new PullCounter(catalog, clock, config.pullFlushSeconds * 1000);
-  const manifests = { catalog, store, upstreams, queue, pulls, clock, tagTtlSeconds: config.tagTtlSeconds, extractEagerly: config.extract === 'eager' };
+  const tagFlights = new Flights<string>();
+  const manifests = {
+    catalog,
+    store,
+    upstreams,
+    queue,
+    pulls,
+    clock,
+    tagTtlSeconds: config.tagTtlSeconds,
+    tagFlights,
+    manifestFlights: new Flights<FetchedManifest>(),
+    extractEagerly: config.extract === 'eager',
+  };
   const plan = { manifests, extractOff: config.extract === 'off', presignTtlSeconds: config.presignTtlSeconds };
   return {
     app: {
       manifests,
       blobs: { catalog, store, upstreams, queue, pulls, clock, delivery: config.blobDelivery, presignTtlSeconds: config.presignTtlSeconds },
-      tags: { catalog, upstreams, clock, tagTtlSeconds: config.tagTtlSeconds },
+      tags: { catalog, upstreams, clock, tagTtlSeconds: config.tagTtlSeconds, tagFlights },
       routing: { upstreamHosts: new Set(upstreams.keys()), defaultUpstream: config.defaultUpstream, publicUrl: config.publicUrl },
       plan,
       layers: { catalog, store, delivery: config.blobDelivery, presignTtlSeconds: config.presignTtlSeconds },

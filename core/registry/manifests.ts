@@ -5,14 +5,24 @@ import { digestOf } from '../oci/digest.ts';
 import { DEFAULT_PLATFORM, MediaType, accepts, parseManifest, selectPlatform } from '../oci/manifest.ts';
 import { MAX_MANIFEST_BYTES, readCapped } from '../oci/limits.ts';
 import { blobKey, manifestKey } from '../oci/keys.ts';
-import { parseDigest, parseReference, type RepositoryTarget } from '../oci/reference.ts';
+import { parseDigest, parseReference, type Digest, type RepositoryTarget } from '../oci/reference.ts';
 import type { RegistryDeps } from './blobs.ts';
+import type { Flights } from './flights.ts';
 import { MANIFEST_ACCEPT, resolveTag } from './tags.ts';
 
 export interface ManifestDeps extends RegistryDeps {
   tagTtlSeconds: number;
+  tagFlights: Flights<string>;
+  /** Manifest fetches running now, by repository and digest: concurrent requests share one upstream GET. */
+  manifestFlights: Flights<FetchedManifest>;
   /** Every image manifest fetched from the upstream gets its layers extracted (EXTRACT=eager). */
   extractEagerly: boolean;
+}
+
+/** A manifest fetched from the upstream, verified, stored and recorded. */
+export interface FetchedManifest {
+  mediaType: string;
+  bytes: Uint8Array;
 }
 
 export interface ResolvedManifest {
@@ -44,6 +54,17 @@ export async function getManifest(deps: ManifestDeps, target: RepositoryTarget, 
       return { digest: digest.value, mediaType: stored.mediaType, size: stored.size, bytes, background };
     }
   }
+  const fetched = await deps.manifestFlights.run(`${target.upstream}/${target.name}@${digest.value}`, () => fetchManifest(deps, target, reference, digest));
+  const background = method === 'GET' ? deps.pulls.count('manifest', digest.value) : undefined;
+  return { digest: digest.value, mediaType: fetched.mediaType, size: fetched.bytes.length, bytes: method === 'GET' ? fetched.bytes : undefined, background };
+}
+
+/**
+ * Fetches a manifest by digest from the upstream, checks it against the digest, stores
+ * and records it with its references, and makes sure its blobs (and, with
+ * EXTRACT=eager, its layers) are scheduled.
+ */
+async function fetchManifest(deps: ManifestDeps, target: RepositoryTarget, reference: string, digest: Digest): Promise<FetchedManifest> {
   const res = await selectUpstream(deps.upstreams, target.upstream).request('GET', `/v2/${target.name}/manifests/${digest.value}`, target.name, MANIFEST_ACCEPT);
   if (!res.ok) throw await upstreamError(res, target.upstream, new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { name: target.name, reference }));
   const bytes = await readCapped(res, MAX_MANIFEST_BYTES);
@@ -66,8 +87,7 @@ export async function getManifest(deps: ManifestDeps, target: RepositoryTarget, 
   if (parsed.kind === 'image' && deps.extractEagerly) {
     await deps.queue.send([{ kind: 'prepare-layers', upstream: target.upstream, name: target.name, manifest: digest.value }]);
   }
-  const background = method === 'GET' ? deps.pulls.count('manifest', digest.value) : undefined;
-  return { digest: digest.value, mediaType: parsed.mediaType, size: bytes.length, bytes: method === 'GET' ? bytes : undefined, background };
+  return { mediaType: parsed.mediaType, bytes };
 }
 
 /** Makes sure an ingest job exists for every config and layer of a manifest not yet ready. */

@@ -6,6 +6,7 @@ import { digestOf } from '../oci/digest.ts';
 import { MANIFEST_MEDIA_TYPES } from '../oci/manifest.ts';
 import { MAX_LISTING_BYTES, MAX_MANIFEST_BYTES, readCapped } from '../oci/limits.ts';
 import { parseDigest, type RepositoryTarget } from '../oci/reference.ts';
+import type { Flights } from './flights.ts';
 
 export interface TagDeps {
   catalog: Catalog;
@@ -13,6 +14,8 @@ export interface TagDeps {
   clock: Clock;
   /** How long a tag's resolution is reused before the upstream is asked again. */
   tagTtlSeconds: number;
+  /** Resolutions running now, by repository and tag: concurrent requests share one upstream HEAD. */
+  tagFlights: Flights<string>;
 }
 
 export const MANIFEST_ACCEPT = { accept: MANIFEST_MEDIA_TYPES.join(', ') };
@@ -31,6 +34,11 @@ export async function resolveTag(deps: TagDeps, target: RepositoryTarget, tag: s
   const now = deps.clock();
   const cached = await deps.catalog.tag(target, tag);
   if (cached && now - cached.resolvedAt < deps.tagTtlSeconds * 1000) return cached.digest;
+  return deps.tagFlights.run(`${target.upstream}/${target.name}:${tag}`, () => resolveUpstream(deps, target, tag, cached, now));
+}
+
+/** The upstream's answer for a tag, remembered; the cached digest when the upstream fails. */
+async function resolveUpstream(deps: TagDeps, target: RepositoryTarget, tag: string, cached: { digest: string } | undefined, now: number): Promise<string> {
   const upstream = selectUpstream(deps.upstreams, target.upstream);
   let digest: string | undefined;
   try {

@@ -123,6 +123,25 @@ test('pulls of stored blobs and manifests are counted off the request path: no w
   assert.ok(after.blobAt! >= pulledAt, 'last pulled time moved forward');
 });
 
+test('concurrent requests for one cold tag make one upstream HEAD and one manifest GET', async () => {
+  const cold = await pushImage(registry, 'library/coalesce', '1', [{ 'etc/coalesce': 'one\n' }]);
+  const asked = (method: string, path: string) => registry.requests().filter((r) => r.method === method && r.path === path).length;
+  const answers = await Promise.all(
+    Array.from({ length: 10 }, async (_, i) => {
+      const res = await app.request('/v2/coalesce/manifests/1', { method: i % 3 === 0 ? 'HEAD' : 'GET', headers: { accept: OCI } });
+      await res.arrayBuffer();
+      return [res.status, res.headers.get('docker-content-digest')];
+    }),
+  );
+  assert.deepEqual(answers, Array(10).fill([200, cold.manifestDigest]));
+  // The registry logs a request when its response completes: once a later one is logged, these are too.
+  const sentinel = `/v2/library/coalesce/tags/list?sentinel=${Date.now()}`;
+  await fetch(`${registry.url}${sentinel}`).then((r) => r.arrayBuffer());
+  await until(async () => asked('GET', sentinel) === 1, 10_000, 'the registry log');
+  assert.equal(asked('HEAD', '/v2/library/coalesce/manifests/1'), 1, 'one tag resolution');
+  assert.equal(asked('GET', `/v2/library/coalesce/manifests/${cold.manifestDigest}`), 1, 'one manifest fetch');
+});
+
 test('unknown and malformed blob digests are BLOB_UNKNOWN and DIGEST_INVALID', async () => {
   const unknown = await app.request(`/v2/small/blobs/sha256:${'d'.repeat(64)}`);
   assert.equal(unknown.status, 404);
