@@ -29,6 +29,8 @@ export interface RegistryOptions {
   token?: { realm: string; service: string; issuer: string; rootCertBundle: string };
   /** S3 storage (on the test RGW) instead of a directory; blob GETs then redirect to it. */
   s3?: { endpoint: string; bucket: string; accessKeyId: string; secretAccessKey: string };
+  /** Distribution's pull-through cache mode (`proxy.remoteurl`): the reference a mirror is measured against. */
+  proxy?: { remoteUrl: string };
 }
 
 /**
@@ -77,6 +79,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Regi
       '  delete:',
       '    enabled: true',
       ...auth,
+      ...(options.proxy ? ['proxy:', `  remoteurl: ${options.proxy.remoteUrl}`] : []),
       'http:',
       `  addr: 127.0.0.1:${port}`,
       '',
