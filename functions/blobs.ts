@@ -27,6 +27,10 @@ export function blobRoutes(deps: BlobDeps, routing: RoutingConfig): Hono<AppEnv>
     }
     headers.set('Content-Type', 'application/octet-stream');
     headers.set('ETag', `"${answer.digest}"`);
+    if (answer.kind === 'transfer') {
+      if (answer.size !== undefined) headers.set('Content-Length', String(answer.size));
+      return new Response(answer.body, { status: 200, headers });
+    }
     return storedResponse(method, headers, answer.size, answer.range, answer.body);
   });
   return app;

@@ -6,6 +6,8 @@ import type { BlobStore } from '../core/ports/blob-store.ts';
 import type { Catalog } from '../core/ports/catalog.ts';
 import type { JobQueue } from '../core/ports/job-queue.ts';
 import type { Upstream } from '../core/ports/upstream.ts';
+import type { Spool } from '../core/ports/spool.ts';
+import { Transfers } from '../core/cache/transfer.ts';
 import { noopMetrics, type Metrics } from '../core/ports/metrics.ts';
 import { systemClock, type Clock } from '../core/ports/clock.ts';
 import type { IngestDeps } from '../core/cache/ingest.ts';
@@ -37,6 +39,8 @@ export interface Parts {
   log: Log;
   metrics?: Metrics;
   clock?: Clock;
+  /** Local scratch space for blobs in flight (Node): with it, concurrent cold GETs share one upstream transfer. */
+  spool?: Spool;
   /** Options of the upstream clients (tests shorten the retries). */
   upstream?: UpstreamOptions;
 }
@@ -71,11 +75,13 @@ export function buildDeps(config: Config, parts: Parts): Deps {
     manifestFlights: new Flights<FetchedManifest>(),
     extractEagerly: config.extract === 'eager',
   };
+  const leaseMs = config.jobLeaseSeconds * 1000;
+  const transfers = parts.spool ? new Transfers({ catalog, store, upstreams, spool: parts.spool, leaseMs, clock, log }) : undefined;
   const plan = { manifests, extractOff: config.extract === 'off', presignTtlSeconds: config.presignTtlSeconds };
   return {
     app: {
       manifests,
-      blobs: { catalog, store, upstreams, queue, pulls, clock, delivery: config.blobDelivery, presignTtlSeconds: config.presignTtlSeconds },
+      blobs: { catalog, store, upstreams, queue, pulls, clock, transfers, delivery: config.blobDelivery, presignTtlSeconds: config.presignTtlSeconds },
       tags: { catalog, upstreams, clock, tagTtlSeconds: config.tagTtlSeconds, tagFlights },
       routing: { upstreamHosts: new Set(upstreams.keys()), defaultUpstream: config.defaultUpstream, publicUrl: config.publicUrl },
       plan,
@@ -83,7 +89,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
       log,
       metrics,
     },
-    ingest: { catalog, store, upstreams, leaseMs: config.jobLeaseSeconds * 1000, clock },
+    ingest: { catalog, store, upstreams, leaseMs, clock },
     plan,
     pulls,
     log,

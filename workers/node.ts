@@ -3,11 +3,13 @@
 import { createServer as createHttpsServer } from 'node:https';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { parseConfig, ConfigError, type Config, type ConfigEnv } from '../core/config.ts';
 import { openDatabase } from '../core/adapters/libsql.ts';
 import { LibsqlCatalog } from '../core/adapters/libsql-catalog.ts';
 import { LibsqlJobQueue } from '../core/adapters/libsql-queue.ts';
+import { FilesystemSpool } from '../core/adapters/fs-spool.ts';
 import { whileLeased } from '../core/cache/lease.ts';
 import { createApp } from '../functions/app.ts';
 import { StoreUnavailableError, redactUrls } from '../core/oci/errors.ts';
@@ -49,7 +51,8 @@ async function main(): Promise<void> {
     fatal(`the blob store cannot be used: ${redactUrls(causeOf(e))}`);
   });
   const queue = new LibsqlJobQueue(db);
-  const deps = buildDeps(config, { catalog: new LibsqlCatalog(db), store, queue, log });
+  const spool = new FilesystemSpool(join(config.dataDir, 'spool'));
+  const deps = buildDeps(config, { catalog: new LibsqlCatalog(db), store, queue, spool, log });
   const app = createApp(deps.app);
   const tls = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined;
   const server = serve({

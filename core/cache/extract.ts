@@ -65,7 +65,9 @@ export async function extractLayer(deps: ExtractDeps, diffId: string, owner: str
       await catalog.layerBlobFailed(diffId, error, ingested.retry, clock());
       return { ...ingested, error };
     }
-    if (ingested.outcome === 'leased-elsewhere') return { ok: true, outcome: 'deferred', waitMs: BLOB_WAIT_MS, reason: `blob ${layer.blobDigest} is being fetched by another consumer` };
+    if (ingested.outcome === 'leased-elsewhere' || ingested.outcome === 'deferred') {
+      return { ok: true, outcome: 'deferred', waitMs: BLOB_WAIT_MS, reason: `blob ${layer.blobDigest} is being fetched by another consumer` };
+    }
   }
 
   const claim = await catalog.claim('layer', diffId, owner, deps.leaseMs, clock());

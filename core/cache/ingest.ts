@@ -6,6 +6,10 @@ import type { Clock } from '../ports/clock.ts';
 import { OciError, TransientError } from '../oci/errors.ts';
 import { whileLeased } from './lease.ts';
 import { failureOf, type JobResult } from './retry.ts';
+import { TRANSFER_OWNER_PREFIX } from './transfer.ts';
+
+/** How long an ingest job waits before looking again at a blob a client's transfer is fetching. */
+const TRANSFER_WAIT_MS = 2000;
 
 export interface IngestDeps {
   catalog: Catalog;
@@ -28,6 +32,11 @@ export async function ingestBlob(deps: IngestDeps, digest: string, owner: string
   if (!claim.claimed) {
     if (!claim.current) return { ok: false, retry: false, error: `no blob row for ${digest}` };
     if (claim.current.state === 'ready') return { ok: true, outcome: 'already-ready' };
+    // A client's transfer has no job behind it: this job waits for it, and takes over if
+    // it fails or its process dies (the lease then runs out).
+    if (claim.current.leaseOwner?.startsWith(TRANSFER_OWNER_PREFIX)) {
+      return { ok: true, outcome: 'deferred', waitMs: TRANSFER_WAIT_MS, reason: `blob ${digest} is being fetched for a client` };
+    }
     // A live lease means another consumer is fetching it under its own job or message,
     // which is retried or redelivered if that consumer fails: this duplicate is done.
     return { ok: true, outcome: 'leased-elsewhere' };

@@ -8,6 +8,7 @@ import { blobKey } from '../oci/keys.ts';
 import { parseDigest, type RepositoryTarget } from '../oci/reference.ts';
 import { resolveRange } from '../oci/range.ts';
 import type { PullCounter } from './pulls.ts';
+import type { Transfers } from '../cache/transfer.ts';
 
 /** What the read path of manifests and blobs works with. */
 export interface RegistryDeps {
@@ -21,6 +22,8 @@ export interface RegistryDeps {
 }
 
 export interface BlobDeps extends RegistryDeps {
+  /** The one transfer per cold blob, where the runtime has a spool (Node); else bytes pass through. */
+  transfers?: Transfers | undefined;
   delivery: 'redirect' | 'stream';
   presignTtlSeconds: number;
 }
@@ -29,6 +32,8 @@ export type BlobAnswer = (
   | { kind: 'redirect'; url: string; digest: string }
   | { kind: 'stored'; digest: string; size: number; range?: ByteRange; body?: ReadableStream<Uint8Array> }
   | { kind: 'upstream'; digest: string; response: Response }
+  /** Fed from the one transfer of the blob (its size when known). */
+  | { kind: 'transfer'; digest: string; size: number | undefined; body: ReadableStream<Uint8Array> }
 ) & {
   /** Bookkeeping to finish after the response (a batch of pull counts), when some is due. */
   background?: Promise<void> | undefined;
@@ -55,6 +60,14 @@ export async function getBlob(deps: BlobDeps, target: RepositoryTarget, referenc
     if (object) return { kind: 'stored', digest: digest.value, size: row.size, range, body: object.body, background };
     // The row says ready but the object is gone (deleted behind our back): fetch it again.
     await deps.catalog.blobMissing(digest.value, deps.clock());
+  }
+  // A whole-blob GET of a blob a manifest of this repository introduced joins (or starts)
+  // its one transfer, which fetches it from that repository.
+  if (row && row.upstream === target.upstream && row.name === target.name && method === 'GET' && !rangeHeader && deps.transfers) {
+    // The ingest job stays ensured: it waits while the transfer runs, and takes over if it fails.
+    await deps.queue.send([{ kind: 'ingest', digest: digest.value }]);
+    const attached = await deps.transfers.attach(digest.value);
+    if (attached) return { kind: 'transfer', digest: digest.value, size: attached.size, body: attached.body };
   }
   const upstream = selectUpstream(deps.upstreams, target.upstream);
   const headers: Record<string, string> = rangeHeader && method === 'GET' ? { range: rangeHeader } : {};

@@ -10,6 +10,7 @@ import { openDatabase, type Database } from '../../core/adapters/libsql.ts';
 import { LibsqlCatalog } from '../../core/adapters/libsql-catalog.ts';
 import { LibsqlJobQueue } from '../../core/adapters/libsql-queue.ts';
 import { FilesystemBlobStore } from '../../core/adapters/fs-store.ts';
+import { FilesystemSpool } from '../../core/adapters/fs-spool.ts';
 import type { UpstreamConfig } from '../../core/adapters/http-upstream.ts';
 import type { IngestDeps } from '../../core/cache/ingest.ts';
 import { buildDeps, type Deps } from '../../workers/deps.ts';
@@ -39,7 +40,15 @@ export async function createTestApp(upstream: string | UpstreamConfig, tagTtlSec
     JOB_LEASE_SECONDS: '10',
   });
   const store = new FilesystemBlobStore(join(dir, 'store'));
-  const deps = buildDeps(config, { catalog: new LibsqlCatalog(db), store, queue: new LibsqlJobQueue(db, clock), log: () => {}, clock, upstream: { attempts: 1 } });
+  const deps = buildDeps(config, {
+    catalog: new LibsqlCatalog(db),
+    store,
+    queue: new LibsqlJobQueue(db, clock),
+    spool: new FilesystemSpool(join(dir, 'spool')),
+    log: () => {},
+    clock,
+    upstream: { attempts: 1 },
+  });
   return {
     app: createApp(deps.app),
     db,

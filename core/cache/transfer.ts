@@ -1,0 +1,225 @@
+import type { Blob, Catalog } from '../ports/catalog.ts';
+import type { BlobStore } from '../ports/blob-store.ts';
+import type { Clock } from '../ports/clock.ts';
+import type { Spool, SpoolWriter } from '../ports/spool.ts';
+import { upstreamError, type Upstreams } from '../ports/upstream.ts';
+import { OciError, TransientError } from '../oci/errors.ts';
+import { whileLeased } from './lease.ts';
+import { failureOf } from './retry.ts';
+
+/** Bytes a client reads from the spool at a time: what one attached client costs in memory. */
+const READ_CHUNK_BYTES = 256 * 1024;
+
+/** Lease owners of client-started transfers start with this: no job stands behind them (see ingest.ts). */
+export const TRANSFER_OWNER_PREFIX = 'transfer:';
+
+export interface TransferDeps {
+  catalog: Catalog;
+  store: BlobStore;
+  upstreams: Upstreams;
+  spool: Spool;
+  leaseMs: number;
+  clock: Clock;
+  log: (entry: Record<string, unknown>) => void;
+}
+
+/** A client's view of the one transfer of a blob: its size when known, and its bytes from 0. */
+export interface AttachedBlob {
+  size: number | undefined;
+  body: ReadableStream<Uint8Array>;
+}
+
+/**
+ * The one upstream transfer of each cold blob this process is fetching: the first GET
+ * starts it (under the blob row's lease, so no other consumer fetches it meanwhile), and
+ * every GET while it runs is fed from it, from byte 0, at the upstream's pace. The body is
+ * written once to a spool (disk, not memory) and once to the store, which verifies digest
+ * and size; clients read the spool, and the last byte goes out only once the store has
+ * verified the whole body. On a mismatch or a cut upstream every attached client's body
+ * errors (never a complete response) and nothing is published. A client that goes away
+ * does not stop the transfer. Per process: another process, or a Worker, still passes
+ * bytes through from the upstream while it runs (issue 12 carries on from here).
+ */
+export class Transfers {
+  readonly #deps: TransferDeps;
+  readonly #running = new Map<string, Promise<Transfer | undefined>>();
+
+  constructor(deps: TransferDeps) {
+    this.#deps = deps;
+  }
+
+  /**
+   * The blob from the transfer running here, or from one started now; undefined when
+   * another owner holds the blob's lease (the caller passes the upstream through). Throws
+   * what the upstream answered (BLOB_UNKNOWN, DENIED, UNAVAILABLE, …) when starting fails.
+   */
+  async attach(digest: string): Promise<AttachedBlob | undefined> {
+    let pending = this.#running.get(digest);
+    if (!pending) {
+      pending = this.#start(digest);
+      this.#running.set(digest, pending);
+      pending.then(
+        (t) => (t ? t.ended.then(() => this.#running.delete(digest)) : this.#running.delete(digest)),
+        () => this.#running.delete(digest),
+      );
+    }
+    const transfer = await pending;
+    return transfer?.attach();
+  }
+
+  /** Transfers running now. */
+  get size(): number {
+    return this.#running.size;
+  }
+
+  async #start(digest: string): Promise<Transfer | undefined> {
+    const { catalog, clock, leaseMs } = this.#deps;
+    const owner = `${TRANSFER_OWNER_PREFIX}${crypto.randomUUID()}`;
+    const claim = await catalog.claim('blob', digest, owner, leaseMs, clock());
+    if (!claim.claimed) return undefined;
+    const transfer = new Transfer(this.#deps, claim.claimed, owner);
+    await transfer.started;
+    return transfer;
+  }
+}
+
+class Transfer {
+  readonly #deps: TransferDeps;
+  readonly #row: Blob;
+  readonly #owner: string;
+  readonly #spoolId: string;
+  #spool: SpoolWriter | undefined;
+  #size: number | undefined;
+  #written = 0;
+  #state: 'running' | 'verified' | 'failed' = 'running';
+  #error: unknown;
+  #readers = 0;
+  #wake: Array<() => void> = [];
+  /** Resolves once the upstream answered (the size is known), rejects with its error. */
+  readonly started: Promise<void>;
+  /** Resolves when the transfer has ended, verified or failed. */
+  readonly ended: Promise<void>;
+  #markStarted!: () => void;
+  #failStart!: (e: unknown) => void;
+
+  constructor(deps: TransferDeps, row: Blob, owner: string) {
+    this.#deps = deps;
+    this.#row = row;
+    this.#owner = owner;
+    this.#spoolId = `${row.digest.replace(':', '-')}-${crypto.randomUUID()}`;
+    this.started = new Promise((resolve, reject) => ((this.#markStarted = resolve), (this.#failStart = reject)));
+    this.started.catch(() => {});
+    this.ended = this.#run();
+  }
+
+  async #run(): Promise<void> {
+    const { catalog, clock, leaseMs } = this.#deps;
+    const digest = this.#row.digest;
+    try {
+      const size = await whileLeased({ what: 'blob', leaseMs, renew: () => catalog.renew('blob', digest, this.#owner, leaseMs, clock()) }, (signal) => this.#fetch(signal));
+      await catalog.blobStored(digest, this.#owner, size, clock());
+      this.#state = 'verified';
+      this.#deps.log({ msg: 'transfer', digest, outcome: 'stored', bytes: size });
+    } catch (e) {
+      this.#state = 'failed';
+      this.#error = e;
+      this.#failStart(e);
+      const failure = failureOf(e);
+      await catalog.fail('blob', digest, this.#owner, { message: failure.error, retryable: failure.retry }, clock()).catch(() => {});
+      this.#deps.log({ level: 'warn', msg: 'transfer failed', digest, error: failure.error });
+    } finally {
+      this.#notify();
+      await this.#cleanUp();
+    }
+  }
+
+  async #fetch(signal: AbortSignal): Promise<number> {
+    const row = this.#row;
+    const upstream = this.#deps.upstreams.get(row.upstream);
+    if (!upstream) throw new OciError('DENIED', 'upstream registry is not configured', { upstream: row.upstream });
+    const res = await upstream.request('GET', `/v2/${row.name}/blobs/${row.digest}`, row.name, {}, signal);
+    if (!res.ok) throw await upstreamError(res, row.upstream, new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: row.digest }));
+    if (!res.body) throw new TransientError('upstream sent no body');
+    const contentLength = res.headers.get('content-length');
+    this.#size = row.size ?? (contentLength !== null ? Number(contentLength) : undefined);
+    this.#spool = await this.#deps.spool.create(this.#spoolId);
+    this.#markStarted();
+
+    // One reader of the upstream body: each chunk is spooled (clients see it), then handed
+    // to the store's verifying write, which pulls at its own pace (memory: one chunk here,
+    // plus the store's part buffers).
+    const feed = new TransformStream<Uint8Array, Uint8Array>();
+    const writer = feed.writable.getWriter();
+    const put = this.#deps.store.put(row.storageKey, feed.readable, { expected: { digest: row.digest, size: this.#size }, contentType: 'application/octet-stream' });
+    put.catch(() => {});
+    try {
+      for await (const chunk of res.body) {
+        await this.#spool.write(chunk);
+        this.#written += chunk.byteLength;
+        this.#notify();
+        await writer.ready;
+        writer.write(chunk).catch(() => {});
+      }
+      await writer.close();
+    } catch (e) {
+      await writer.abort(e).catch(() => {});
+      await put.catch(() => {});
+      throw signal.aborted ? signal.reason : e;
+    }
+    return (await put).size;
+  }
+
+  /** A reader from byte 0. */
+  attach(): AttachedBlob {
+    this.#readers++;
+    let offset = 0;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.#readers--;
+      if (this.#state !== 'running') void this.#cleanUp();
+    };
+    const body = new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        for (;;) {
+          if (this.#state === 'failed') {
+            release();
+            controller.error(this.#error);
+            return;
+          }
+          // The last byte waits for the store's verdict on the whole body.
+          const limit = Math.min(this.#written, this.#size ?? Infinity);
+          const available = this.#state === 'verified' ? this.#written : Math.max(0, limit - 1);
+          if (offset < available) {
+            const end = Math.min(available, offset + READ_CHUNK_BYTES);
+            const bytes = await this.#deps.spool.read(this.#spoolId, offset, end);
+            offset = end;
+            controller.enqueue(bytes);
+            return;
+          }
+          if (this.#state === 'verified') {
+            release();
+            controller.close();
+            return;
+          }
+          await new Promise<void>((resolve) => this.#wake.push(resolve));
+        }
+      },
+      // A client that goes away leaves the transfer running for the others and the store.
+      cancel: () => release(),
+    });
+    return { size: this.#size, body };
+  }
+
+  #notify(): void {
+    for (const wake of this.#wake.splice(0)) wake();
+  }
+
+  async #cleanUp(): Promise<void> {
+    if (this.#state === 'running' || this.#readers > 0 || !this.#spool) return;
+    const spool = this.#spool;
+    this.#spool = undefined;
+    await spool.remove().catch(() => {});
+  }
+}

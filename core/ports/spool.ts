@@ -1,0 +1,18 @@
+/**
+ * Local scratch space for a blob in flight: what the one transfer has received so far, so
+ * that every client attached to it reads from byte 0 at the upstream's pace without the
+ * bytes being held in memory. Node has one (a directory); a Worker has none.
+ */
+export interface SpoolWriter {
+  /** Appends bytes; resolves once they can be read back. */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Removes the spooled bytes (readers that already have them open finish). */
+  remove(): Promise<void>;
+}
+
+export interface Spool {
+  /** A new, empty spool entry. */
+  create(id: string): Promise<SpoolWriter>;
+  /** Bytes `[start, end)` of entry `id`, which must have been written. */
+  read(id: string, start: number, end: number): Promise<Uint8Array>;
+}

@@ -1,0 +1,125 @@
+// The one transfer per cold blob (core/cache/transfer.ts) on real components: Debian's
+// registry behind a hop that slows, corrupts or cuts blob bodies, the app wired as Node
+// wires it (libSQL file, filesystem store, spool).
+import { test, before, after, beforeEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { eq } from 'drizzle-orm';
+import { blobs } from '../../schema/blobs.ts';
+import { startRegistry, type Registry } from '../setup/registry.ts';
+import { pushImage, upstreamBlob, type BuiltImage } from '../setup/images.ts';
+import { startFaultyProxy } from '../setup/faulty-proxy.ts';
+import { createTestApp, type TestApp } from '../setup/app.ts';
+import { until } from '../setup/process.ts';
+
+let registry: Registry;
+let proxy: Awaited<ReturnType<typeof startFaultyProxy>>;
+let image: BuiltImage;
+let layerBytes: Buffer;
+let t: TestApp;
+
+before(async () => {
+  registry = await startRegistry();
+  image = await pushImage(registry, 'library/transfer', '1', [{ 'big.bin': randomBytes(6 * 1024 * 1024) }]);
+  layerBytes = await upstreamBlob(registry, 'library/transfer', image.layers[0]!.digest);
+  proxy = await startFaultyProxy(registry.url);
+});
+after(async () => {
+  await t?.close();
+  await proxy?.stop();
+  await registry?.stop();
+});
+beforeEach(async () => {
+  await t?.close();
+  t = await createTestApp(proxy.url);
+  proxy.fault = 'none';
+  // The manifest introduces the blob (its row), as a client's pull does first.
+  assert.equal((await t.app.request('/v2/transfer/manifests/1')).status, 200);
+});
+
+const layer = () => image.layers[0]!;
+const row = async () => (await t.db.select().from(blobs).where(eq(blobs.digest, layer().digest)))[0];
+const get = () => t.app.request(`/v2/transfer/blobs/${layer().digest}`);
+
+/** Upstream GETs of the layer so far, once the registry has logged every finished request. */
+async function upstreamLayerGets(): Promise<number> {
+  const sentinel = `/v2/library/transfer/tags/list?sentinel=${Math.random()}`;
+  await fetch(`${registry.url}${sentinel}`).then((r) => r.arrayBuffer());
+  await until(async () => registry.requests().some((r) => r.path === sentinel), 10_000, 'the registry log');
+  return registry.requests().filter((r) => r.method === 'GET' && r.path === `/v2/library/transfer/blobs/${layer().digest}`).length;
+}
+
+/** A body read to its end, or the error that cut it. */
+const readAll = async (res: Response): Promise<Buffer | Error> => {
+  try {
+    return Buffer.from(await res.arrayBuffer());
+  } catch (e) {
+    return e as Error;
+  }
+};
+
+test('concurrent cold GETs, late joiners included, are fed from one upstream transfer, every byte to each; the blob ends stored', async () => {
+  proxy.fault = 'slow';
+  const before = await upstreamLayerGets();
+  const first = Array.from({ length: 4 }, () => get());
+  await until(async () => (await row())?.state === 'fetching', 10_000, 'the transfer to start');
+  const firstAnswers = await Promise.all(first);
+  // Joined while the transfer runs (it takes ~0.6 s through the slow hop).
+  assert.equal((await row())?.state, 'fetching');
+  const late = await Promise.all(Array.from({ length: 4 }, () => get()));
+  for (const res of [...firstAnswers, ...late]) {
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-length'), String(layer().size));
+    assert.equal(res.headers.get('docker-content-digest'), layer().digest);
+  }
+  const bodies = await Promise.all([...firstAnswers, ...late].map(readAll));
+  for (const body of bodies) assert.ok(Buffer.isBuffer(body) && body.equals(layerBytes), 'every byte, in order');
+  await until(async () => (await row())?.state === 'ready', 10_000, 'the blob to be published');
+  assert.equal((await upstreamLayerGets()) - before, 1, 'one upstream GET for eight clients');
+  assert.equal(await t.store.stat(`blobs/sha256/${layer().digest.slice(7)}`).then((s) => s?.size), layer().size);
+});
+
+test('an upstream that serves wrong bytes: no client receives a complete body, nothing is stored, failed is recorded', async () => {
+  proxy.fault = 'corrupt';
+  const answers = await Promise.all(Array.from({ length: 3 }, () => get()));
+  const bodies = await Promise.all(answers.map(readAll));
+  for (const body of bodies) {
+    assert.ok(body instanceof Error || body.length < layer().size, 'cut short, never the full length');
+  }
+  await until(async () => (await row())?.state === 'failed', 10_000, 'the failure to be recorded');
+  assert.match((await row())?.error ?? '', /does not match its digest/);
+  assert.equal(await t.store.stat(`blobs/sha256/${layer().digest.slice(7)}`), undefined);
+});
+
+test('an upstream that cuts the body: the attached clients are cut, nothing is stored', async () => {
+  proxy.fault = 'cut';
+  const bodies = await Promise.all((await Promise.all(Array.from({ length: 2 }, () => get()))).map(readAll));
+  for (const body of bodies) assert.ok(body instanceof Error || body.length < layer().size);
+  await until(async () => (await row())?.state === 'failed', 10_000, 'the failure to be recorded');
+  assert.equal(await t.store.stat(`blobs/sha256/${layer().digest.slice(7)}`), undefined);
+});
+
+test('a client that goes away does not stop the transfer: the blob is stored and the next client reads it from the store', async () => {
+  proxy.fault = 'slow';
+  const res = await get();
+  const reader = res.body!.getReader();
+  await reader.read();
+  await reader.cancel();
+  await until(async () => (await row())?.state === 'ready', 10_000, 'the transfer to finish without its client');
+  proxy.fault = 'none';
+  const again = await get();
+  assert.ok((await readAll(again) as Buffer).equals(layerBytes));
+});
+
+test('a Range request on a blob in flight passes that range through to the upstream, and starts no second transfer', async () => {
+  proxy.fault = 'slow';
+  const before = await upstreamLayerGets();
+  const whole = get();
+  await until(async () => (await row())?.state === 'fetching', 10_000, 'the transfer to start');
+  const part = await t.app.request(`/v2/transfer/blobs/${layer().digest}`, { headers: { range: 'bytes=100-199' } });
+  assert.equal(part.status, 206);
+  assert.ok(Buffer.from(await part.arrayBuffer()).equals(layerBytes.subarray(100, 200)));
+  assert.ok(((await readAll(await whole)) as Buffer).equals(layerBytes));
+  await until(async () => (await row())?.state === 'ready', 10_000, 'the blob to be published');
+  assert.equal((await upstreamLayerGets()) - before, 2, 'the transfer and the one range: no second full download');
+});
