@@ -91,6 +91,8 @@ class Transfer {
   #spool: SpoolWriter | undefined;
   #size: number | undefined;
   #written = 0;
+  #upstreamDone = false;
+  #upstreamError: unknown;
   #state: 'running' | 'verified' | 'failed' = 'running';
   #error: unknown;
   #readers = 0;
@@ -145,32 +147,41 @@ class Transfer {
     this.#spool = await this.#deps.spool.create(this.#spoolId);
     this.#markStarted();
 
-    // One reader of the upstream body: each chunk is spooled (clients see it), then handed
-    // to the store's verifying write, which pulls at its own pace (memory: one chunk here,
-    // plus the store's part buffers).
-    const feed = new TransformStream<Uint8Array, Uint8Array>();
-    const writer = feed.writable.getWriter();
-    const put = this.#deps.store.put(row.storageKey, feed.readable, { expected: { digest: row.digest, size: this.#size }, contentType: 'application/octet-stream' });
+    // The upstream body goes to the spool only, at the upstream's pace; the store's
+    // verifying write reads the spool like a client (its own pace: a slow bucket never
+    // slows the clients), and its verdict releases everyone's last byte.
+    const put = this.#deps.store.put(row.storageKey, this.#follow(true), { expected: { digest: row.digest, size: this.#size }, contentType: 'application/octet-stream' });
     put.catch(() => {});
     try {
       for await (const chunk of res.body) {
         await this.#spool.write(chunk);
         this.#written += chunk.byteLength;
         this.#notify();
-        await writer.ready;
-        writer.write(chunk).catch(() => {});
       }
-      await writer.close();
+      this.#upstreamDone = true;
+      this.#notify();
     } catch (e) {
-      await writer.abort(e).catch(() => {});
+      this.#upstreamError = signal.aborted ? signal.reason : e;
+      this.#notify();
       await put.catch(() => {});
-      throw signal.aborted ? signal.reason : e;
+      throw this.#upstreamError;
     }
     return (await put).size;
   }
 
-  /** A reader from byte 0. */
-  attach(): AttachedBlob {
+  /** A client's reader from byte 0, or undefined once the transfer is over (the store has the blob). */
+  attach(): AttachedBlob | undefined {
+    if (!this.#spool) return undefined;
+    return { size: this.#size, body: this.#follow(false) };
+  }
+
+  /**
+   * The spooled bytes from 0, following the transfer. A client (`store` false) gets the
+   * last byte only once the store has verified the whole body, and an error when the
+   * transfer fails; the store's own write (`store` true) gets every byte as it lands, and
+   * the upstream's error if the body breaks.
+   */
+  #follow(store: boolean): ReadableStream<Uint8Array> {
     this.#readers++;
     let offset = 0;
     let released = false;
@@ -180,17 +191,18 @@ class Transfer {
       this.#readers--;
       if (this.#state !== 'running') void this.#cleanUp();
     };
-    const body = new ReadableStream<Uint8Array>({
+    return new ReadableStream<Uint8Array>({
       pull: async (controller) => {
         for (;;) {
-          if (this.#state === 'failed') {
+          const failed = store ? this.#upstreamError : this.#state === 'failed' ? this.#error : undefined;
+          if (failed !== undefined) {
             release();
-            controller.error(this.#error);
+            controller.error(failed);
             return;
           }
-          // The last byte waits for the store's verdict on the whole body.
-          const limit = Math.min(this.#written, this.#size ?? Infinity);
-          const available = this.#state === 'verified' ? this.#written : Math.max(0, limit - 1);
+          const complete = store ? this.#upstreamDone : this.#state === 'verified';
+          // A client's last byte waits for the store's verdict on the whole body.
+          const available = complete || store ? this.#written : Math.max(0, Math.min(this.#written, this.#size ?? Infinity) - 1);
           if (offset < available) {
             const end = Math.min(available, offset + READ_CHUNK_BYTES);
             const bytes = await this.#deps.spool.read(this.#spoolId, offset, end);
@@ -198,7 +210,7 @@ class Transfer {
             controller.enqueue(bytes);
             return;
           }
-          if (this.#state === 'verified') {
+          if (complete) {
             release();
             controller.close();
             return;
@@ -209,7 +221,6 @@ class Transfer {
       // A client that goes away leaves the transfer running for the others and the store.
       cancel: () => release(),
     });
-    return { size: this.#size, body };
   }
 
   #notify(): void {
