@@ -89,7 +89,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
       log,
       metrics,
     },
-    ingest: { catalog, store, upstreams, leaseMs, clock },
+    ingest: { catalog, store, upstreams, leaseMs, clock, transfers },
     plan,
     pulls,
     log,

@@ -6,7 +6,7 @@ import type { Clock } from '../ports/clock.ts';
 import { OciError, TransientError } from '../oci/errors.ts';
 import { whileLeased } from './lease.ts';
 import { failureOf, type JobResult } from './retry.ts';
-import { TRANSFER_OWNER_PREFIX } from './transfer.ts';
+import { TRANSFER_OWNER_PREFIX, type Transfers } from './transfer.ts';
 
 /** How long an ingest job waits before looking again at a blob a client's transfer is fetching. */
 const TRANSFER_WAIT_MS = 2000;
@@ -17,6 +17,8 @@ export interface IngestDeps {
   upstreams: Upstreams;
   leaseMs: number;
   clock: Clock;
+  /** Where the runtime has them (Node): the job's fetch is a transfer clients can join. */
+  transfers?: Transfers | undefined;
 }
 
 /**
@@ -42,6 +44,13 @@ export async function ingestBlob(deps: IngestDeps, digest: string, owner: string
     return { ok: true, outcome: 'leased-elsewhere' };
   }
   const row = claim.claimed;
+  if (deps.transfers) {
+    try {
+      return { ok: true, outcome: 'stored', bytes: await deps.transfers.run(row, owner, signal) };
+    } catch (e) {
+      return failureOf(e);
+    }
+  }
   try {
     const size = await whileLeased(
       { what: 'blob', leaseMs: deps.leaseMs, renew: () => catalog.renew('blob', digest, owner, deps.leaseMs, clock()), signal },

@@ -54,17 +54,37 @@ export class Transfers {
    * what the upstream answered (BLOB_UNKNOWN, DENIED, UNAVAILABLE, …) when starting fails.
    */
   async attach(digest: string): Promise<AttachedBlob | undefined> {
-    let pending = this.#running.get(digest);
-    if (!pending) {
-      pending = this.#start(digest);
-      this.#running.set(digest, pending);
-      pending.then(
-        (t) => (t ? t.ended.then(() => this.#running.delete(digest)) : this.#running.delete(digest)),
-        () => this.#running.delete(digest),
-      );
-    }
-    const transfer = await pending;
-    return transfer?.attach();
+    const transfer = await (this.#running.get(digest) ?? this.#track(digest, this.#start(digest)));
+    if (!transfer) return undefined;
+    // A job's transfer may still be waiting for the upstream's answer; one that failed to
+    // start leaves the caller to pass the upstream's answer through.
+    const started = await transfer.started.then(
+      () => true,
+      () => false,
+    );
+    return started ? transfer.attach() : undefined;
+  }
+
+  /**
+   * Runs the transfer of a blob row the caller claimed under `owner` (the ingest job, when
+   * no client started one), so that clients asking meanwhile join it. Resolves with the
+   * stored size; rejects with the failure, already recorded on the row. `signal` (the
+   * job's lease) stops it too.
+   */
+  async run(row: Blob, owner: string, signal?: AbortSignal): Promise<number> {
+    const transfer = new Transfer(this.#deps, row, owner, signal);
+    await this.#track(row.digest, Promise.resolve(transfer));
+    return transfer.result;
+  }
+
+  /** Registers a transfer (or its start) as the one of `digest` until it ends. */
+  #track(digest: string, pending: Promise<Transfer | undefined>): Promise<Transfer | undefined> {
+    this.#running.set(digest, pending);
+    const forget = () => {
+      if (this.#running.get(digest) === pending) this.#running.delete(digest);
+    };
+    pending.then((t) => (t ? t.ended.then(forget) : forget()), forget);
+    return pending;
   }
 
   /** Transfers running now. */
@@ -104,24 +124,33 @@ class Transfer {
   #markStarted!: () => void;
   #failStart!: (e: unknown) => void;
 
-  constructor(deps: TransferDeps, row: Blob, owner: string) {
+  /** The stored size, or the failure (recorded on the row). */
+  readonly result: Promise<number>;
+
+  constructor(deps: TransferDeps, row: Blob, owner: string, signal?: AbortSignal) {
     this.#deps = deps;
     this.#row = row;
     this.#owner = owner;
     this.#spoolId = `${row.digest.replace(':', '-')}-${crypto.randomUUID()}`;
     this.started = new Promise((resolve, reject) => ((this.#markStarted = resolve), (this.#failStart = reject)));
     this.started.catch(() => {});
-    this.ended = this.#run();
+    this.result = this.#run(signal);
+    this.result.catch(() => {});
+    this.ended = this.result.then(
+      () => undefined,
+      () => undefined,
+    );
   }
 
-  async #run(): Promise<void> {
+  async #run(outer: AbortSignal | undefined): Promise<number> {
     const { catalog, clock, leaseMs } = this.#deps;
     const digest = this.#row.digest;
     try {
-      const size = await whileLeased({ what: 'blob', leaseMs, renew: () => catalog.renew('blob', digest, this.#owner, leaseMs, clock()) }, (signal) => this.#fetch(signal));
+      const size = await whileLeased({ what: 'blob', leaseMs, renew: () => catalog.renew('blob', digest, this.#owner, leaseMs, clock()), signal: outer }, (signal) => this.#fetch(signal));
       await catalog.blobStored(digest, this.#owner, size, clock());
       this.#state = 'verified';
       this.#deps.log({ msg: 'transfer', digest, outcome: 'stored', bytes: size });
+      return size;
     } catch (e) {
       this.#state = 'failed';
       this.#error = e;
@@ -129,6 +158,7 @@ class Transfer {
       const failure = failureOf(e);
       await catalog.fail('blob', digest, this.#owner, { message: failure.error, retryable: failure.retry }, clock()).catch(() => {});
       this.#deps.log({ level: 'warn', msg: 'transfer failed', digest, error: failure.error });
+      throw e;
     } finally {
       this.#notify();
       await this.#cleanUp();

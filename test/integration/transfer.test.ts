@@ -10,6 +10,7 @@ import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, upstreamBlob, type BuiltImage } from '../setup/images.ts';
 import { startFaultyProxy } from '../setup/faulty-proxy.ts';
 import { createTestApp, type TestApp } from '../setup/app.ts';
+import { ingestBlob } from '../../core/cache/ingest.ts';
 import { until } from '../setup/process.ts';
 
 let registry: Registry;
@@ -122,4 +123,16 @@ test('a Range request on a blob in flight passes that range through to the upstr
   assert.ok(((await readAll(await whole)) as Buffer).equals(layerBytes));
   await until(async () => (await row())?.state === 'ready', 10_000, 'the blob to be published');
   assert.equal((await upstreamLayerGets()) - before, 2, 'the transfer and the one range: no second full download');
+});
+
+test("a client asking while the ingest job fetches the blob joins the job's transfer: one upstream GET", async () => {
+  proxy.fault = 'slow';
+  const before = await upstreamLayerGets();
+  const job = ingestBlob(t.ingestDeps, layer().digest, 'job-1');
+  await until(async () => (await row())?.leaseOwner === 'job-1', 10_000, 'the job to claim the blob');
+  const res = await get();
+  assert.equal(res.status, 200);
+  assert.ok(((await readAll(res)) as Buffer).equals(layerBytes));
+  assert.deepEqual(await job, { ok: true, outcome: 'stored', bytes: layer().size });
+  assert.equal((await upstreamLayerGets()) - before, 1);
 });
