@@ -233,7 +233,10 @@ class Transfer {
           const complete = store ? this.#upstreamDone : this.#state === 'verified';
           // A client's last byte waits for the store's verdict on the whole body.
           const available = complete || store ? this.#written : Math.max(0, Math.min(this.#written, this.#size ?? Infinity) - 1);
-          if (offset < available) {
+          // Read in whole chunks while the body arrives (one read per upstream packet
+          // costs every attached client a syscall each); the tail once it has all come.
+          const settled = this.#upstreamDone || this.#state !== 'running';
+          if (offset < available && (available - offset >= READ_CHUNK_BYTES || settled)) {
             const end = Math.min(available, offset + READ_CHUNK_BYTES);
             const bytes = await this.#deps.spool.read(this.#spoolId, offset, end);
             offset = end;
