@@ -38,8 +38,16 @@ async function main(): Promise<void> {
   const wan = await startWan({ host, port: Number(port) }, LINK);
   cleanups.push(() => wan.stop());
   let runs = 0;
-  const pulls = (through: string, n: number) =>
-    Promise.all(Array.from({ length: n }, async () => seconds(() => skopeoPull(through, 'library/big:1', join(scratch, 'pulls', String(runs++))))));
+  // Each run's copies are deleted once timed: gigabytes of dirty pages left behind slow
+  // every later run's writes on this VM's disk (the 8-client runs took 2–3× longer).
+  const pulls = async (through: string, n: number) => {
+    const dirs = Array.from({ length: n }, () => join(scratch, 'pulls', String(runs++)));
+    try {
+      return await Promise.all(dirs.map((d) => seconds(() => skopeoPull(through, 'library/big:1', d))));
+    } finally {
+      await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+    }
+  };
 
   console.error(`direct pulls over the link (${LINK.rttMs} ms RTT, ${LINK.bytesPerSecond / MB} MB/s per connection)`);
   const directRuns: number[] = [];
