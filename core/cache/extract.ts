@@ -6,14 +6,12 @@ import { DecompressError, compressionOf, decompressed } from '../layer/decompres
 import { TarError } from '../layer/tar.ts';
 import { tocStream, tocWriter } from '../layer/toc.ts';
 import { whileLeased } from './lease.ts';
-import { failureOf, type JobResult } from './retry.ts';
+import { DEFER_MS, failureOf, type JobResult } from './retry.ts';
 import { ingestBlob, type IngestDeps } from './ingest.ts';
 
 /** The extract job works with what ingest does: it may have to store the layer blob first. */
 export type ExtractDeps = IngestDeps;
 
-/** How long an extract job waits before looking again at a blob another consumer is fetching. */
-export const BLOB_WAIT_MS = 2000;
 
 export interface ImageLayer {
   diffId: string;
@@ -66,7 +64,7 @@ export async function extractLayer(deps: ExtractDeps, diffId: string, owner: str
       return { ...ingested, error };
     }
     if (ingested.outcome === 'leased-elsewhere' || ingested.outcome === 'deferred') {
-      return { ok: true, outcome: 'deferred', waitMs: BLOB_WAIT_MS, reason: `blob ${layer.blobDigest} is being fetched by another consumer` };
+      return { ok: true, outcome: 'deferred', waitMs: DEFER_MS, reason: `blob ${layer.blobDigest} is being fetched by another consumer` };
     }
   }
 

@@ -1,15 +1,10 @@
 import type { Catalog, Blob } from '../ports/catalog.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { Upstreams } from '../ports/upstream.ts';
-import { upstreamError } from '../ports/upstream.ts';
 import type { Clock } from '../ports/clock.ts';
-import { OciError, TransientError } from '../oci/errors.ts';
-import { whileLeased } from './lease.ts';
-import { failureOf, type JobResult } from './retry.ts';
+import { DEFER_MS, failureOf, type JobResult } from './retry.ts';
+import { openUpstreamBlob, storeUnderLease } from './blob-fetch.ts';
 import { TRANSFER_OWNER_PREFIX, type Transfers } from './transfer.ts';
-
-/** How long an ingest job waits before looking again at a blob a client's transfer is fetching. */
-const TRANSFER_WAIT_MS = 2000;
 
 export interface IngestDeps {
   catalog: Catalog;
@@ -37,7 +32,7 @@ export async function ingestBlob(deps: IngestDeps, digest: string, owner: string
     // A client's transfer has no job behind it: this job waits for it, and takes over if
     // it fails or its process dies (the lease then runs out).
     if (claim.current.leaseOwner?.startsWith(TRANSFER_OWNER_PREFIX)) {
-      return { ok: true, outcome: 'deferred', waitMs: TRANSFER_WAIT_MS, reason: `blob ${digest} is being fetched for a client` };
+      return { ok: true, outcome: 'deferred', waitMs: DEFER_MS, reason: `blob ${digest} is being fetched for a client` };
     }
     // A live lease means another consumer is fetching it under its own job or message,
     // which is retried or redelivered if that consumer fails: this duplicate is done.
@@ -52,32 +47,17 @@ export async function ingestBlob(deps: IngestDeps, digest: string, owner: string
     }
   }
   try {
-    const size = await whileLeased(
-      { what: 'blob', leaseMs: deps.leaseMs, renew: () => catalog.renew('blob', digest, owner, deps.leaseMs, clock()), signal },
-      (leased) => fetchIntoStore(deps, row, leased),
-    );
-    await catalog.blobStored(digest, owner, size, clock());
+    const size = await storeUnderLease(deps, digest, owner, signal, (leased) => fetchIntoStore(deps, row, leased));
     return { ok: true, outcome: 'stored', bytes: size };
   } catch (e) {
-    // Recorded only while we hold the lease (a lost lease leaves the row to its new owner).
-    const failure = failureOf(e);
-    await catalog.fail('blob', digest, owner, { message: failure.error, retryable: failure.retry }, clock());
-    return failure;
+    return failureOf(e);
   }
 }
 
 async function fetchIntoStore(deps: IngestDeps, row: Blob, signal: AbortSignal): Promise<number> {
-  const upstream = deps.upstreams.get(row.upstream);
-  if (!upstream) throw new OciError('DENIED', 'upstream registry is not configured', { upstream: row.upstream });
-  const res = await upstream.request('GET', `/v2/${row.name}/blobs/${row.digest}`, row.name, {}, signal).catch((e: unknown) => {
-    throw signal.aborted ? signal.reason : e;
-  });
-  if (!res.ok) throw await upstreamError(res, row.upstream, new OciError('BLOB_UNKNOWN', 'the upstream does not have the blob', { digest: row.digest, name: row.name }));
-  if (!res.body) throw new TransientError('upstream sent no body');
-  const contentLength = res.headers.get('content-length');
-  const size = row.size ?? (contentLength !== null ? Number(contentLength) : undefined);
+  const { body, size } = await openUpstreamBlob(deps.upstreams, row, signal);
   try {
-    const stored = await deps.store.put(row.storageKey, res.body, { expected: { digest: row.digest, size }, contentType: 'application/octet-stream' });
+    const stored = await deps.store.put(row.storageKey, body, { expected: { digest: row.digest, size }, contentType: 'application/octet-stream' });
     return stored.size;
   } catch (e) {
     // A lost lease surfaces as whatever the aborted body threw: report the loss itself.

@@ -23,6 +23,9 @@ export type Next =
   | { ack: 'defer'; delayMs: number }
   | { ack: 'dead'; error: string };
 
+/** How long a deferred job waits before looking again at work another owner is doing (a blob being fetched). */
+export const DEFER_MS = 2000;
+
 /** Delay before attempt `attempts + 1`: 1 s, 2 s, 4 s, … capped at 5 minutes. */
 export const backoffMs = (attempts: number): number => Math.min(1000 * 2 ** Math.max(0, attempts - 1), 300_000);
 

@@ -2,10 +2,9 @@ import type { Blob, Catalog } from '../ports/catalog.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { Clock } from '../ports/clock.ts';
 import type { Spool, SpoolWriter } from '../ports/spool.ts';
-import { upstreamError, type Upstreams } from '../ports/upstream.ts';
-import { OciError, TransientError } from '../oci/errors.ts';
-import { whileLeased } from './lease.ts';
+import type { Upstreams } from '../ports/upstream.ts';
 import { failureOf } from './retry.ts';
+import { openUpstreamBlob, storeUnderLease } from './blob-fetch.ts';
 
 /** Bytes a client reads from the spool at a time: what one attached client costs in memory. */
 const READ_CHUNK_BYTES = 256 * 1024;
@@ -87,11 +86,6 @@ export class Transfers {
     return pending;
   }
 
-  /** Transfers running now. */
-  get size(): number {
-    return this.#running.size;
-  }
-
   async #start(digest: string): Promise<Transfer | undefined> {
     const { catalog, clock, leaseMs } = this.#deps;
     const owner = `${TRANSFER_OWNER_PREFIX}${crypto.randomUUID()}`;
@@ -143,11 +137,9 @@ class Transfer {
   }
 
   async #run(outer: AbortSignal | undefined): Promise<number> {
-    const { catalog, clock, leaseMs } = this.#deps;
     const digest = this.#row.digest;
     try {
-      const size = await whileLeased({ what: 'blob', leaseMs, renew: () => catalog.renew('blob', digest, this.#owner, leaseMs, clock()), signal: outer }, (signal) => this.#fetch(signal));
-      await catalog.blobStored(digest, this.#owner, size, clock());
+      const size = await storeUnderLease(this.#deps, digest, this.#owner, outer, (signal) => this.#fetch(signal));
       this.#state = 'verified';
       this.#deps.log({ msg: 'transfer', digest, outcome: 'stored', bytes: size });
       return size;
@@ -155,9 +147,7 @@ class Transfer {
       this.#state = 'failed';
       this.#error = e;
       this.#failStart(e);
-      const failure = failureOf(e);
-      await catalog.fail('blob', digest, this.#owner, { message: failure.error, retryable: failure.retry }, clock()).catch(() => {});
-      this.#deps.log({ level: 'warn', msg: 'transfer failed', digest, error: failure.error });
+      this.#deps.log({ level: 'warn', msg: 'transfer failed', digest, error: failureOf(e).error });
       throw e;
     } finally {
       this.#notify();
@@ -167,13 +157,8 @@ class Transfer {
 
   async #fetch(signal: AbortSignal): Promise<number> {
     const row = this.#row;
-    const upstream = this.#deps.upstreams.get(row.upstream);
-    if (!upstream) throw new OciError('DENIED', 'upstream registry is not configured', { upstream: row.upstream });
-    const res = await upstream.request('GET', `/v2/${row.name}/blobs/${row.digest}`, row.name, {}, signal);
-    if (!res.ok) throw await upstreamError(res, row.upstream, new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: row.digest }));
-    if (!res.body) throw new TransientError('upstream sent no body');
-    const contentLength = res.headers.get('content-length');
-    this.#size = row.size ?? (contentLength !== null ? Number(contentLength) : undefined);
+    const { body, size } = await openUpstreamBlob(this.#deps.upstreams, row, signal);
+    this.#size = size;
     this.#spool = await this.#deps.spool.create(this.#spoolId);
     this.#markStarted();
 
@@ -183,7 +168,7 @@ class Transfer {
     const put = this.#deps.store.put(row.storageKey, this.#follow(true), { expected: { digest: row.digest, size: this.#size }, contentType: 'application/octet-stream' });
     put.catch(() => {});
     try {
-      for await (const chunk of res.body) {
+      for await (const chunk of body) {
         await this.#spool.write(chunk);
         this.#written += chunk.byteLength;
         this.#notify();

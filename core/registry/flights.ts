@@ -14,9 +14,4 @@ export class Flights<T> {
     this.#running.set(key, flight);
     return flight;
   }
-
-  /** Calls running now (for tests and metrics). */
-  get size(): number {
-    return this.#running.size;
-  }
 }
