@@ -7,7 +7,7 @@ import type { Catalog } from '../core/ports/catalog.ts';
 import type { JobQueue } from '../core/ports/job-queue.ts';
 import type { Upstream } from '../core/ports/upstream.ts';
 import type { Spool } from '../core/ports/spool.ts';
-import { Transfers } from '../core/cache/transfer.ts';
+import { Transfers, type TransferDeps } from '../core/cache/transfer.ts';
 import { noopMetrics, type Metrics } from '../core/ports/metrics.ts';
 import { systemClock, type Clock } from '../core/ports/clock.ts';
 import type { IngestDeps } from '../core/cache/ingest.ts';
@@ -39,8 +39,10 @@ export interface Parts {
   log: Log;
   metrics?: Metrics;
   clock?: Clock;
-  /** Local scratch space for blobs in flight (Node): with it, concurrent cold GETs share one upstream transfer. */
+  /** Local scratch space for blobs in flight (Node, with an S3 store): readers here read it at the upstream's pace. */
   spool?: Spool;
+  /** Timings of the transfers (tests shorten them). */
+  transfer?: Pick<TransferDeps, 'stallMs' | 'resumes' | 'pollMs'>;
   /** Options of the upstream clients (tests shorten the retries). */
   upstream?: UpstreamOptions;
 }
@@ -76,7 +78,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
     extractEagerly: config.extract === 'eager',
   };
   const leaseMs = config.jobLeaseSeconds * 1000;
-  const transfers = parts.spool ? new Transfers({ catalog, store, upstreams, spool: parts.spool, leaseMs, clock, log }) : undefined;
+  const transfers = new Transfers({ catalog, store, upstreams, spool: parts.spool, leaseMs, clock, log, ...parts.transfer });
   const plan = { manifests, extractOff: config.extract === 'off', presignTtlSeconds: config.presignTtlSeconds };
   return {
     app: {

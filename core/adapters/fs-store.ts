@@ -1,11 +1,12 @@
 import { createReadStream } from 'node:fs';
-import { access, constants, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { access, constants, mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { dirname, join, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { verifyingStream } from '../oci/digest.ts';
-import type { BlobStore, ByteRange, ListedObject, PutOptions, StoredObject } from '../ports/blob-store.ts';
+import type { BlobStore, ByteRange, ListedObject, PutOptions, Staging, StoredObject } from '../ports/blob-store.ts';
 import { StoreUnavailableError } from '../oci/errors.ts';
+import { streamOf } from '../streams.ts';
 
 const READ_CHUNK_BYTES = 1024 * 1024;
 
@@ -17,10 +18,18 @@ const READ_CHUNK_BYTES = 1024 * 1024;
 export class FilesystemBlobStore implements BlobStore {
   readonly #root: string;
   readonly #tmp: string;
+  readonly #staging: string;
 
   constructor(root: string) {
     this.#root = resolve(root);
     this.#tmp = join(this.#root, '.tmp');
+    this.#staging = join(this.#root, '.staging');
+  }
+
+  /** One file per key being written, in the store's directory: every process sharing it reads it as it grows. */
+  staging(key: string): Staging {
+    const final = this.#path(key);
+    return new FilesystemStaging(join(this.#staging, key.replaceAll('/', '_')), final);
   }
 
   #path(key: string): string {
@@ -117,5 +126,116 @@ export class FilesystemBlobStore implements BlobStore {
 
   async presign(): Promise<string | undefined> {
     return undefined;
+  }
+}
+
+const ENOENT = (e: unknown) => (e as NodeJS.ErrnoException).code === 'ENOENT';
+
+/**
+ * A staged write as a file that grows in place (`.staging/<key>`): readable by any
+ * process as soon as a write returns, and renamed under its key on commit, so the
+ * verified bytes are written once. After a crash the file's length is the durable
+ * offset; the next writer re-reads (re-hashes) it before resuming.
+ */
+class FilesystemStaging implements Staging {
+  readonly immediate = true;
+  readonly #path: string;
+  readonly #final: string;
+  #file: FileHandle | undefined;
+  #reader: Promise<FileHandle> | undefined;
+  #readable = 0;
+
+  constructor(path: string, final: string) {
+    this.#path = path;
+    this.#final = final;
+  }
+
+  get readable(): number {
+    return this.#readable;
+  }
+
+  async length(): Promise<number> {
+    return stat(this.#path).then(
+      (s) => s.size,
+      (e) => (ENOENT(e) ? 0 : Promise.reject(e)),
+    );
+  }
+
+  async read(start: number, end: number): Promise<ReadableStream<Uint8Array> | undefined> {
+    if (end <= start) return new ReadableStream({ start: (c) => c.close() });
+    // One handle per reader, kept open: a rename on commit leaves it valid (same file). A
+    // reader that comes after the commit reads the published object.
+    this.#reader ??= open(this.#path, 'r').catch((e) => (ENOENT(e) ? open(this.#final, 'r') : Promise.reject(e)));
+    const fh = await this.#reader.catch((e) => (ENOENT(e) ? undefined : Promise.reject(e)));
+    if (!fh) {
+      this.#reader = undefined;
+      return undefined;
+    }
+    return streamOf(preads(fh, start, end));
+  }
+
+  async open(): Promise<number> {
+    await mkdir(dirname(this.#path), { recursive: true });
+    this.#file = await open(this.#path, 'a');
+    this.#readable = (await this.#file.stat()).size;
+    // The writer's readers (clients of this process) keep reading this file after the commit.
+    this.#reader = open(this.#path, 'r');
+    return this.#readable;
+  }
+
+  #writer(): FileHandle {
+    if (!this.#file) throw new Error('staging not open');
+    return this.#file;
+  }
+
+  async append(bytes: Uint8Array): Promise<void> {
+    const file = this.#writer();
+    let done = 0;
+    while (done < bytes.byteLength) done += (await file.write(bytes, done, bytes.byteLength - done)).bytesWritten;
+    this.#readable += bytes.byteLength;
+  }
+
+  async truncate(length: number): Promise<void> {
+    if (length > this.#readable) throw new Error(`cannot truncate staging of ${this.#readable} bytes to ${length}`);
+    await this.#writer().truncate(length);
+    this.#readable = length;
+  }
+
+  async commit(): Promise<void> {
+    const file = this.#writer();
+    await file.sync();
+    await file.close();
+    this.#file = undefined;
+    await mkdir(dirname(this.#final), { recursive: true });
+    await rename(this.#path, this.#final);
+  }
+
+  async discard(): Promise<void> {
+    await this.#file?.close().catch(() => {});
+    this.#file = undefined;
+    await rm(this.#path, { force: true });
+  }
+
+  async close(): Promise<void> {
+    await this.#file?.close().catch(() => {});
+    this.#file = undefined;
+    await this.#closeReader();
+  }
+
+  async #closeReader(): Promise<void> {
+    const reader = this.#reader;
+    this.#reader = undefined;
+    await (await reader?.catch(() => undefined))?.close().catch(() => {});
+  }
+}
+
+/** Bytes `[start, end)` of an open file in positional reads of 256 KiB (the handle stays open). */
+async function* preads(fh: FileHandle, start: number, end: number): AsyncGenerator<Uint8Array> {
+  for (let at = start; at < end; ) {
+    const buffer = Buffer.allocUnsafe(Math.min(256 * 1024, end - at));
+    const { bytesRead } = await fh.read(buffer, 0, buffer.length, at);
+    if (bytesRead === 0) throw new Error(`staged file ends at ${at}, before ${end}`);
+    at += bytesRead;
+    yield buffer.subarray(0, bytesRead);
   }
 }

@@ -1,5 +1,10 @@
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  PutObjectCommand,
+  UploadPartCopyCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
@@ -11,8 +16,12 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { verifyingStream } from '../oci/digest.ts';
-import type { BlobStore, ByteRange, ListedObject, PutOptions, StoredObject } from '../ports/blob-store.ts';
+import type { BlobStore, ByteRange, ListedObject, PutOptions, Staging, StoredObject } from '../ports/blob-store.ts';
 import { StoreUnavailableError, errorCodeIn } from '../oci/errors.ts';
+import { streamOf } from '../streams.ts';
+
+/** Where staged writes keep their chunks: not a final key, not listed, swept. */
+export const STAGING_PREFIX = '_staging/';
 
 export interface S3StoreOptions {
   bucket: string;
@@ -194,7 +203,7 @@ export class S3BlobStore implements BlobStore {
         .send(new ListObjectsV2Command({ Bucket: this.#options.bucket, Prefix: prefix, ContinuationToken: token }))
         .catch((e) => Promise.reject(this.#fault(e)));
       for (const o of page.Contents ?? []) {
-        if (o.Key !== undefined) yield { key: o.Key, size: o.Size ?? 0, modifiedAt: o.LastModified?.getTime() ?? 0 };
+        if (o.Key !== undefined && !o.Key.startsWith(STAGING_PREFIX)) yield { key: o.Key, size: o.Size ?? 0, modifiedAt: o.LastModified?.getTime() ?? 0 };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
@@ -204,8 +213,274 @@ export class S3BlobStore implements BlobStore {
     await this.#client.send(new DeleteObjectCommand({ Bucket: this.#options.bucket, Key: key }));
   }
 
+  staging(key: string): Staging {
+    return new S3Staging(this, this.#client, this.#options, key);
+  }
+
+  /** For the staging: the fault an SDK error amounts to. */
+  fault(e: unknown): unknown {
+    return this.#fault(e);
+  }
+
   async presign(key: string, ttlSeconds: number, options: { contentType?: string } = {}): Promise<string | undefined> {
     const command = new GetObjectCommand({ Bucket: this.#options.bucket, Key: key, ResponseContentType: options.contentType });
     return getSignedUrl(this.#client, command, { expiresIn: ttlSeconds }).catch((e) => Promise.reject(this.#fault(e)));
   }
+}
+
+interface Chunk {
+  offset: number;
+  size: number;
+}
+
+const chunkKey = (prefix: string, offset: number) => `${prefix}${String(offset).padStart(15, '0')}`;
+
+/**
+ * A staged write as chunk objects (`_staging/<key>/<offset>`, one per part size), each
+ * readable by every process and isolate as soon as it lands, and composed on commit into
+ * the final object server-side (UploadPartCopy: no byte goes through us again). Parts
+ * are at least 5 MiB, which S3 requires of every part but the last. After a crash the
+ * chunks from 0 without a gap are the durable offset; the next writer reads them back to
+ * hash them again (a GET of what is staged, inside the bucket's region), cheaper than
+ * fetching it again from the upstream. A writer holds at most `queueSize + 1` chunks in
+ * memory, uploading while the next fills.
+ */
+class S3Staging implements Staging {
+  readonly immediate = false;
+  readonly #store: S3BlobStore;
+  readonly #client: S3Client;
+  readonly #options: S3StoreOptions;
+  readonly #key: string;
+  readonly #prefix: string;
+  /** Chunks known to exist, in order from 0 without a gap. */
+  #chunks: Chunk[] = [];
+  #buffer: Uint8Array[] = [];
+  #buffered = 0;
+  /** Chunk uploads, one at a time in order (`readable` moves as each lands); none rejects, a failure is kept. */
+  #tail: Promise<void> = Promise.resolve();
+  #queued: Array<Promise<void>> = [];
+  #failure: unknown;
+  #readable = 0;
+  #next = 0;
+
+  constructor(store: S3BlobStore, client: S3Client, options: S3StoreOptions, key: string) {
+    this.#store = store;
+    this.#client = client;
+    this.#options = options;
+    this.#key = key;
+    this.#prefix = `${STAGING_PREFIX}${key}/`;
+  }
+
+  get readable(): number {
+    return this.#readable;
+  }
+
+  get #bucket(): string {
+    return this.#options.bucket;
+  }
+
+  #end(): number {
+    const last = this.#chunks.at(-1);
+    return last ? last.offset + last.size : 0;
+  }
+
+  /** Extends the known chunks with those that landed since (one HEAD each, and one that finds none). */
+  async length(): Promise<number> {
+    for (;;) {
+      const offset = this.#end();
+      const head = await this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: chunkKey(this.#prefix, offset) })).catch((e) => (isNotFound(e) ? undefined : Promise.reject(this.#store.fault(e))));
+      if (!head || !head.ContentLength) return offset;
+      this.#chunks.push({ offset, size: head.ContentLength });
+    }
+  }
+
+  async read(start: number, end: number): Promise<ReadableStream<Uint8Array> | undefined> {
+    if (end > this.#end()) await this.length();
+    const parts = this.#chunks.filter((c) => c.offset < end && c.offset + c.size > start);
+    const client = this.#client;
+    const bucket = this.#bucket;
+    const prefix = this.#prefix;
+    const first = parts[0];
+    if (!first) return end <= start ? new ReadableStream({ start: (c) => c.close() }) : undefined;
+    const open = async (c: Chunk) => {
+      const from = Math.max(start, c.offset) - c.offset;
+      const to = Math.min(end, c.offset + c.size) - c.offset - 1;
+      const get = (key: string, range: string) => client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: range })).catch((e) => (isNotFound(e) ? undefined : Promise.reject(e)));
+      // Chunks are removed once composed: then the published object has the bytes.
+      const res = (await get(chunkKey(prefix, c.offset), `bytes=${from}-${to}`)) ?? (await get(this.#key, `bytes=${c.offset + from}-${c.offset + to}`));
+      return res?.Body?.transformToWebStream() as ReadableStream<Uint8Array> | undefined;
+    };
+    // The first chunk tells whether the staging is still there; the rest follow in order.
+    const head = await open(first);
+    if (!head) return undefined;
+    async function* pieces(): AsyncGenerator<Uint8Array> {
+      for (const [i, c] of parts.entries()) {
+        const body = i === 0 ? head! : await open(c);
+        if (!body) throw new Error(`staged chunk ${chunkKey(prefix, c.offset)} went away while being read`);
+        for await (const piece of body) yield piece;
+      }
+    }
+    return streamOf(pieces());
+  }
+
+  async open(): Promise<number> {
+    const found: Chunk[] = [];
+    for await (const o of this.#listChunks()) found.push(o);
+    found.sort((a, b) => a.offset - b.offset);
+    this.#chunks = [];
+    for (const c of found) {
+      if (c.offset === this.#end() && c.size > 0) this.#chunks.push(c);
+    }
+    // Chunks after a gap (a crash between two uploads) are of no use.
+    const stray = found.filter((c) => !this.#chunks.includes(c));
+    await this.#delete(stray.map((c) => chunkKey(this.#prefix, c.offset)));
+    this.#readable = this.#next = this.#end();
+    return this.#readable;
+  }
+
+  async *#listChunks(): AsyncIterable<Chunk> {
+    let token: string | undefined;
+    do {
+      const page = await this.#client
+        .send(new ListObjectsV2Command({ Bucket: this.#bucket, Prefix: this.#prefix, ContinuationToken: token }))
+        .catch((e) => Promise.reject(this.#store.fault(e)));
+      for (const o of page.Contents ?? []) {
+        const offset = Number(o.Key?.slice(this.#prefix.length));
+        if (Number.isSafeInteger(offset)) yield { offset, size: o.Size ?? 0 };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async append(bytes: Uint8Array): Promise<void> {
+    if (this.#failure) throw this.#failure;
+    this.#buffer.push(bytes);
+    this.#buffered += bytes.byteLength;
+    while (this.#buffered >= this.#options.partSizeBytes) await this.#flush(this.#options.partSizeBytes);
+  }
+
+  /** Uploads the first `size` buffered bytes as the next chunk, waiting while `queueSize` uploads run. */
+  async #flush(size: number): Promise<void> {
+    const all = concat(this.#buffer, this.#buffered);
+    const body = all.subarray(0, size);
+    const rest = all.subarray(size);
+    this.#buffer = rest.byteLength ? [rest.slice()] : [];
+    this.#buffered = rest.byteLength;
+    const chunk = { offset: this.#next, size };
+    this.#next += size;
+    this.#tail = this.#tail.then(async () => {
+      if (this.#failure) return;
+      try {
+        await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: chunkKey(this.#prefix, chunk.offset), Body: body, ContentLength: size }));
+        this.#chunks.push(chunk);
+        this.#readable = chunk.offset + chunk.size;
+      } catch (e) {
+        this.#failure = this.#store.fault(e);
+      }
+    });
+    this.#queued.push(this.#tail);
+    // Memory: the chunk filling plus at most queueSize waiting or uploading.
+    while (this.#queued.length > Math.max(1, this.#options.queueSize)) await this.#queued.shift();
+    if (this.#failure) throw this.#failure;
+  }
+
+  async #drain(): Promise<void> {
+    await this.#tail;
+    this.#queued = [];
+    if (this.#failure) throw this.#failure;
+  }
+
+  async truncate(length: number): Promise<void> {
+    await this.#drain();
+    if (length > this.#readable || !(length === 0 || this.#chunks.some((c) => c.offset + c.size === length))) {
+      throw new Error(`cannot truncate staging of ${this.#readable} bytes to ${length}`);
+    }
+    const dropped = this.#chunks.filter((c) => c.offset >= length);
+    this.#chunks = this.#chunks.filter((c) => c.offset < length);
+    this.#buffer = [];
+    this.#buffered = 0;
+    this.#readable = this.#next = length;
+    await this.#delete(dropped.map((c) => chunkKey(this.#prefix, c.offset)));
+  }
+
+  async commit(contentType?: string): Promise<void> {
+    if (this.#buffered > 0) await this.#flush(this.#buffered);
+    await this.#drain();
+    const bucket = this.#bucket;
+    const key = this.#key;
+    const chunks = this.#chunks;
+    try {
+      // A compose that crashed half-way left an upload open for the key (we hold its lease).
+      await this.#store.abortIncompleteUploads(key);
+      if (chunks.length === 0) {
+        await this.#client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: new Uint8Array(0), ContentType: contentType }));
+      } else if (chunks.length === 1) {
+        const source = `${bucket}/${encodeKey(chunkKey(this.#prefix, chunks[0]!.offset))}`;
+        await this.#client.send(new CopyObjectCommand({ Bucket: bucket, Key: key, CopySource: source, ContentType: contentType, MetadataDirective: 'REPLACE' }));
+      } else {
+        await this.#compose(chunks, contentType);
+      }
+    } catch (e) {
+      throw this.#store.fault(e);
+    }
+    await this.#delete(chunks.map((c) => chunkKey(this.#prefix, c.offset))).catch(() => {});
+    this.#chunks = [];
+  }
+
+  async #compose(chunks: Chunk[], contentType: string | undefined): Promise<void> {
+    const bucket = this.#bucket;
+    const key = this.#key;
+    const { UploadId } = await this.#client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: contentType }));
+    try {
+      const parts: Array<{ PartNumber: number; ETag: string | undefined }> = new Array(chunks.length);
+      let next = 0;
+      const worker = async () => {
+        for (let i = next++; i < chunks.length; i = next++) {
+          const source = `${bucket}/${encodeKey(chunkKey(this.#prefix, chunks[i]!.offset))}`;
+          const res = await this.#client.send(new UploadPartCopyCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: i + 1, CopySource: source }));
+          parts[i] = { PartNumber: i + 1, ETag: res.CopyPartResult?.ETag };
+        }
+      };
+      await Promise.all(Array.from({ length: Math.max(1, this.#options.queueSize) }, worker));
+      await this.#client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: parts } }));
+    } catch (e) {
+      await this.#client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId })).catch(() => {});
+      throw e;
+    }
+  }
+
+  async discard(): Promise<void> {
+    await this.#tail.catch(() => {});
+    const keys: string[] = [];
+    for await (const c of this.#listChunks()) keys.push(chunkKey(this.#prefix, c.offset));
+    await this.#delete(keys);
+    this.#chunks = [];
+    this.#buffer = [];
+    this.#buffered = 0;
+  }
+
+  async close(): Promise<void> {}
+
+  /** One DeleteObject each (DeleteObjects wants a Content-MD5 some S3 servers check and the SDK no longer sends). */
+  async #delete(keys: string[]): Promise<void> {
+    const queue = [...keys];
+    const worker = async () => {
+      for (let key = queue.shift(); key !== undefined; key = queue.shift()) await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: key }));
+    };
+    await Promise.all(Array.from({ length: 4 }, worker));
+  }
+}
+
+/** A copy source names the key URL-encoded, slashes kept. */
+const encodeKey = (key: string) => key.split('/').map(encodeURIComponent).join('/');
+
+function concat(pieces: Uint8Array[], total: number): Uint8Array {
+  if (pieces.length === 1) return pieces[0]!;
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of pieces) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
 }

@@ -1,9 +1,8 @@
-import type { Catalog, Blob } from '../ports/catalog.ts';
+import type { Catalog } from '../ports/catalog.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { Upstreams } from '../ports/upstream.ts';
 import type { Clock } from '../ports/clock.ts';
 import { DEFER_MS, failureOf, type JobResult } from './retry.ts';
-import { openUpstreamBlob, storeUnderLease } from './blob-fetch.ts';
 import { TRANSFER_OWNER_PREFIX, type Transfers } from './transfer.ts';
 
 export interface IngestDeps {
@@ -12,8 +11,8 @@ export interface IngestDeps {
   upstreams: Upstreams;
   leaseMs: number;
   clock: Clock;
-  /** Where the runtime has them (Node): the job's fetch is a transfer clients can join. */
-  transfers?: Transfers | undefined;
+  /** The job's fetch is the blob's one transfer, which clients join. */
+  transfers: Transfers;
 }
 
 /**
@@ -38,29 +37,9 @@ export async function ingestBlob(deps: IngestDeps, digest: string, owner: string
     // which is retried or redelivered if that consumer fails: this duplicate is done.
     return { ok: true, outcome: 'leased-elsewhere' };
   }
-  const row = claim.claimed;
-  if (deps.transfers) {
-    try {
-      return { ok: true, outcome: 'stored', bytes: await deps.transfers.run(row, owner, signal) };
-    } catch (e) {
-      return failureOf(e);
-    }
-  }
   try {
-    const size = await storeUnderLease(deps, digest, owner, signal, (leased) => fetchIntoStore(deps, row, leased));
-    return { ok: true, outcome: 'stored', bytes: size };
+    return { ok: true, outcome: 'stored', bytes: await deps.transfers.run(claim.claimed, owner, signal) };
   } catch (e) {
     return failureOf(e);
-  }
-}
-
-async function fetchIntoStore(deps: IngestDeps, row: Blob, signal: AbortSignal): Promise<number> {
-  const { body, size } = await openUpstreamBlob(deps.upstreams, row, signal);
-  try {
-    const stored = await deps.store.put(row.storageKey, body, { expected: { digest: row.digest, size }, contentType: 'application/octet-stream' });
-    return stored.size;
-  } catch (e) {
-    // A lost lease surfaces as whatever the aborted body threw: report the loss itself.
-    throw signal.aborted ? signal.reason : e;
   }
 }

@@ -1,10 +1,14 @@
+import { createHash, type Hash } from 'node:crypto';
 import type { Blob, Catalog } from '../ports/catalog.ts';
-import type { BlobStore } from '../ports/blob-store.ts';
+import type { BlobStore, ByteRange, Staging } from '../ports/blob-store.ts';
 import type { Clock } from '../ports/clock.ts';
 import type { Spool, SpoolWriter } from '../ports/spool.ts';
 import type { Upstreams } from '../ports/upstream.ts';
+import { DigestMismatchError, OciError, SizeMismatchError, TransientError } from '../oci/errors.ts';
+import { parseDigest } from '../oci/reference.ts';
+import { streamOf } from '../streams.ts';
 import { failureOf } from './retry.ts';
-import { openUpstreamBlob, storeUnderLease } from './blob-fetch.ts';
+import { openUpstreamBlob, storeUnderLease, type UpstreamBody } from './blob-fetch.ts';
 
 /** Bytes a client reads from the spool at a time: what one attached client costs in memory. */
 const READ_CHUNK_BYTES = 256 * 1024;
@@ -16,28 +20,60 @@ export interface TransferDeps {
   catalog: Catalog;
   store: BlobStore;
   upstreams: Upstreams;
-  spool: Spool;
+  /** Local scratch space for the bytes in flight (Node); without one, readers here read the store's staging. */
+  spool?: Spool | undefined;
   leaseMs: number;
   clock: Clock;
   log: (entry: Record<string, unknown>) => void;
+  /** An upstream body that sends nothing for this long is treated as cut (default 30 s). */
+  stallMs?: number | undefined;
+  /** Resumes of one transfer after cuts before it fails (retryably; default 5). */
+  resumes?: number | undefined;
+  /** How often a reader of a transfer running elsewhere looks for more bytes (default 200 ms). */
+  pollMs?: number | undefined;
 }
 
-/** A client's view of the one transfer of a blob: its size when known, and its bytes from 0. */
+/** A client's view of the one transfer of a blob: the blob's size when known, and its bytes. */
 export interface AttachedBlob {
   size: number | undefined;
+  /** The bytes `body` holds, when a range was asked for. */
+  range?: ByteRange | undefined;
   body: ReadableStream<Uint8Array>;
+  /** Resolves when the transfer feeding the body has ended (a Worker keeps itself alive until then). */
+  done: Promise<void>;
 }
 
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)), { once: true });
+  });
+
+/** Whether fetching the rest again can help: a cut, a stall, a 5xx; not a wrong body or a refusal. */
+const resumable = (e: unknown): boolean => {
+  if (e instanceof DigestMismatchError || e instanceof SizeMismatchError) return false;
+  if (e instanceof OciError) return e.retryable;
+  return true;
+};
+
 /**
- * The one upstream transfer of each cold blob this process is fetching: the first GET
- * starts it (under the blob row's lease, so no other consumer fetches it meanwhile), and
- * every GET while it runs is fed from it, from byte 0, at the upstream's pace. The body is
- * written once to a spool (disk, not memory) and once to the store, which verifies digest
- * and size; clients read the spool, and the last byte goes out only once the store has
- * verified the whole body. On a mismatch or a cut upstream every attached client's body
- * errors (never a complete response) and nothing is published. A client that goes away
- * does not stop the transfer. Per process: another process, or a Worker, still passes
- * bytes through from the upstream while it runs (issue 12 carries on from here).
+ * The one upstream transfer of each cold blob, across processes and isolates.
+ *
+ * The first GET (or the ingest job, when no client asks) claims the blob row's lease and
+ * streams the upstream body into the store's staging area (core/ports/blob-store.ts
+ * `Staging`: a file that grows in place on the filesystem store, chunk objects in an S3
+ * bucket), hashing it as it comes. Every client meanwhile is fed from byte 0 at the
+ * upstream's pace: in this process from the staging file or the spool, elsewhere (another
+ * Node process sharing the database and store, another Worker isolate) from the staging
+ * as it lands. A client's last byte goes out only once the whole body's digest and size
+ * are verified; on a mismatch every attached body errors and nothing is published. A
+ * client that goes away does not stop the transfer.
+ *
+ * A cut, stalled or failing upstream body is resumed with `Range: bytes=<received>-`; an
+ * upstream that answers from 0 (Range ignored, or the object changed: another ETag) has
+ * the bytes we already hold compared by hash and skipped. After a crash or a lost lease
+ * the next owner re-hashes what is staged and resumes after it.
  */
 export class Transfers {
   readonly #deps: TransferDeps;
@@ -48,20 +84,29 @@ export class Transfers {
   }
 
   /**
-   * The blob from the transfer running here, or from one started now; undefined when
-   * another owner holds the blob's lease (the caller passes the upstream through). Throws
-   * what the upstream answered (BLOB_UNKNOWN, DENIED, UNAVAILABLE, …) when starting fails.
+   * The blob (or `range` of it) from its running transfer, here or elsewhere; a whole-blob
+   * request with none running starts one. Undefined when the caller should pass the
+   * upstream through: a range ahead of what has arrived, no transfer to follow, or a size
+   * nobody knows for a transfer elsewhere. Throws what the upstream answered (BLOB_UNKNOWN,
+   * DENIED, UNAVAILABLE, …) when starting fails.
    */
-  async attach(digest: string): Promise<AttachedBlob | undefined> {
-    const transfer = await (this.#running.get(digest) ?? this.#track(digest, this.#start(digest)));
-    if (!transfer) return undefined;
-    // A job's transfer may still be waiting for the upstream's answer; one that failed to
-    // start leaves the caller to pass the upstream's answer through.
-    const started = await transfer.started.then(
-      () => true,
-      () => false,
-    );
-    return started ? transfer.attach() : undefined;
+  async attach(row: Blob, range?: ByteRange): Promise<AttachedBlob | undefined> {
+    const digest = row.digest;
+    const pending = this.#running.get(digest) ?? (range ? undefined : this.#track(digest, this.#start(digest)));
+    const transfer = await pending;
+    if (transfer) {
+      // A job's transfer may still be waiting for the upstream's answer; one that failed to
+      // start leaves the caller to pass the upstream's answer through.
+      const started = await transfer.started.then(
+        () => true,
+        () => false,
+      );
+      if (started) {
+        const attached = transfer.attach(range);
+        if (attached) return attached;
+      }
+    }
+    return this.#followElsewhere(row, range);
   }
 
   /**
@@ -74,6 +119,11 @@ export class Transfers {
     const transfer = new Transfer(this.#deps, row, owner, signal);
     await this.#track(row.digest, Promise.resolve(transfer));
     return transfer.result;
+  }
+
+  /** Transfers running in this process (what a metrics scrape shows). */
+  get running(): number {
+    return this.#running.size;
   }
 
   /** Registers a transfer (or its start) as the one of `digest` until it ends. */
@@ -95,6 +145,74 @@ export class Transfers {
     await transfer.started;
     return transfer;
   }
+
+  /**
+   * The blob from a transfer another process or isolate runs (its row leased, not yet
+   * ready), read from the store's staging as it lands; the last byte once the row is
+   * ready. Undefined when there is none to follow or the range starts past what is staged.
+   */
+  async #followElsewhere(row: Blob, range?: ByteRange): Promise<AttachedBlob | undefined> {
+    const { catalog, store, clock } = this.#deps;
+    const size = row.size;
+    if (size === null) return undefined;
+    const current = await catalog.blob(row.digest);
+    if (current?.state !== 'fetching' || !current.leaseOwner || (current.leaseExpiresAt ?? 0) <= clock()) return undefined;
+    const staging = store.staging(row.storageKey);
+    const start = range?.start ?? 0;
+    if (range && (await staging.length()) < start) return undefined;
+    const end = range ? range.end + 1 : size;
+    return { size, range, body: streamOf(this.#readElsewhere(row, size, staging, start, end)), done: Promise.resolve() };
+  }
+
+  async *#readElsewhere(row: Blob, size: number, staging: Staging, start: number, end: number): AsyncGenerator<Uint8Array> {
+    const { catalog, store, clock, leaseMs } = this.#deps;
+    const pollMs = this.#deps.pollMs ?? 200;
+    // The blob's last byte waits for the row to say ready (verified and published).
+    const cap = Math.min(end, size - 1);
+    let offset = start;
+    let progressAt = clock();
+    try {
+      for (;;) {
+        const staged = Math.min(await staging.length(), cap);
+        const body = staged > offset ? await staging.read(offset, staged) : undefined;
+        if (body) {
+          for await (const piece of body) {
+            offset += piece.byteLength;
+            yield piece;
+          }
+          progressAt = clock();
+          continue;
+        }
+        if (offset >= end) return;
+        const now = await catalog.blob(row.digest);
+        if (now?.state === 'ready') {
+          const object = await store.get(row.storageKey, { start: offset, end: end - 1 });
+          if (!object) throw new TransientError('the blob went away as its transfer ended');
+          yield* object.body;
+          return;
+        }
+        if (now?.state !== 'fetching') throw new TransientError(`the transfer of the blob failed${now?.error ? `: ${now.error}` : ''}`);
+        if ((now.leaseExpiresAt ?? 0) <= clock()) {
+          // Its owner died (or stopped renewing): take the transfer over here, resuming
+          // from what is staged, and read the rest from it.
+          const transfer = await (this.#running.get(row.digest) ?? this.#track(row.digest, this.#start(row.digest)));
+          const started = await transfer?.started.then(
+            () => true,
+            () => false,
+          );
+          const attached = started ? transfer!.attach({ start: offset, end: end - 1 }, true) : undefined;
+          if (attached) {
+            yield* attached.body;
+            return;
+          }
+        }
+        if (clock() - progressAt > 2 * leaseMs) throw new TransientError(`the transfer of the blob stopped at byte ${offset}`);
+        await sleep(pollMs);
+      }
+    } finally {
+      await staging.close();
+    }
+  }
 }
 
 class Transfer {
@@ -102,15 +220,16 @@ class Transfer {
   readonly #row: Blob;
   readonly #owner: string;
   readonly #spoolId: string;
+  #staging: Staging | undefined;
   #spool: SpoolWriter | undefined;
   #size: number | undefined;
+  /** Bytes received, hashed and staged, from 0 without a gap. */
   #written = 0;
-  #upstreamDone = false;
-  #upstreamError: unknown;
   #state: 'running' | 'verified' | 'failed' = 'running';
   #error: unknown;
   #readers = 0;
   #wake: Array<() => void> = [];
+  #cleaned = false;
   /** Resolves once the upstream answered (the size is known), rejects with its error. */
   readonly started: Promise<void>;
   /** Resolves when the transfer has ended, verified or failed. */
@@ -138,9 +257,9 @@ class Transfer {
 
   async #run(outer: AbortSignal | undefined): Promise<number> {
     const digest = this.#row.digest;
+    let leased: AbortSignal | undefined;
     try {
-      const size = await storeUnderLease(this.#deps, digest, this.#owner, outer, (signal) => this.#fetch(signal));
-      this.#state = 'verified';
+      const size = await storeUnderLease(this.#deps, digest, this.#owner, outer, (signal) => ((leased = signal), this.#fetch(signal)));
       this.#deps.log({ msg: 'transfer', digest, outcome: 'stored', bytes: size });
       return size;
     } catch (e) {
@@ -148,6 +267,9 @@ class Transfer {
       this.#error = e;
       this.#failStart(e);
       this.#deps.log({ level: 'warn', msg: 'transfer failed', digest, error: failureOf(e).error });
+      // What is staged stays for the next owner to resume from, unless it cannot help
+      // (a wrong body, a refusal). A lost lease leaves it to whoever holds the lease now.
+      if (!leased?.aborted && !outer?.aborted && !resumable(e)) await this.#staging?.discard().catch(() => {});
       throw e;
     } finally {
       this.#notify();
@@ -157,88 +279,166 @@ class Transfer {
 
   async #fetch(signal: AbortSignal): Promise<number> {
     const row = this.#row;
-    const { body, size } = await openUpstreamBlob(this.#deps.upstreams, row, signal);
-    this.#size = size;
-    this.#spool = await this.#deps.spool.create(this.#spoolId);
-    this.#markStarted();
-
-    // The upstream body goes to the spool only, at the upstream's pace; the store's
-    // verifying write reads the spool like a client (its own pace: a slow bucket never
-    // slows the clients), and its verdict releases everyone's last byte.
-    const put = this.#deps.store.put(row.storageKey, this.#follow(true), { expected: { digest: row.digest, size: this.#size }, contentType: 'application/octet-stream' });
-    put.catch(() => {});
-    try {
-      for await (const chunk of body) {
-        await this.#spool.write(chunk);
-        this.#written += chunk.byteLength;
-        this.#notify();
+    const { store, spool, upstreams, log } = this.#deps;
+    const algorithm = parseDigest(row.digest).algorithm;
+    const hash = createHash(algorithm);
+    const staging = (this.#staging = store.staging(row.storageKey));
+    let offset = await staging.open();
+    if (!staging.immediate && spool) this.#spool = await spool.create(this.#spoolId);
+    if (row.size !== null && offset > row.size) offset = (await staging.truncate(0), 0);
+    if (offset > 0) {
+      // Bytes an earlier owner staged (it crashed, or lost its lease): hashed again, and
+      // spooled for the readers here, before the upstream is asked for the rest.
+      const body = await staging.read(0, offset);
+      if (!body) throw new TransientError('the staged bytes went away');
+      for await (const piece of body) {
+        hash.update(piece);
+        await this.#spool?.write(piece);
       }
-      this.#upstreamDone = true;
-      this.#notify();
-    } catch (e) {
-      this.#upstreamError = signal.aborted ? signal.reason : e;
-      this.#notify();
-      await put.catch(() => {});
-      throw this.#upstreamError;
+      this.#written = offset;
+      log({ msg: 'transfer resumes', digest: row.digest, from: offset, after: 'restart' });
     }
-    return (await put).size;
-  }
 
-  /** A client's reader from byte 0, or undefined once the transfer is over (the store has the blob). */
-  attach(): AttachedBlob | undefined {
-    if (!this.#spool) return undefined;
-    return { size: this.#size, body: this.#follow(false) };
+    const resumes = this.#deps.resumes ?? 5;
+    let cuts = 0;
+    let validator: string | undefined;
+    for (let answered = false; ; ) {
+      try {
+        // A changed object (another ETag) is asked for again from 0.
+        let opened = await openUpstreamBlob(upstreams, row, signal, this.#written);
+        if (opened.start > 0 && validator !== undefined && opened.etag !== undefined && opened.etag !== validator) {
+          await opened.body.cancel().catch(() => {});
+          opened = await openUpstreamBlob(upstreams, row, signal, 0);
+        }
+        validator ??= opened.etag;
+        if (!answered) {
+          answered = true;
+          this.#size = opened.size;
+          this.#markStarted();
+        }
+        await this.#receive(opened, hash, signal);
+        break;
+      } catch (e) {
+        if (signal.aborted) throw signal.reason;
+        // A refusal when nothing was received yet is the answer to pass on, not a cut.
+        if ((!answered && this.#written === 0 && e instanceof OciError) || !resumable(e) || ++cuts > resumes) throw e;
+        log({ level: 'warn', msg: 'transfer resumes', digest: row.digest, from: this.#written, error: failureOf(e).error });
+        await sleep(Math.min(250 * 2 ** (cuts - 1), 4000), signal);
+      }
+    }
+
+    if (this.#size !== undefined && this.#written !== this.#size) throw new SizeMismatchError(this.#size, this.#written, row.digest);
+    const actual = `${algorithm}:${hash.digest('hex')}`;
+    if (actual !== row.digest) throw new DigestMismatchError(row.digest, actual);
+    // Verified: every reader here gets its last byte now; readers elsewhere once the row is ready.
+    this.#state = 'verified';
+    this.#notify();
+    await staging.commit('application/octet-stream');
+    return this.#written;
   }
 
   /**
-   * The spooled bytes from 0, following the transfer. A client (`store` false) gets the
-   * last byte only once the store has verified the whole body, and an error when the
-   * transfer fails; the store's own write (`store` true) gets every byte as it lands, and
-   * the upstream's error if the body breaks.
+   * Appends one upstream body to what was received. A body from before `#written` (the
+   * upstream ignored the Range, or the object changed) must repeat the bytes we hold:
+   * they are hashed and compared, not staged again. Throws on a cut, a stall or an overrun.
    */
-  #follow(store: boolean): ReadableStream<Uint8Array> {
+  async #receive(opened: UpstreamBody, hash: Hash, signal: AbortSignal): Promise<void> {
+    const row = this.#row;
+    const algorithm = parseDigest(row.digest).algorithm;
+    const staging = this.#staging!;
+    let repeat = this.#written - opened.start;
+    const held = repeat > 0 ? hash.copy().digest('hex') : undefined;
+    const again = repeat > 0 ? createHash(algorithm) : undefined;
+    for await (const chunk of withStall(opened.body, this.#deps.stallMs ?? 30_000)) {
+      let piece = chunk;
+      if (repeat > 0) {
+        const take = Math.min(repeat, piece.byteLength);
+        again!.update(piece.subarray(0, take));
+        piece = piece.subarray(take);
+        repeat -= take;
+        if (repeat === 0 && again!.digest('hex') !== held) {
+          throw new DigestMismatchError(row.digest, 'the upstream sent other bytes than before for the start of the blob');
+        }
+        if (piece.byteLength === 0) continue;
+      }
+      if (this.#size !== undefined && this.#written + piece.byteLength > this.#size) throw new SizeMismatchError(this.#size, this.#written + piece.byteLength, row.digest);
+      hash.update(piece);
+      await staging.append(piece);
+      await this.#spool?.write(piece);
+      this.#written += piece.byteLength;
+      this.#notify();
+      if (signal.aborted) throw signal.reason;
+    }
+    if (repeat > 0) throw new TransientError(`the upstream body ended before the ${this.#written} bytes already received`);
+    if (this.#size !== undefined && this.#written < this.#size) throw new TransientError(`the upstream body ended at byte ${this.#written} of ${this.#size}`);
+  }
+
+  /** A client's reader of the blob (or `range`), or undefined when this transfer cannot serve it (now). */
+  attach(range?: ByteRange, waitAhead = false): AttachedBlob | undefined {
+    // Once verified, a newcomer reads the published blob (through the staging, which falls back to it).
+    if (this.#state !== 'running') return undefined;
+    const start = range?.start ?? 0;
+    // A range past what has arrived is passed through rather than waited for (unless the
+    // caller has read up to it and is waiting anyway).
+    if (range && start > this.#readable() && !waitAhead) return undefined;
+    const end = range ? range.end + 1 : (this.#size ?? Infinity);
+    return { size: this.#size, range, body: streamOf(this.#follow(start, end)), done: this.ended };
+  }
+
+  /** Bytes readers here can read now: received ones from a local file or the spool, else what the staging says. */
+  #readable(): number {
+    const staging = this.#staging;
+    if (!staging) return 0;
+    return staging.immediate || this.#spool ? this.#written : staging.readable;
+  }
+
+  /** Bytes `[start, end)` of what arrived, from the spool or the staging. */
+  async *#read(start: number, end: number): AsyncGenerator<Uint8Array> {
+    if (this.#spool) {
+      for (let at = start; at < end; at = Math.min(end, at + READ_CHUNK_BYTES)) {
+        yield await this.#deps.spool!.read(this.#spoolId, at, Math.min(end, at + READ_CHUNK_BYTES));
+      }
+      return;
+    }
+    const body = await this.#staging!.read(start, end);
+    if (!body) throw new TransientError('the staged bytes went away');
+    yield* body;
+  }
+
+  /**
+   * The bytes `[start, end)` as they arrive. The blob's last byte waits for the verdict on
+   * the whole body; a failed transfer errors the reader.
+   */
+  async *#follow(start: number, end: number): AsyncGenerator<Uint8Array> {
     this.#readers++;
-    let offset = 0;
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
+    let offset = start;
+    try {
+      for (;;) {
+        if (this.#state === 'failed') throw this.#error;
+        const verified = this.#state === 'verified';
+        const readable = this.#readable();
+        const total = this.#size ?? (verified ? this.#written : Infinity);
+        const until = Math.min(end, total);
+        // Never the blob's last byte before the verdict (with no size known: never the last received).
+        const limit = verified ? Infinity : Math.min(total, readable) - 1;
+        const available = Math.min(readable, until, limit);
+        // Read in whole chunks while the body arrives (one read per upstream packet costs
+        // every attached client a read each); the tail once it has all come.
+        const tail = verified || available >= until || (this.#size !== undefined && available >= this.#size - 1);
+        if (offset < available && (available - offset >= READ_CHUNK_BYTES || tail)) {
+          for await (const piece of this.#read(offset, available)) {
+            offset += piece.byteLength;
+            yield piece;
+          }
+          continue;
+        }
+        if (offset >= until && (verified || until < total)) return;
+        await new Promise<void>((resolve) => this.#wake.push(resolve));
+      }
+    } finally {
       this.#readers--;
       if (this.#state !== 'running') void this.#cleanUp();
-    };
-    return new ReadableStream<Uint8Array>({
-      pull: async (controller) => {
-        for (;;) {
-          const failed = store ? this.#upstreamError : this.#state === 'failed' ? this.#error : undefined;
-          if (failed !== undefined) {
-            release();
-            controller.error(failed);
-            return;
-          }
-          const complete = store ? this.#upstreamDone : this.#state === 'verified';
-          // A client's last byte waits for the store's verdict on the whole body.
-          const available = complete || store ? this.#written : Math.max(0, Math.min(this.#written, this.#size ?? Infinity) - 1);
-          // Read in whole chunks while the body arrives (one read per upstream packet
-          // costs every attached client a syscall each); the tail once it has all come.
-          const settled = this.#upstreamDone || this.#state !== 'running';
-          if (offset < available && (available - offset >= READ_CHUNK_BYTES || settled)) {
-            const end = Math.min(available, offset + READ_CHUNK_BYTES);
-            const bytes = await this.#deps.spool.read(this.#spoolId, offset, end);
-            offset = end;
-            controller.enqueue(bytes);
-            return;
-          }
-          if (complete) {
-            release();
-            controller.close();
-            return;
-          }
-          await new Promise<void>((resolve) => this.#wake.push(resolve));
-        }
-      },
-      // A client that goes away leaves the transfer running for the others and the store.
-      cancel: () => release(),
-    });
+    }
   }
 
   #notify(): void {
@@ -246,9 +446,30 @@ class Transfer {
   }
 
   async #cleanUp(): Promise<void> {
-    if (this.#state === 'running' || this.#readers > 0 || !this.#spool) return;
-    const spool = this.#spool;
-    this.#spool = undefined;
-    await spool.remove().catch(() => {});
+    if (this.#state === 'running' || this.#readers > 0 || this.#cleaned) return;
+    this.#cleaned = true;
+    await this.#spool?.remove().catch(() => {});
+    await this.#staging?.close().catch(() => {});
+  }
+}
+
+/**
+ * The body's pieces; a body that sends nothing for `stallMs` is cancelled and throws, as a
+ * cut does, so the transfer resumes from what it has.
+ */
+async function* withStall(body: ReadableStream<Uint8Array>, stallMs: number): AsyncGenerator<Uint8Array> {
+  const reader = body.getReader();
+  try {
+    for (;;) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stalled = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new TransientError(`the upstream sent nothing for ${stallMs / 1000} s`)), stallMs);
+      });
+      const next = await Promise.race([reader.read(), stalled]).finally(() => clearTimeout(timer));
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
   }
 }

@@ -56,4 +56,41 @@ export interface BlobStore {
   check(): Promise<void>;
   /** A short-lived URL a client can GET directly, or undefined when the backend has none. */
   presign(key: string, ttlSeconds: number, options?: { contentType?: string }): Promise<string | undefined>;
+  /**
+   * The staging area of `key`: the bytes of a write in progress, durable in the store and
+   * readable by every process and isolate that shares it, never visible under `key` until
+   * `commit`. Only the holder of the key's lease writes to it; anyone may read it.
+   */
+  staging(key: string): Staging;
+}
+
+/**
+ * A blob being written in order, from byte 0 (see core/cache/transfer.ts). What has been
+ * staged survives a crash of the writer, so a later writer can verify it again and
+ * resume from its end instead of from 0.
+ */
+export interface Staging {
+  /**
+   * True when bytes can be read back as soon as `append` resolves (a local file); false
+   * when they become readable a chunk at a time (`readable` says how far).
+   */
+  readonly immediate: boolean;
+  /** Bytes readable now by anyone, as the store says (a writer that crashed included). */
+  length(): Promise<number>;
+  /** Bytes this writer has made readable so far (after `open`, `append`, `truncate`). */
+  readonly readable: number;
+  /** Bytes `[start, end)`, which must be readable; undefined when the staging is gone (committed or discarded). */
+  read(start: number, end: number): Promise<ReadableStream<Uint8Array> | undefined>;
+  /** Writer: takes over what is staged and returns its length (what `append` continues from). */
+  open(): Promise<number>;
+  /** Writer: appends bytes at the end. */
+  append(bytes: Uint8Array): Promise<void>;
+  /** Writer: drops everything after `length`, which must be at most `readable` (0: start again). */
+  truncate(length: number): Promise<void>;
+  /** Writer: publishes the staged bytes (which the caller has verified) under the key and removes the staging. */
+  commit(contentType?: string): Promise<void>;
+  /** Writer: removes what is staged. */
+  discard(): Promise<void>;
+  /** Closes what this handle opened (files); what is staged stays. */
+  close(): Promise<void>;
 }

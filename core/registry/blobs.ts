@@ -22,8 +22,8 @@ export interface RegistryDeps {
 }
 
 export interface BlobDeps extends RegistryDeps {
-  /** The one transfer per cold blob, where the runtime has a spool (Node); else bytes pass through. */
-  transfers?: Transfers | undefined;
+  /** The one transfer per cold blob, which clients join. */
+  transfers: Transfers;
   delivery: 'redirect' | 'stream';
   presignTtlSeconds: number;
 }
@@ -32,8 +32,8 @@ export type BlobAnswer = (
   | { kind: 'redirect'; url: string; digest: string }
   | { kind: 'stored'; digest: string; size: number; range?: ByteRange; body?: ReadableStream<Uint8Array> }
   | { kind: 'upstream'; digest: string; response: Response }
-  /** Fed from the one transfer of the blob (its size when known). */
-  | { kind: 'transfer'; digest: string; size: number | undefined; body: ReadableStream<Uint8Array> }
+  /** Fed from the one transfer of the blob (its size when known; `range` when one was asked). */
+  | { kind: 'transfer'; digest: string; size: number | undefined; range?: ByteRange | undefined; body: ReadableStream<Uint8Array> }
 ) & {
   /** Bookkeeping to finish after the response (a batch of pull counts), when some is due. */
   background?: Promise<void> | undefined;
@@ -61,13 +61,14 @@ export async function getBlob(deps: BlobDeps, target: RepositoryTarget, referenc
     // The row says ready but the object is gone (deleted behind our back): fetch it again.
     await deps.catalog.blobMissing(digest.value, deps.clock());
   }
-  // A whole-blob GET of a blob a manifest of this repository introduced joins (or starts)
-  // its one transfer, which fetches it from that repository.
-  if (row && row.upstream === target.upstream && row.name === target.name && method === 'GET' && !rangeHeader && deps.transfers) {
+  // A GET of a blob a manifest of this repository introduced joins (or, for the whole
+  // blob, starts) its one transfer, which fetches it from that repository.
+  if (row && row.upstream === target.upstream && row.name === target.name && method === 'GET' && (!rangeHeader || row.size !== null)) {
+    const range = rangeHeader && row.size !== null ? resolveRange(rangeHeader, row.size) : undefined;
     // The ingest job stays ensured: it waits while the transfer runs, and takes over if it fails.
     await deps.queue.send([{ kind: 'ingest', digest: digest.value }]);
-    const attached = await deps.transfers.attach(digest.value);
-    if (attached) return { kind: 'transfer', digest: digest.value, size: attached.size, body: attached.body };
+    const attached = await deps.transfers.attach(row, range);
+    if (attached) return { kind: 'transfer', digest: digest.value, size: attached.size, range: attached.range, body: attached.body, background: attached.done };
   }
   const upstream = selectUpstream(deps.upstreams, target.upstream);
   const headers: Record<string, string> = rangeHeader && method === 'GET' ? { range: rangeHeader } : {};

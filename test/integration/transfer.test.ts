@@ -34,6 +34,7 @@ beforeEach(async () => {
   await t?.close();
   t = await createTestApp(proxy.url);
   proxy.fault = 'none';
+  proxy.cuts = [];
   // The manifest introduces the blob (its row), as a client's pull does first.
   assert.equal((await t.app.request('/v2/transfer/manifests/1')).status, 200);
 });
@@ -92,12 +93,64 @@ test('an upstream that serves wrong bytes: no client receives a complete body, n
   assert.equal(await t.store.stat(`blobs/sha256/${layer().digest.slice(7)}`), undefined);
 });
 
-test('an upstream that cuts the body: the attached clients are cut, nothing is stored', async () => {
-  proxy.fault = 'cut';
-  const bodies = await Promise.all((await Promise.all(Array.from({ length: 2 }, () => get()))).map(readAll));
-  for (const body of bodies) assert.ok(body instanceof Error || body.length < layer().size);
+test('an upstream that cuts the body at 30% and 60%: the transfer resumes with Range, every client gets every byte, 1.1x the blob at most is fetched', async () => {
+  proxy.cuts = [0.3, 0.6];
+  proxy.blobBytes = 0;
+  proxy.blobRanges = [];
+  const bodies = await Promise.all((await Promise.all(Array.from({ length: 3 }, () => get()))).map(readAll));
+  for (const body of bodies) assert.ok(Buffer.isBuffer(body) && body.equals(layerBytes), 'every byte, in order');
+  await until(async () => (await row())?.state === 'ready', 10_000, 'the blob to be published');
+  const size = layer().size;
+  assert.deepEqual(proxy.blobRanges, [undefined, `bytes=${Math.floor(0.3 * size)}-`, `bytes=${Math.floor(0.6 * size)}-`], 'each resume asks for the rest from what it has');
+  assert.ok(proxy.blobBytes <= 1.1 * size, `${proxy.blobBytes} bytes fetched for a blob of ${size}`);
+  assert.equal(await t.store.stat(`blobs/sha256/${layer().digest.slice(7)}`).then((s) => s?.size), size);
+});
+
+test('an upstream that ignores Range: the resumed body starts from 0, the bytes held are compared and skipped, the blob is stored', async () => {
+  proxy.cuts = [0.5];
+  proxy.ignoreRange = true;
+  proxy.blobRanges = [];
+  try {
+    const body = await readAll(await get());
+    assert.ok(Buffer.isBuffer(body) && body.equals(layerBytes));
+    await until(async () => (await row())?.state === 'ready', 10_000, 'the blob to be published');
+    assert.equal(proxy.blobRanges.length, 2);
+    assert.match(proxy.blobRanges[1] ?? '', /^bytes=\d+-$/);
+  } finally {
+    proxy.ignoreRange = false;
+  }
+});
+
+test('an upstream body that stalls is given up on after the stall time and resumed from where it stopped', async () => {
+  await t.close();
+  t = await createTestApp(proxy.url, 60, { stallMs: 300 });
+  assert.equal((await t.app.request('/v2/transfer/manifests/1')).status, 200);
+  proxy.fault = 'stall';
+  proxy.blobRanges = [];
+  const body = await readAll(await get());
+  assert.ok(Buffer.isBuffer(body) && body.equals(layerBytes));
+  assert.equal(proxy.blobRanges.length, 2);
+  const from = Number(/^bytes=(\d+)-$/.exec(proxy.blobRanges[1] ?? '')?.[1]);
+  assert.ok(from > 0 && from <= layer().size / 2, `resumed from ${from}`);
+});
+
+test('a cut that keeps coming fails the transfer retryably after its resumes, and keeps what is staged for the next attempt', async () => {
+  await t.close();
+  t = await createTestApp(proxy.url, 60, { resumes: 1 });
+  assert.equal((await t.app.request('/v2/transfer/manifests/1')).status, 200);
+  proxy.cuts = [0.2, 0.4];
+  const body = await readAll(await get());
+  assert.ok(body instanceof Error || body.length < layer().size, 'cut short, never the full length');
   await until(async () => (await row())?.state === 'failed', 10_000, 'the failure to be recorded');
+  assert.equal((await row())?.errorRetryable, true);
+  const staged = await t.store.staging(`blobs/sha256/${layer().digest.slice(7)}`).length();
+  assert.equal(staged, Math.floor(0.4 * layer().size), 'what arrived before the last cut stays staged');
   assert.equal(await t.store.stat(`blobs/sha256/${layer().digest.slice(7)}`), undefined);
+  // The next attempt (the job's retry) re-hashes what is staged and fetches only the rest.
+  proxy.blobRanges = [];
+  assert.deepEqual(await ingestBlob(t.ingestDeps, layer().digest, 'job-2'), { ok: true, outcome: 'stored', bytes: layer().size });
+  assert.deepEqual(proxy.blobRanges, [`bytes=${staged}-`]);
+  assert.equal(await t.store.staging(`blobs/sha256/${layer().digest.slice(7)}`).length(), 0, 'the staging is gone once published');
 });
 
 test('a client that goes away does not stop the transfer: the blob is stored and the next client reads it from the store', async () => {
@@ -112,17 +165,23 @@ test('a client that goes away does not stop the transfer: the blob is stored and
   assert.ok((await readAll(again) as Buffer).equals(layerBytes));
 });
 
-test('a Range request on a blob in flight passes that range through to the upstream, and starts no second transfer', async () => {
+test('a Range request on a blob in flight is served from the transfer once its bytes are there; a range far ahead is passed through, with no second full download', async () => {
   proxy.fault = 'slow';
   const before = await upstreamLayerGets();
   const whole = get();
-  await until(async () => (await row())?.state === 'fetching', 10_000, 'the transfer to start');
-  const part = await t.app.request(`/v2/transfer/blobs/${layer().digest}`, { headers: { range: 'bytes=100-199' } });
-  assert.equal(part.status, 206);
-  assert.ok(Buffer.from(await part.arrayBuffer()).equals(layerBytes.subarray(100, 200)));
+  const staging = t.store.staging(`blobs/sha256/${layer().digest.slice(7)}`);
+  await until(async () => (await staging.length()) >= 64 * 1024, 10_000, 'the first bytes to arrive');
+  const near = await t.app.request(`/v2/transfer/blobs/${layer().digest}`, { headers: { range: 'bytes=100-199' } });
+  assert.equal(near.status, 206);
+  assert.equal(near.headers.get('content-range'), `bytes 100-199/${layer().size}`);
+  assert.ok(Buffer.from(await near.arrayBuffer()).equals(layerBytes.subarray(100, 200)));
+  const size = layer().size;
+  const far = await t.app.request(`/v2/transfer/blobs/${layer().digest}`, { headers: { range: `bytes=${size - 100}-${size - 1}` } });
+  assert.equal(far.status, 206);
+  assert.ok(Buffer.from(await far.arrayBuffer()).equals(layerBytes.subarray(size - 100)));
   assert.ok(((await readAll(await whole)) as Buffer).equals(layerBytes));
   await until(async () => (await row())?.state === 'ready', 10_000, 'the blob to be published');
-  assert.equal((await upstreamLayerGets()) - before, 2, 'the transfer and the one range: no second full download');
+  assert.equal((await upstreamLayerGets()) - before, 2, 'the transfer and the far range: the near one came from the transfer');
 });
 
 test("a client asking while the ingest job fetches the blob joins the job's transfer: one upstream GET", async () => {

@@ -13,12 +13,15 @@ import { FilesystemBlobStore } from '../../core/adapters/fs-store.ts';
 import { FilesystemSpool } from '../../core/adapters/fs-spool.ts';
 import type { UpstreamConfig } from '../../core/adapters/http-upstream.ts';
 import type { IngestDeps } from '../../core/cache/ingest.ts';
+import type { TransferDeps } from '../../core/cache/transfer.ts';
 import { buildDeps, type Deps } from '../../workers/deps.ts';
 
 export interface TestApp {
   app: ReturnType<typeof createApp>;
   db: Database;
   store: FilesystemBlobStore;
+  /** The temp directory holding the database, the store (`store/`) and the spool. */
+  dir: string;
   deps: Deps;
   ingestDeps: IngestDeps;
   /** Moves the app's clock (tag TTLs, pull-count batches) forward. */
@@ -26,7 +29,7 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-export async function createTestApp(upstream: string | UpstreamConfig, tagTtlSeconds = 60): Promise<TestApp> {
+export async function createTestApp(upstream: string | UpstreamConfig, tagTtlSeconds = 60, transfer?: Pick<TransferDeps, 'stallMs' | 'resumes' | 'pollMs'>): Promise<TestApp> {
   const dir = await mkdtemp(join(tmpdir(), 'pt-app-'));
   const { db, close } = await openDatabase(`file:${join(dir, 'db.sqlite')}`);
   let now = Date.now();
@@ -45,14 +48,16 @@ export async function createTestApp(upstream: string | UpstreamConfig, tagTtlSec
     store,
     queue: new LibsqlJobQueue(db, clock),
     spool: new FilesystemSpool(join(dir, 'spool')),
-    log: () => {},
+    log: process.env.PT_TEST_LOG ? (e) => console.error(JSON.stringify(e)) : () => {},
     clock,
     upstream: { attempts: 1 },
+    ...(transfer ? { transfer } : {}),
   });
   return {
     app: createApp(deps.app),
     db,
     store,
+    dir,
     deps,
     ingestDeps: deps.ingest,
     advance: (ms) => void (now += ms),
