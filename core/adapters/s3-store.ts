@@ -300,15 +300,18 @@ class S3Staging implements Staging {
     const client = this.#client;
     const bucket = this.#bucket;
     const prefix = this.#prefix;
+    if (end <= start) return new ReadableStream({ start: (c) => c.close() });
+    const get = async (key: string, from: number, to: number) => {
+      const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=${from}-${to}` })).catch((e) => (isNotFound(e) ? undefined : Promise.reject(this.#store.fault(e))));
+      return res?.Body?.transformToWebStream() as ReadableStream<Uint8Array> | undefined;
+    };
+    // Chunks are removed once composed: then the published object has the bytes.
     const first = parts[0];
-    if (!first) return end <= start ? new ReadableStream({ start: (c) => c.close() }) : undefined;
+    if (!first || first.offset > start || parts.at(-1)!.offset + parts.at(-1)!.size < end) return get(this.#key, start, end - 1);
     const open = async (c: Chunk) => {
       const from = Math.max(start, c.offset) - c.offset;
       const to = Math.min(end, c.offset + c.size) - c.offset - 1;
-      const get = (key: string, range: string) => client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: range })).catch((e) => (isNotFound(e) ? undefined : Promise.reject(e)));
-      // Chunks are removed once composed: then the published object has the bytes.
-      const res = (await get(chunkKey(prefix, c.offset), `bytes=${from}-${to}`)) ?? (await get(this.#key, `bytes=${c.offset + from}-${c.offset + to}`));
-      return res?.Body?.transformToWebStream() as ReadableStream<Uint8Array> | undefined;
+      return (await get(chunkKey(prefix, c.offset), from, to)) ?? (await get(this.#key, c.offset + from, c.offset + to));
     };
     // The first chunk tells whether the staging is still there; the rest follow in order.
     const head = await open(first);

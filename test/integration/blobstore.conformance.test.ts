@@ -11,6 +11,7 @@ import { digestOf } from '../../core/oci/digest.ts';
 import { FilesystemBlobStore } from '../../core/adapters/fs-store.ts';
 import { S3BlobStore } from '../../core/adapters/s3-store.ts';
 import { s3TestBucket } from '../setup/s3.ts';
+import { until } from '../setup/process.ts';
 import type { BlobStore } from '../../core/ports/blob-store.ts';
 
 const PART = 5 * 1024 * 1024;
@@ -156,6 +157,72 @@ for (const driver of drivers) {
       await store.put(key, streamOf(bytes), { expected: { digest } });
       await store.delete(key);
       assert.equal(await store.stat(key), undefined);
+    });
+
+    test('staging: bytes appended are readable by a second handle (another process) as they land, and not listed or visible under the key', async () => {
+      const key = `blobs/sha256/${randomBytes(32).toString('hex')}`;
+      const bytes = randomBytes(2 * PART + 12345);
+      const writer = store.staging(key);
+      assert.equal(await writer.open(), 0);
+      for (let at = 0; at < bytes.length; at += 100_000) await writer.append(bytes.subarray(at, at + 100_000));
+      const reader = store.staging(key);
+      // A file is readable at once; chunk objects a part at a time, as each upload lands.
+      if (writer.immediate) assert.equal(await reader.length(), bytes.length);
+      else await until(async () => (await reader.length()) === 2 * PART, 10_000, 'two chunks to land');
+      assert.ok((await read((await reader.read(PART - 10, PART + 10))!)).equals(bytes.subarray(PART - 10, PART + 10)), 'a read across two chunks');
+      assert.equal(await store.stat(key), undefined, 'nothing under the key before the commit');
+      const listed = [];
+      for await (const o of store.list('')) if (o.key.includes(key.slice(13))) listed.push(o.key);
+      assert.deepEqual(listed, []);
+      await writer.commit('application/octet-stream');
+      assert.deepEqual(await store.stat(key), { size: bytes.length });
+      assert.ok((await read((await store.get(key))!.body)).equals(bytes), 'the composed object is the bytes appended');
+      assert.ok((await read((await reader.read(bytes.length - 5, bytes.length))!)).equals(bytes.subarray(-5)), 'a reader after the commit reads the published object');
+      assert.equal(await store.staging(key).length(), 0, 'the staging is gone');
+      if (driver.openUploads) assert.equal(await driver.openUploads(key), 0);
+      await Promise.all([writer.close(), reader.close()]);
+      await store.delete(key);
+    });
+
+    test('staging: a writer that stops leaves what landed; the next writer takes it over, truncates or appends, and discard removes it', async () => {
+      const key = `blobs/sha256/${randomBytes(32).toString('hex')}`;
+      const bytes = randomBytes(PART + 1000);
+      const first = store.staging(key);
+      await first.open();
+      await first.append(bytes.subarray(0, PART + 500));
+      if (!first.immediate) await until(async () => first.readable === PART, 10_000, 'the first chunk to land');
+      // The first writer is gone (a crash): no commit, no close.
+      const second = store.staging(key);
+      const durable = await second.open();
+      assert.equal(durable, first.immediate ? PART + 500 : PART, 'the durable offset: the file, or whole chunks');
+      assert.ok((await read((await second.read(0, durable))!)).equals(bytes.subarray(0, durable)));
+      await second.append(bytes.subarray(durable));
+      await second.commit();
+      assert.ok((await read((await store.get(key))!.body)).equals(bytes));
+      await store.delete(key);
+
+      const third = store.staging(key);
+      await third.open();
+      await third.append(bytes);
+      await third.commit();
+      await store.delete(key);
+      const fourth = store.staging(key);
+      await fourth.open();
+      await fourth.append(bytes);
+      // A file truncates anywhere; chunk objects only at a chunk boundary.
+      if (fourth.immediate) {
+        await fourth.truncate(7);
+        assert.equal(fourth.readable, 7);
+      } else {
+        await assert.rejects(fourth.truncate(7), /cannot truncate/);
+      }
+      await fourth.truncate(0);
+      assert.equal(fourth.readable, 0);
+      await fourth.append(Buffer.from('x'));
+      await fourth.discard();
+      assert.equal(await store.staging(key).length(), 0);
+      assert.equal(await store.stat(key), undefined);
+      await Promise.all([first.close(), second.close(), third.close(), fourth.close()]);
     });
 
     test('presign gives a URL that serves the object, where the backend has one', async () => {

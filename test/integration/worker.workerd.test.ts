@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
-import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { openDatabase, type Database } from '../../core/adapters/libsql.ts';
 import { blobs } from '../../schema/blobs.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
@@ -34,6 +34,7 @@ let small: BuiltImage;
 let multipart: BuiltImage;
 let big: BuiltImage;
 let zstd: BuiltImage;
+let joined: BuiltImage;
 
 before(async () => {
   if (skip) return;
@@ -42,6 +43,7 @@ before(async () => {
   small = await pushImage(registry, 'library/small', '1', [{ 'etc/hello': 'from workerd\n' }, { 'usr/lib/data': randomBytes(300_000) }]);
   multipart = await pushImage(registry, 'library/multipart', '1', [{ 'data.bin': randomBytes(12 * 1024 * 1024) }]);
   big = await pushImage(registry, 'library/big', '1', [{ 'big.bin': randomBytes(200 * 1024 * 1024) }]);
+  joined = await pushImage(registry, 'library/joined', '1', [{ 'data.bin': randomBytes(12 * 1024 * 1024) }]);
   zstd = await pushImage(registry, 'library/zstd', '1', [{ 'etc/hello': 'zstd in workerd\n' }, { 'usr/lib/data.bin': randomBytes(3_000_000) }], { compression: 'zstd' });
   proxy = await startFaultyProxy(registry.url);
   hrana = await startHranaServer(join(dir, 'turso.sqlite'));
@@ -118,7 +120,37 @@ test('a cold pull through the Worker enqueues ingest; the queue consumer stores 
   assert.equal(upstreamBlobGets(), before, 'warm pulls ask the upstream for no blob');
 });
 
-test('an upstream that lies: the multipart upload is aborted, the consumer retries, then records the failure', { skip, timeout: 180_000 }, async () => {
+test('concurrent cold GETs through the Worker, late ones included, are fed from one upstream transfer: every byte to each, the blob ends in the bucket', { skip, timeout: 120_000 }, async () => {
+  const layer = joined.layers[0]!;
+  assert.equal((await fetch(new URL('/v2/joined/manifests/1', worker.url))).status, 200);
+  const gets = () => registry.requests().filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${layer.digest}`)).length;
+  const before = gets();
+  const read = async () => {
+    const res = await fetch(new URL(`/v2/joined/blobs/${layer.digest}`, worker.url), { redirect: 'manual' });
+    assert.equal(res.status, 200);
+    return createHash('sha256').update(new Uint8Array(await res.arrayBuffer())).digest('hex');
+  };
+  proxy.fault = 'slow';
+  try {
+    const early = [read(), read()];
+    await until(async () => (await rowOf(layer.digest))?.state === 'fetching', 30_000, 'the transfer to start');
+    const late = [read(), read()];
+    assert.deepEqual(await Promise.all([...early, ...late]), Array(4).fill(layer.digest.slice(7)));
+  } finally {
+    proxy.fault = 'none';
+  }
+  await waitReady([layer.digest], 'the blob to be published');
+  assert.equal(await bucketDigest(keyOf(layer.digest)), layer.digest);
+  // The registry logs a request once it has finished: a sentinel request flushes the log.
+  const sentinel = `/v2/library/joined/tags/list?sentinel=${Math.random()}`;
+  await fetch(`${registry.url}${sentinel}`).then((r) => r.arrayBuffer());
+  await until(async () => registry.requests().some((r) => r.path === sentinel), 10_000, 'the registry log');
+  assert.equal(gets() - before, 1, 'one upstream GET for four clients and the queue consumer');
+  const staged = (await s3.client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: `_staging/${keyOf(layer.digest)}/` }))).Contents ?? [];
+  assert.deepEqual(staged, [], 'no staged chunk left');
+});
+
+test('an upstream that lies: nothing is published or left staged, the consumer retries, then records the failure', { skip, timeout: 180_000 }, async () => {
   proxy.fault = 'corrupt';
   const layer = multipart.layers[0]!;
   try {
@@ -130,7 +162,8 @@ test('an upstream that lies: the multipart upload is aborted, the consumer retri
   const row = await rowOf(layer.digest);
   assert.match(row?.error ?? '', /^UPSTREAM_INVALID: content does not match its digest/);
   await assert.rejects(s3.client.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: keyOf(layer.digest) })), { name: 'NotFound' });
-  assert.equal(await openUploads(keyOf(layer.digest)), 0, 'the multipart upload was aborted');
+  assert.equal(await openUploads(keyOf(layer.digest)), 0, 'no multipart upload open');
+  assert.deepEqual((await s3.client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: `_staging/${keyOf(layer.digest)}/` }))).Contents ?? [], [], 'no staged chunk left');
   // The upstream recovers: pulling the manifest again queues the blob, and it lands.
   assert.equal((await fetch(new URL('/v2/multipart/manifests/1', worker.url))).status, 200);
   await waitReady([layer.digest], 'the retried ingest');
