@@ -51,7 +51,7 @@ async function main(): Promise<void> {
     fatal(`the blob store cannot be used: ${redactUrls(causeOf(e))}`);
   });
   const queue = new LibsqlJobQueue(db);
-  const spool = new FilesystemSpool(join(config.dataDir, 'spool'));
+  const spool = await FilesystemSpool.forProcess(join(config.dataDir, 'spool'));
   const deps = buildDeps(config, { catalog: new LibsqlCatalog(db), store, queue, spool, log });
   const app = createApp(deps.app);
   const tls = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined;

@@ -1,9 +1,35 @@
-import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Spool, SpoolWriter } from '../ports/spool.ts';
 
-/** The spool in a directory (DATA_DIR/spool): one file per transfer, removed when it ends. */
+/** Whether process `pid` runs on this host (signal 0 tests, sends nothing). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The spool in a directory: one file per transfer, removed when it ends. */
 export class FilesystemSpool implements Spool {
+  /**
+   * This process's spool under `root` (DATA_DIR/spool/<host>-<pid>), after removing the
+   * spools of processes of this host that are gone (killed mid-transfer: nothing else
+   * would remove them). Several servers may share DATA_DIR; each sweeps only the dead.
+   */
+  static async forProcess(root: string): Promise<FilesystemSpool> {
+    const host = hostname().replace(/[^A-Za-z0-9.-]/g, '_');
+    const names = await readdir(root).catch(() => [] as string[]);
+    for (const name of names) {
+      const pid = name.startsWith(`${host}-`) ? Number(name.slice(host.length + 1)) : NaN;
+      if (Number.isSafeInteger(pid) && pid !== process.pid && !alive(pid)) await rm(join(root, name), { recursive: true, force: true });
+    }
+    return new FilesystemSpool(join(root, `${host}-${process.pid}`));
+  }
+
   readonly #dir: string;
   readonly #readers = new Map<string, Promise<FileHandle>>();
 

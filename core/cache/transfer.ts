@@ -257,9 +257,8 @@ class Transfer {
 
   async #run(outer: AbortSignal | undefined): Promise<number> {
     const digest = this.#row.digest;
-    let leased: AbortSignal | undefined;
     try {
-      const size = await storeUnderLease(this.#deps, digest, this.#owner, outer, (signal) => ((leased = signal), this.#fetch(signal)));
+      const size = await storeUnderLease(this.#deps, digest, this.#owner, outer, (signal) => this.#fetch(signal));
       this.#deps.log({ msg: 'transfer', digest, outcome: 'stored', bytes: size });
       return size;
     } catch (e) {
@@ -267,9 +266,6 @@ class Transfer {
       this.#error = e;
       this.#failStart(e);
       this.#deps.log({ level: 'warn', msg: 'transfer failed', digest, error: failureOf(e).error });
-      // What is staged stays for the next owner to resume from, unless it cannot help
-      // (a wrong body, a refusal). A lost lease leaves it to whoever holds the lease now.
-      if (!leased?.aborted && !outer?.aborted && !resumable(e)) await this.#staging?.discard().catch(() => {});
       throw e;
     } finally {
       this.#notify();
@@ -277,7 +273,22 @@ class Transfer {
     }
   }
 
+  /**
+   * Fetches, verifies and publishes the blob under the lease. What is staged stays for the
+   * next owner to resume from, unless it cannot help (a wrong body, a refusal): that is
+   * removed here, while the lease is still ours, before the failure is recorded. A lost
+   * lease leaves it to whoever holds the lease now.
+   */
   async #fetch(signal: AbortSignal): Promise<number> {
+    try {
+      return await this.#transfer(signal);
+    } catch (e) {
+      if (!signal.aborted && !resumable(e)) await this.#staging?.discard().catch(() => {});
+      throw e;
+    }
+  }
+
+  async #transfer(signal: AbortSignal): Promise<number> {
     const row = this.#row;
     const { store, spool, upstreams, log } = this.#deps;
     const algorithm = parseDigest(row.digest).algorithm;

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { openDatabase } from '../../core/adapters/libsql.ts';
@@ -110,6 +110,9 @@ for (const kind of ['filesystem', 's3'] as const) {
       assert.deepEqual(uploads.map((u) => u.Key), [], 'no multipart upload left open');
       const chunks = (await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: STAGING_PREFIX }))).Contents ?? [];
       assert.deepEqual(chunks.map((o) => o.Key), [], 'no staged chunk left');
+      // The killed server's spool was removed when the next one started; this one's is empty.
+      assert.deepEqual(await readdir(join(data, 'spool')), [`${hostname()}-${second.child.pid}`], 'only the live server has a spool');
+      assert.deepEqual(await filesUnder(join(data, 'spool', `${hostname()}-${second.child.pid}`)), [], 'and nothing in it');
     } else {
       assert.deepEqual(await filesUnder(join(data, 'store', '.staging')), [], 'no staging file left');
       assert.deepEqual(await filesUnder(join(data, 'store', '.tmp')), [], 'no temp file left');
