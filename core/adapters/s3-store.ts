@@ -1,7 +1,6 @@
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
-  CopyObjectCommand,
   CreateMultipartUploadCommand,
   PutObjectCommand,
   UploadPartCopyCommand,
@@ -237,13 +236,20 @@ const chunkKey = (prefix: string, offset: number) => `${prefix}${String(offset).
 
 /**
  * A staged write as chunk objects (`_staging/<key>/<offset>`, one per part size), each
- * readable by every process and isolate as soon as it lands, and composed on commit into
- * the final object server-side (UploadPartCopy: no byte goes through us again). Parts
- * are at least 5 MiB, which S3 requires of every part but the last. After a crash the
- * chunks from 0 without a gap are the durable offset; the next writer reads them back to
- * hash them again (a GET of what is staged, inside the bucket's region), cheaper than
- * fetching it again from the upstream. A writer holds at most `queueSize + 1` chunks in
- * memory, uploading while the next fills.
+ * readable by every process and isolate as soon as it lands. As each chunk lands it is
+ * also copied server-side (UploadPartCopy: no byte goes through us again) into a multipart
+ * upload for the final key, which the commit completes: nothing is visible under the key
+ * before, and the commit costs one request however large the blob. A blob that fits in
+ * one chunk is put under its key directly on commit. Parts are at least 5 MiB, which S3
+ * requires of every part but the last.
+ *
+ * Memory: the chunk filling plus `queueSize` uploading (uploads run in parallel; `readable`
+ * moves over the chunks landed from 0 without a gap).
+ *
+ * After a crash the chunks from 0 without a gap are the durable offset; the next writer
+ * reads them back to hash them again (a GET of what is staged, inside the bucket's
+ * region), cheaper than fetching them again from the upstream, and copies them into a
+ * new multipart upload (the crashed writer's is aborted: we hold the key's lease).
  */
 class S3Staging implements Staging {
   readonly immediate = false;
@@ -252,16 +258,19 @@ class S3Staging implements Staging {
   readonly #options: S3StoreOptions;
   readonly #key: string;
   readonly #prefix: string;
-  /** Chunks known to exist, in order from 0 without a gap. */
+  /** Chunks known to have landed, in order from 0 without a gap. */
   #chunks: Chunk[] = [];
+  /** Writer: chunks whose upload landed out of order, by offset. */
+  #early = new Map<number, Chunk>();
   #buffer: Uint8Array[] = [];
   #buffered = 0;
-  /** Chunk uploads, one at a time in order (`readable` moves as each lands); none rejects, a failure is kept. */
-  #tail: Promise<void> = Promise.resolve();
-  #queued: Array<Promise<void>> = [];
+  #uploads = new Set<Promise<void>>();
   #failure: unknown;
   #readable = 0;
   #next = 0;
+  /** The multipart upload the landed chunks are copied into, and its parts so far. */
+  #upload: Promise<string> | undefined;
+  #copies: Array<Promise<{ PartNumber: number; ETag: string | undefined }>> = [];
 
   constructor(store: S3BlobStore, client: S3Client, options: S3StoreOptions, key: string) {
     this.#store = store;
@@ -296,11 +305,11 @@ class S3Staging implements Staging {
 
   async read(start: number, end: number): Promise<ReadableStream<Uint8Array> | undefined> {
     if (end > this.#end()) await this.length();
+    if (end <= start) return new ReadableStream({ start: (c) => c.close() });
     const parts = this.#chunks.filter((c) => c.offset < end && c.offset + c.size > start);
     const client = this.#client;
     const bucket = this.#bucket;
     const prefix = this.#prefix;
-    if (end <= start) return new ReadableStream({ start: (c) => c.close() });
     const get = async (key: string, from: number, to: number) => {
       const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=${from}-${to}` })).catch((e) => (isNotFound(e) ? undefined : Promise.reject(this.#store.fault(e))));
       return res?.Body?.transformToWebStream() as ReadableStream<Uint8Array> | undefined;
@@ -337,7 +346,10 @@ class S3Staging implements Staging {
     // Chunks after a gap (a crash between two uploads) are of no use.
     const stray = found.filter((c) => !this.#chunks.includes(c));
     await this.#delete(stray.map((c) => chunkKey(this.#prefix, c.offset)));
+    // A crashed writer's multipart upload: we hold the key's lease, so it is nobody's now.
+    await this.#store.abortIncompleteUploads(this.#key).catch((e) => Promise.reject(this.#store.fault(e)));
     this.#readable = this.#next = this.#end();
+    for (const [i, c] of this.#chunks.entries()) this.#copy(i, c);
     return this.#readable;
   }
 
@@ -371,26 +383,55 @@ class S3Staging implements Staging {
     this.#buffered = rest.byteLength;
     const chunk = { offset: this.#next, size };
     this.#next += size;
-    this.#tail = this.#tail.then(async () => {
-      if (this.#failure) return;
+    const upload = (async () => {
       try {
         await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: chunkKey(this.#prefix, chunk.offset), Body: body, ContentLength: size }));
-        this.#chunks.push(chunk);
-        this.#readable = chunk.offset + chunk.size;
+        this.#landed(chunk);
       } catch (e) {
-        this.#failure = this.#store.fault(e);
+        this.#failure ??= this.#store.fault(e);
       }
-    });
-    this.#queued.push(this.#tail);
-    // Memory: the chunk filling plus at most queueSize waiting or uploading.
-    while (this.#queued.length > Math.max(1, this.#options.queueSize)) await this.#queued.shift();
+    })();
+    this.#uploads.add(upload);
+    void upload.then(() => this.#uploads.delete(upload));
+    while (this.#uploads.size >= Math.max(1, this.#options.queueSize) && !this.#failure) await Promise.race(this.#uploads);
     if (this.#failure) throw this.#failure;
   }
 
+  /** A chunk's upload landed: `readable` moves over every chunk from it without a gap, each copied into the upload. */
+  #landed(chunk: Chunk): void {
+    this.#early.set(chunk.offset, chunk);
+    for (let next = this.#early.get(this.#end()); next; next = this.#early.get(this.#end())) {
+      this.#early.delete(next.offset);
+      this.#chunks.push(next);
+      this.#copy(this.#chunks.length - 1, next);
+    }
+    this.#readable = this.#end();
+  }
+
+  /** Copies chunk number `index` into the final key's multipart upload as part `index + 1`. */
+  #copy(index: number, chunk: Chunk): void {
+    this.#upload ??= this.#client.send(new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: this.#key, ContentType: 'application/octet-stream' })).then((r) => r.UploadId!);
+    const copy = this.#upload.then(async (UploadId) => {
+      const source = `${this.#bucket}/${encodeKey(chunkKey(this.#prefix, chunk.offset))}`;
+      const res = await this.#client.send(new UploadPartCopyCommand({ Bucket: this.#bucket, Key: this.#key, UploadId, PartNumber: index + 1, CopySource: source }));
+      return { PartNumber: index + 1, ETag: res.CopyPartResult?.ETag };
+    });
+    copy.catch(() => {});
+    this.#copies[index] = copy;
+  }
+
   async #drain(): Promise<void> {
-    await this.#tail;
-    this.#queued = [];
+    while (this.#uploads.size > 0) await Promise.all(this.#uploads);
     if (this.#failure) throw this.#failure;
+  }
+
+  /** Aborts the multipart upload, if one was started. */
+  async #abort(): Promise<void> {
+    const upload = this.#upload;
+    this.#upload = undefined;
+    this.#copies = [];
+    const UploadId = await upload?.catch(() => undefined);
+    if (UploadId) await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: this.#key, UploadId }));
   }
 
   async truncate(length: number): Promise<void> {
@@ -403,57 +444,42 @@ class S3Staging implements Staging {
     this.#buffer = [];
     this.#buffered = 0;
     this.#readable = this.#next = length;
+    await this.#abort().catch((e) => Promise.reject(this.#store.fault(e)));
     await this.#delete(dropped.map((c) => chunkKey(this.#prefix, c.offset)));
+    for (const [i, c] of this.#chunks.entries()) this.#copy(i, c);
   }
 
   async commit(contentType?: string): Promise<void> {
-    if (this.#buffered > 0) await this.#flush(this.#buffered);
-    await this.#drain();
     const bucket = this.#bucket;
     const key = this.#key;
-    const chunks = this.#chunks;
     try {
-      // A compose that crashed half-way left an upload open for the key (we hold its lease).
-      await this.#store.abortIncompleteUploads(key);
-      if (chunks.length === 0) {
-        await this.#client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: new Uint8Array(0), ContentType: contentType }));
-      } else if (chunks.length === 1) {
-        const source = `${bucket}/${encodeKey(chunkKey(this.#prefix, chunks[0]!.offset))}`;
-        await this.#client.send(new CopyObjectCommand({ Bucket: bucket, Key: key, CopySource: source, ContentType: contentType, MetadataDirective: 'REPLACE' }));
+      if (this.#chunks.length === 0 && this.#uploads.size === 0 && this.#buffered < this.#options.partSizeBytes) {
+        // The whole blob is in the buffer: one put under the key.
+        await this.#abort();
+        await this.#client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: concat(this.#buffer, this.#buffered), ContentLength: this.#buffered, ContentType: contentType }));
       } else {
-        await this.#compose(chunks, contentType);
+        if (this.#buffered > 0) await this.#flush(this.#buffered);
+        await this.#drain();
+        const UploadId = await this.#upload!;
+        const parts = await Promise.all(this.#copies);
+        await this.#client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: parts } }));
+        this.#upload = undefined;
       }
     } catch (e) {
+      await this.#abort().catch(() => {});
       throw this.#store.fault(e);
     }
-    await this.#delete(chunks.map((c) => chunkKey(this.#prefix, c.offset))).catch(() => {});
+    this.#buffer = [];
+    this.#buffered = 0;
+    const chunks = this.#chunks;
     this.#chunks = [];
-  }
-
-  async #compose(chunks: Chunk[], contentType: string | undefined): Promise<void> {
-    const bucket = this.#bucket;
-    const key = this.#key;
-    const { UploadId } = await this.#client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: contentType }));
-    try {
-      const parts: Array<{ PartNumber: number; ETag: string | undefined }> = new Array(chunks.length);
-      let next = 0;
-      const worker = async () => {
-        for (let i = next++; i < chunks.length; i = next++) {
-          const source = `${bucket}/${encodeKey(chunkKey(this.#prefix, chunks[i]!.offset))}`;
-          const res = await this.#client.send(new UploadPartCopyCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: i + 1, CopySource: source }));
-          parts[i] = { PartNumber: i + 1, ETag: res.CopyPartResult?.ETag };
-        }
-      };
-      await Promise.all(Array.from({ length: Math.max(1, this.#options.queueSize) }, worker));
-      await this.#client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: parts } }));
-    } catch (e) {
-      await this.#client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId })).catch(() => {});
-      throw e;
-    }
+    this.#copies = [];
+    await this.#delete(chunks.map((c) => chunkKey(this.#prefix, c.offset))).catch(() => {});
   }
 
   async discard(): Promise<void> {
-    await this.#tail.catch(() => {});
+    while (this.#uploads.size > 0) await Promise.allSettled(this.#uploads);
+    await this.#abort().catch(() => {});
     const keys: string[] = [];
     for await (const c of this.#listChunks()) keys.push(chunkKey(this.#prefix, c.offset));
     await this.#delete(keys);

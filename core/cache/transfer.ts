@@ -332,7 +332,11 @@ class Transfer {
       } catch (e) {
         if (signal.aborted) throw signal.reason;
         // A refusal when nothing was received yet is the answer to pass on, not a cut.
-        if ((!answered && this.#written === 0 && e instanceof OciError) || !resumable(e) || ++cuts > resumes) throw e;
+        if ((!answered && this.#written === 0 && e instanceof OciError) || !resumable(e)) throw e;
+        if (++cuts > resumes) {
+          const of = this.#size !== undefined ? ` of ${this.#size}` : '';
+          throw new TransientError(`the upstream broke off the blob ${cuts} times (last: ${failureOf(e).error}); ${this.#written}${of} bytes are staged for the next attempt`, { cause: e });
+        }
         log({ level: 'warn', msg: 'transfer resumes', digest: row.digest, from: this.#written, error: failureOf(e).error });
         await sleep(Math.min(250 * 2 ** (cuts - 1), 4000), signal);
       }
