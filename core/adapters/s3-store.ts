@@ -271,6 +271,8 @@ class S3Staging implements Staging {
   /** The multipart upload the landed chunks are copied into, and its parts so far. */
   #upload: Promise<string> | undefined;
   #copies: Array<Promise<{ PartNumber: number; ETag: string | undefined }>> = [];
+  /** Server-side copies at most 8 at once (a resumed writer copies every staged chunk at open). */
+  readonly #copySlots = new Slots(8);
 
   constructor(store: S3BlobStore, client: S3Client, options: S3StoreOptions, key: string) {
     this.#store = store;
@@ -413,8 +415,13 @@ class S3Staging implements Staging {
     this.#upload ??= this.#client.send(new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: this.#key, ContentType: 'application/octet-stream' })).then((r) => r.UploadId!);
     const copy = this.#upload.then(async (UploadId) => {
       const source = `${this.#bucket}/${encodeKey(chunkKey(this.#prefix, chunk.offset))}`;
-      const res = await this.#client.send(new UploadPartCopyCommand({ Bucket: this.#bucket, Key: this.#key, UploadId, PartNumber: index + 1, CopySource: source }));
-      return { PartNumber: index + 1, ETag: res.CopyPartResult?.ETag };
+      await this.#copySlots.acquire();
+      try {
+        const res = await this.#client.send(new UploadPartCopyCommand({ Bucket: this.#bucket, Key: this.#key, UploadId, PartNumber: index + 1, CopySource: source }));
+        return { PartNumber: index + 1, ETag: res.CopyPartResult?.ETag };
+      } finally {
+        this.#copySlots.release();
+      }
     });
     copy.catch(() => {});
     this.#copies[index] = copy;
@@ -497,6 +504,24 @@ class S3Staging implements Staging {
       for (let key = queue.shift(); key !== undefined; key = queue.shift()) await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: key }));
     };
     await Promise.all(Array.from({ length: 4 }, worker));
+  }
+}
+
+/** At most `n` holders at once. */
+class Slots {
+  #free: number;
+  readonly #waiting: Array<() => void> = [];
+  constructor(n: number) {
+    this.#free = n;
+  }
+  async acquire(): Promise<void> {
+    if (this.#free > 0) return void this.#free--;
+    await new Promise<void>((resolve) => this.#waiting.push(resolve));
+  }
+  release(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#free++;
   }
 }
 

@@ -229,6 +229,12 @@ class Transfer {
   #error: unknown;
   #readers = 0;
   #wake: Array<() => void> = [];
+  /** With a spool: the copy of the spool into the staging, its failure, and when to stop it. */
+  #fed: Promise<void> | undefined;
+  #feedError: unknown;
+  #stopFeeding = false;
+  /** The upstream body has all come (before the verdict on it). */
+  #received = false;
   #cleaned = false;
   /** Resolves once the upstream answered (the size is known), rejects with its error. */
   readonly started: Promise<void>;
@@ -283,7 +289,37 @@ class Transfer {
     try {
       return await this.#transfer(signal);
     } catch (e) {
+      this.#stopFeeding = true;
+      this.#notify();
+      await this.#fed?.catch(() => {});
       if (!signal.aborted && !resumable(e)) await this.#staging?.discard().catch(() => {});
+      throw e;
+    }
+  }
+
+  /**
+   * Copies what the spool received into the staging, from `from` on, as it arrives and at
+   * the store's pace; resolves once all of the body is staged. A store failure fails the
+   * transfer (the upstream loop sees it).
+   */
+  async #feed(staging: Staging, from: number): Promise<void> {
+    let offset = from;
+    try {
+      for (;;) {
+        if (this.#stopFeeding) return;
+        const until = this.#written;
+        if (offset < until) {
+          for await (const piece of this.#read(offset, Math.min(until, offset + 4 * READ_CHUNK_BYTES))) {
+            await staging.append(piece);
+            offset += piece.byteLength;
+          }
+          continue;
+        }
+        if (this.#received) return;
+        await new Promise<void>((resolve) => this.#wake.push(resolve));
+      }
+    } catch (e) {
+      this.#feedError = e;
       throw e;
     }
   }
@@ -308,6 +344,10 @@ class Transfer {
       }
       this.#written = offset;
       log({ msg: 'transfer resumes', digest: row.digest, from: offset, after: 'restart' });
+    }
+    if (this.#spool) {
+      this.#fed = this.#feed(staging, offset);
+      this.#fed.catch(() => {});
     }
 
     const resumes = this.#deps.resumes ?? 5;
@@ -342,12 +382,15 @@ class Transfer {
       }
     }
 
+    this.#received = true;
+    this.#notify();
     if (this.#size !== undefined && this.#written !== this.#size) throw new SizeMismatchError(this.#size, this.#written, row.digest);
     const actual = `${algorithm}:${hash.digest('hex')}`;
     if (actual !== row.digest) throw new DigestMismatchError(row.digest, actual);
     // Verified: every reader here gets its last byte now; readers elsewhere once the row is ready.
     this.#state = 'verified';
     this.#notify();
+    await this.#fed;
     await staging.commit('application/octet-stream');
     return this.#written;
   }
@@ -378,8 +421,11 @@ class Transfer {
       }
       if (this.#size !== undefined && this.#written + piece.byteLength > this.#size) throw new SizeMismatchError(this.#size, this.#written + piece.byteLength, row.digest);
       hash.update(piece);
-      await staging.append(piece);
-      await this.#spool?.write(piece);
+      if (this.#feedError !== undefined) throw this.#feedError;
+      // With a spool the staging is fed from it at the store's own pace (#feed): a bucket
+      // slower than the upstream never slows the clients here.
+      if (this.#spool) await this.#spool.write(piece);
+      else await staging.append(piece);
       this.#written += piece.byteLength;
       this.#notify();
       if (signal.aborted) throw signal.reason;

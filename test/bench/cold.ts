@@ -20,7 +20,8 @@ import { startWan } from '../setup/wan.ts';
 import { MB, cleanups, median, report, runBench, seconds } from './harness.ts';
 
 const LINK = { rttMs: 40, bytesPerSecond: 30 * MB };
-const CLIENTS = [1, 4, 8];
+/** Concurrent pulls measured; BENCH_COLD_CLIENTS=8 measures one of them. */
+const CLIENTS = process.env.BENCH_COLD_CLIENTS ? process.env.BENCH_COLD_CLIENTS.split(',').map(Number) : [1, 4, 8];
 const DIRECT_RUNS = 3;
 
 const allBlobs = (image: BuiltImage) => [image.configDigest, ...image.layers.map((l) => l.digest)];

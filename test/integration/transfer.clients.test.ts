@@ -1,6 +1,7 @@
-// The one transfer per cold blob with real clients: eight skopeo pulls of a cold image at
-// once through one server (the process `npm start` runs), bytes counted between the
-// mirror and the upstream by a TCP hop (test/setup/wan.ts with no delay).
+// The one transfer per cold blob with real clients: eight skopeo pulls, a podman pull and
+// a containerd (ctr) pull of a cold image at once through one server (the process
+// `npm start` runs), bytes counted between the mirror and the upstream by a TCP hop
+// (test/setup/wan.ts, capped at 30 MB/s per connection so that the pulls overlap).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -12,7 +13,7 @@ import { LibsqlCatalog } from '../../core/adapters/libsql-catalog.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
 import { startServer, type Server } from '../setup/server.ts';
-import { skopeoPull } from '../setup/clients.ts';
+import { skopeoPull, podmanWithMirror, containerdWithMirror, type Containerd, type Podman } from '../setup/clients.ts';
 import { startWan, type Wan } from '../setup/wan.ts';
 import { until } from '../setup/process.ts';
 
@@ -21,26 +22,36 @@ let wan: Wan;
 let image: BuiltImage;
 let server: Server;
 let dir: string;
+let podman: Podman;
+let containerd: Containerd;
 
 before(async () => {
   registry = await startRegistry();
-  image = await pushImage(registry, 'library/fanout', '1', [{ 'etc/fanout': 'fanout\n' }, { 'usr/lib/big': randomBytes(8 * 1024 * 1024) }]);
+  image = await pushImage(registry, 'library/fanout', '1', [{ 'etc/fanout': 'fanout\n' }, { 'usr/lib/big': randomBytes(16 * 1024 * 1024) }]);
   const [host, port] = registry.host.split(':') as [string, string];
-  wan = await startWan({ host, port: Number(port) }, { rttMs: 0, bytesPerSecond: 200 * 1024 * 1024 });
+  wan = await startWan({ host, port: Number(port) }, { rttMs: 0, bytesPerSecond: 30 * 1000 * 1000 });
   dir = await mkdtemp(join(tmpdir(), 'pt-fanout-'));
   server = await startServer({ DATA_DIR: join(dir, 'data'), UPSTREAMS: JSON.stringify({ 'docker.io': { url: wan.url } }) });
+  podman = await podmanWithMirror(server.host);
+  containerd = await containerdWithMirror(server.host);
 });
 after(async () => {
+  await podman?.remove();
+  await containerd?.stop();
   await server?.stop();
   await wan?.stop();
   await registry?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-test('eight concurrent skopeo pulls of a cold image cost one upstream copy of its blobs, and each gets every byte', async () => {
+test('eight skopeo pulls, a podman pull and a ctr pull of a cold image at once cost one upstream copy of its blobs, and each gets every byte', async () => {
   wan.reset();
-  const digests = await Promise.all(Array.from({ length: 8 }, (_, i) => skopeoPull(server.host, 'fanout:1', join(dir, `pull-${i}`))));
-  assert.deepEqual(digests, Array(8).fill(image.manifestDigest));
+  const digests = await Promise.all([
+    ...Array.from({ length: 8 }, (_, i) => skopeoPull(server.host, 'fanout:1', join(dir, `pull-${i}`))),
+    podman.pull('library/fanout:1'),
+    containerd.pull('library/fanout:1'),
+  ]);
+  assert.deepEqual(digests, Array(10).fill(image.manifestDigest));
   for (let i = 0; i < 8; i++) {
     for (const layer of image.layers) assert.equal((await readFile(join(dir, `pull-${i}`, layer.digest.slice(7)))).length, layer.size);
   }
