@@ -235,6 +235,8 @@ class Transfer {
   #stopFeeding = false;
   /** The upstream body has all come (before the verdict on it). */
   #received = false;
+  /** The blob is published under its key (the staging's reads fall back to it). */
+  #committed = false;
   #cleaned = false;
   /** Resolves once the upstream answered (the size is known), rejects with its error. */
   readonly started: Promise<void>;
@@ -392,6 +394,9 @@ class Transfer {
     this.#notify();
     await this.#fed;
     await staging.commit('application/octet-stream');
+    // Readers of the staging's chunks (a Worker) read the rest from the published object.
+    this.#committed = true;
+    this.#notify();
     return this.#written;
   }
 
@@ -450,7 +455,7 @@ class Transfer {
   #readable(): number {
     const staging = this.#staging;
     if (!staging) return 0;
-    return staging.immediate || this.#spool ? this.#written : staging.readable;
+    return staging.immediate || this.#spool || this.#committed ? this.#written : staging.readable;
   }
 
   /** Bytes `[start, end)` of what arrived, from the spool or the staging. */

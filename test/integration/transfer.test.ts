@@ -12,6 +12,8 @@ import { startFaultyProxy } from '../setup/faulty-proxy.ts';
 import { createTestApp, type TestApp } from '../setup/app.ts';
 import { ingestBlob } from '../../core/cache/ingest.ts';
 import { until } from '../setup/process.ts';
+import { s3TestBucket } from '../setup/s3.ts';
+import { S3BlobStore } from '../../core/adapters/s3-store.ts';
 
 let registry: Registry;
 let proxy: Awaited<ReturnType<typeof startFaultyProxy>>;
@@ -200,4 +202,20 @@ test("a client asking while the ingest job fetches the blob joins the job's tran
   assert.ok(((await readAll(res)) as Buffer).equals(layerBytes));
   assert.deepEqual(await job, { ok: true, outcome: 'stored', bytes: layer().size });
   assert.equal((await upstreamLayerGets()) - before, 1);
+});
+
+test('on S3 without a spool (as a Worker runs): clients of a blob smaller than a chunk, and of one of several chunks, get every byte from the transfer', { skip: !process.env.S3_TEST_ENDPOINT, timeout: 60_000 }, async () => {
+  const s3 = (await s3TestBucket('transfer'))!;
+  for (const partSizeBytes of [8 * 1024 * 1024, 5 * 1024 * 1024]) {
+    await t.close();
+    const store = new S3BlobStore(s3.client, { bucket: s3.bucket, partSizeBytes, queueSize: 2 });
+    t = await createTestApp(proxy.url, 60, undefined, { store, spool: false });
+    assert.equal((await t.app.request('/v2/transfer/manifests/1')).status, 200);
+    proxy.fault = 'slow';
+    const bodies = await Promise.all((await Promise.all(Array.from({ length: 3 }, () => get()))).map(readAll));
+    for (const body of bodies) assert.ok(Buffer.isBuffer(body) && body.equals(layerBytes), `every byte (${partSizeBytes / 1024 / 1024} MiB chunks)`);
+    await until(async () => (await row())?.state === 'ready', 10_000, 'the blob to be published');
+    assert.equal(await store.stat(`blobs/sha256/${layer().digest.slice(7)}`).then((s) => s?.size), layer().size);
+    await store.delete(`blobs/sha256/${layer().digest.slice(7)}`);
+  }
 });

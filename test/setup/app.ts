@@ -13,13 +13,14 @@ import { FilesystemBlobStore } from '../../core/adapters/fs-store.ts';
 import { FilesystemSpool } from '../../core/adapters/fs-spool.ts';
 import type { UpstreamConfig } from '../../core/adapters/http-upstream.ts';
 import type { IngestDeps } from '../../core/cache/ingest.ts';
+import type { BlobStore } from '../../core/ports/blob-store.ts';
 import type { TransferDeps } from '../../core/cache/transfer.ts';
 import { buildDeps, type Deps } from '../../workers/deps.ts';
 
 export interface TestApp {
   app: ReturnType<typeof createApp>;
   db: Database;
-  store: FilesystemBlobStore;
+  store: BlobStore;
   /** The temp directory holding the database, the store (`store/`) and the spool. */
   dir: string;
   deps: Deps;
@@ -29,7 +30,13 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-export async function createTestApp(upstream: string | UpstreamConfig, tagTtlSeconds = 60, transfer?: Pick<TransferDeps, 'stallMs' | 'resumes' | 'pollMs'>): Promise<TestApp> {
+export interface TestAppOptions {
+  /** Another store than the filesystem one in the temp dir; with `spool: false`, wired as a Worker is (no spool). */
+  store?: BlobStore;
+  spool?: boolean;
+}
+
+export async function createTestApp(upstream: string | UpstreamConfig, tagTtlSeconds = 60, transfer?: Pick<TransferDeps, 'stallMs' | 'resumes' | 'pollMs'>, options: TestAppOptions = {}): Promise<TestApp> {
   const dir = await mkdtemp(join(tmpdir(), 'pt-app-'));
   const { db, close } = await openDatabase(`file:${join(dir, 'db.sqlite')}`);
   let now = Date.now();
@@ -42,12 +49,12 @@ export async function createTestApp(upstream: string | UpstreamConfig, tagTtlSec
     PRESIGN_TTL_SECONDS: '60',
     JOB_LEASE_SECONDS: '10',
   });
-  const store = new FilesystemBlobStore(join(dir, 'store'));
+  const store = options.store ?? new FilesystemBlobStore(join(dir, 'store'));
   const deps = buildDeps(config, {
     catalog: new LibsqlCatalog(db),
     store,
     queue: new LibsqlJobQueue(db, clock),
-    spool: new FilesystemSpool(join(dir, 'spool')),
+    ...(options.spool === false ? {} : { spool: new FilesystemSpool(join(dir, 'spool')) }),
     log: process.env.PT_TEST_LOG ? (e) => console.error(JSON.stringify(e)) : () => {},
     clock,
     upstream: { attempts: 1 },
