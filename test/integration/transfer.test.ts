@@ -37,6 +37,8 @@ beforeEach(async () => {
   t = await createTestApp(proxy.url);
   proxy.fault = 'none';
   proxy.cuts = [];
+  proxy.changeEtag = false;
+  proxy.ignoreRange = false;
   // The manifest introduces the blob (its row), as a client's pull does first.
   assert.equal((await t.app.request('/v2/transfer/manifests/1')).status, 200);
 });
@@ -126,6 +128,22 @@ test('an upstream that ignores Range: the resumed body starts from 0, the bytes 
     assert.match(proxy.blobRanges[1] ?? '', /^bytes=\d+-$/);
   } finally {
     proxy.ignoreRange = false;
+  }
+});
+
+test('an object whose ETag changed on resume is asked for again from 0: the bytes held are compared, the blob is stored', async () => {
+  proxy.cuts = [0.5];
+  proxy.changeEtag = true;
+  proxy.blobRanges = [];
+  try {
+    const body = await readAll(await get());
+    assert.ok(Buffer.isBuffer(body) && body.equals(layerBytes));
+    await until(async () => (await row())?.state === 'ready', 10_000, 'the blob to be published');
+    assert.equal(proxy.blobRanges.length, 3, 'from 0, the resume (another ETag), from 0 again');
+    assert.deepEqual([proxy.blobRanges[0], proxy.blobRanges[2]], [undefined, undefined]);
+    assert.match(proxy.blobRanges[1] ?? '', /^bytes=\d+-$/);
+  } finally {
+    proxy.changeEtag = false;
   }
 });
 

@@ -8,6 +8,7 @@
 // `cuts` drops a blob body's connection when it reaches each of those fractions of the
 // blob (once each, whether the body started at 0 or at a Range's offset), `ignoreRange`
 // strips Range headers from blob requests (an upstream that does not do ranges), and
+// `changeEtag` answers Range requests with another ETag (the object changed), and
 // `blobBytes` / `blobRanges` count the blob body bytes sent and the Range asked per GET.
 import { createServer, request, type Server } from 'node:http';
 
@@ -20,6 +21,7 @@ export interface FaultyProxy {
   fault: Fault;
   cuts: number[];
   ignoreRange: boolean;
+  changeEtag: boolean;
   blobBytes: number;
   blobRanges: Array<string | undefined>;
   stop(): Promise<void>;
@@ -27,7 +29,7 @@ export interface FaultyProxy {
 
 export async function startFaultyProxy(target: string): Promise<FaultyProxy> {
   const upstream = new URL(target);
-  const state: FaultyProxy = { url: '', fault: 'none', cuts: [], ignoreRange: false, blobBytes: 0, blobRanges: [], stop: async () => {} };
+  const state: FaultyProxy = { url: '', fault: 'none', cuts: [], ignoreRange: false, changeEtag: false, blobBytes: 0, blobRanges: [], stop: async () => {} };
   const server: Server = createServer((req, res) => {
     if (state.fault === 'ratelimit') {
       res.writeHead(429, { 'retry-after': '7', 'content-type': 'application/json' });
@@ -46,6 +48,7 @@ export async function startFaultyProxy(target: string): Promise<FaultyProxy> {
       if (state.ignoreRange) delete headers.range;
     }
     const out = request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers }, (up) => {
+      if (isBlob && state.changeEtag && up.statusCode === 206) up.headers.etag = '"changed"';
       res.writeHead(up.statusCode ?? 502, up.headers);
       const ok = up.statusCode === 200 || up.statusCode === 206;
       const faulted = state.fault === 'slowall' ? (up.statusCode ?? 500) < 300 : isBlob && ok && (state.fault !== 'none' || state.cuts.length > 0);
