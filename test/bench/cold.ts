@@ -17,7 +17,7 @@ import { until } from '../setup/process.ts';
 import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
 import { skopeoPull } from '../setup/clients.ts';
 import { startWan } from '../setup/wan.ts';
-import { MB, cleanups, median, report, runBench, seconds } from './harness.ts';
+import { MB, cleanups, hwmOf, median, report, runBench, seconds } from './harness.ts';
 
 const LINK = { rttMs: 40, bytesPerSecond: 30 * MB };
 /** Concurrent pulls measured; BENCH_COLD_CLIENTS=8 measures one of them. */
@@ -56,7 +56,7 @@ async function main(): Promise<void> {
   const direct = median(directRuns);
   report('direct cold pull over the link (skopeo, median of 3)', `${direct.toFixed(2)} s`);
 
-  type Target = { label: string; start(name: string): Promise<{ host: string; settled(): Promise<void>; stop(): Promise<void> }> };
+  type Target = { label: string; start(name: string): Promise<{ host: string; settled(): Promise<void>; stop(): Promise<void>; peakRss?(): Promise<number> }> };
   const pullthrough = (env: (name: string) => Promise<Record<string, string>>): Target['start'] => async (name) => {
     const dataDir = join(scratch, name);
     const s = await startServer({ DATA_DIR: dataDir, UPSTREAMS: JSON.stringify({ 'docker.io': { url: wan.url } }), ...(await env(name)) });
@@ -73,6 +73,8 @@ async function main(): Promise<void> {
         }
       },
       stop: () => s.stop(),
+      // Memory per attached client is one read buffer: the peak should not grow with N.
+      peakRss: () => hwmOf(s),
     };
   };
   const targets: Target[] = [
@@ -95,8 +97,9 @@ async function main(): Promise<void> {
         await t.settled();
         const slowest = Math.max(...times);
         const bytes = wan.bytesFromFar() / imageBytes;
+        const rss = t.peakRss ? `, server peak RSS ${(await t.peakRss()).toFixed(0)} MB` : '';
         const targets = n === 1 ? 'targets ≤ 1.05× bytes, ≤ 1.05× direct' : n === 8 ? 'targets ≤ 1.05× bytes, slowest ≤ 1.25× direct' : 'target ≤ 1.05× bytes';
-        report(`${n} cold pull${n > 1 ? 's' : ''} at once, ${target.label}`, `upstream ${bytes.toFixed(2)}× the image, slowest ${slowest.toFixed(2)} s = ${(slowest / direct).toFixed(2)}× direct`, target.label.startsWith('pullthrough') ? targets : 'reference');
+        report(`${n} cold pull${n > 1 ? 's' : ''} at once, ${target.label}`, `upstream ${bytes.toFixed(2)}× the image, slowest ${slowest.toFixed(2)} s = ${(slowest / direct).toFixed(2)}× direct${rss}`, target.label.startsWith('pullthrough') ? targets : 'reference');
       } finally {
         await t.stop();
       }

@@ -16,6 +16,9 @@ import { startFaultyProxy, type FaultyProxy } from '../setup/faulty-proxy.ts';
 import { startServer, type Server } from '../setup/server.ts';
 import { startHranaServer, type HranaServer } from '../setup/hrana-server.ts';
 import { until } from '../setup/process.ts';
+import { FilesystemBlobStore } from '../../core/adapters/fs-store.ts';
+import { S3BlobStore } from '../../core/adapters/s3-store.ts';
+import type { BlobStore } from '../../core/ports/blob-store.ts';
 import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
 
 let registry: Registry;
@@ -53,18 +56,22 @@ async function upstreamGets(name: string, digest: string): Promise<number> {
 }
 
 for (const kind of ['filesystem', 's3'] as const) {
-  test(`two servers on one database and one store (${kind}): one upstream transfer feeds the clients of both, late ones included`, { skip: kind === 's3' && !process.env.S3_TEST_ENDPOINT }, async () => {
+  test(`two servers on one database and one store (${kind}): one upstream transfer feeds the clients of both, late ones and a range included`, { skip: kind === 's3' && !process.env.S3_TEST_ENDPOINT }, async () => {
     const name = `library/processes-${kind}`;
     const image: BuiltImage = await pushImage(registry, name, '1', [{ 'data.bin': randomBytes(24 * 1024 * 1024) }]);
     const layer = image.layers[0]!;
     let env: Record<string, string>;
     let db: Awaited<ReturnType<typeof openDatabase>>;
+    let store: BlobStore;
     if (kind === 's3') {
       hrana = await startHranaServer(join(dir, 'turso.sqlite'));
-      env = { DATA_DIR: join(dir, 's3-a'), LIBSQL_URL: hrana.url, LIBSQL_AUTH_TOKEN: hrana.authToken, ...s3ServerEnv((await s3TestBucket('processes'))!.bucket) };
+      const bucket = (await s3TestBucket('processes'))!;
+      store = new S3BlobStore(bucket.client, { bucket: bucket.bucket, partSizeBytes: 5 * 1024 * 1024, queueSize: 2 });
+      env = { DATA_DIR: join(dir, 's3-a'), LIBSQL_URL: hrana.url, LIBSQL_AUTH_TOKEN: hrana.authToken, ...s3ServerEnv(bucket.bucket) };
       db = await openDatabase(hrana.url, hrana.authToken);
     } else {
       env = { DATA_DIR: join(dir, 'fs') };
+      store = new FilesystemBlobStore(join(dir, 'fs', 'store'));
       db = undefined!;
     }
     Object.assign(env, { UPSTREAMS: JSON.stringify({ 'docker.io': { url: proxy.url } }), EXTRACT: 'off', BLOB_DELIVERY: 'stream' });
@@ -83,10 +90,18 @@ for (const kind of ['filesystem', 's3'] as const) {
       const early = [blob(a), blob(b)];
       await until(async () => (await catalog.blob(layer.digest))?.state === 'fetching', 30_000, 'the transfer to start');
       const late = [blob(b), blob(a), blob(b)];
+      // A range of what the other server has staged already comes from its transfer too.
+      await until(async () => (await store.staging(`blobs/sha256/${layer.digest.slice(7)}`).length()) >= 2000, 30_000, 'the first bytes staged');
+      const range = await fetch(`${b.url}/v2/${name.slice('library/'.length)}/blobs/${layer.digest}`, { headers: { range: 'bytes=1000-1999' } });
+      assert.equal(range.status, 206);
+      assert.equal(range.headers.get('content-range'), `bytes 1000-1999/${layer.size}`);
+      const ranged = Buffer.from(await range.arrayBuffer());
       assert.deepEqual(await Promise.all([...early, ...late]), Array(5).fill(layer.digest), 'every byte to every client of both servers');
       proxy.fault = 'none';
       await until(async () => (await catalog.blob(layer.digest))?.state === 'ready', 30_000, 'the blob to be published');
       assert.equal((await upstreamGets(name, layer.digest)) - before, 1, 'one upstream GET for both servers');
+      const expected = Buffer.from(await (await fetch(`${registry.url}/v2/${name}/blobs/${layer.digest}`, { headers: { range: 'bytes=1000-1999' } })).arrayBuffer());
+      assert.ok(ranged.equals(expected), 'the range holds the blob bytes');
     } finally {
       proxy.fault = 'none';
       db.close();

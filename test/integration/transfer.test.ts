@@ -170,7 +170,8 @@ test('a cut that keeps coming fails the transfer retryably after its resumes, an
   await until(async () => (await row())?.state === 'failed', 10_000, 'the failure to be recorded');
   assert.equal((await row())?.errorRetryable, true);
   const staged = await t.store.staging(`blobs/sha256/${layer().digest.slice(7)}`).length();
-  assert.equal(staged, Math.floor(0.4 * layer().size), 'what arrived before the last cut stays staged');
+  // What arrived before the last cut stays staged (bytes in flight may be lost with the connection).
+  assert.ok(staged > 0.2 * layer().size && staged <= Math.floor(0.4 * layer().size), `${staged} bytes staged`);
   assert.equal(await t.store.stat(`blobs/sha256/${layer().digest.slice(7)}`), undefined);
   // The next attempt (the job's retry) re-hashes what is staged and fetches only the rest.
   proxy.blobRanges = [];
