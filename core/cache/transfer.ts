@@ -121,11 +121,6 @@ export class Transfers {
     return transfer.result;
   }
 
-  /** Transfers running in this process (what a metrics scrape shows). */
-  get running(): number {
-    return this.#running.size;
-  }
-
   /** Registers a transfer (or its start) as the one of `digest` until it ends. */
   #track(digest: string, pending: Promise<Transfer | undefined>): Promise<Transfer | undefined> {
     this.#running.set(digest, pending);
