@@ -158,6 +158,8 @@ test('an upstream body that stalls is given up on after the stall time and resum
   assert.equal(proxy.blobRanges.length, 2);
   const from = Number(/^bytes=(\d+)-$/.exec(proxy.blobRanges[1] ?? '')?.[1]);
   assert.ok(from > 0 && from <= layer().size / 2, `resumed from ${from}`);
+  // The client has its last byte once verified; the publication follows.
+  await until(async () => (await row())?.state === 'ready', 10_000, 'the blob to be published');
 });
 
 test('a cut that keeps coming fails the transfer retryably after its resumes, and keeps what is staged for the next attempt', async () => {
