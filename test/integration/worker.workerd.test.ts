@@ -35,6 +35,7 @@ let multipart: BuiltImage;
 let big: BuiltImage;
 let zstd: BuiltImage;
 let joined: BuiltImage;
+let resumed: BuiltImage;
 
 before(async () => {
   if (skip) return;
@@ -43,6 +44,7 @@ before(async () => {
   small = await pushImage(registry, 'library/small', '1', [{ 'etc/hello': 'from workerd\n' }, { 'usr/lib/data': randomBytes(300_000) }]);
   multipart = await pushImage(registry, 'library/multipart', '1', [{ 'data.bin': randomBytes(12 * 1024 * 1024) }]);
   big = await pushImage(registry, 'library/big', '1', [{ 'big.bin': randomBytes(200 * 1024 * 1024) }]);
+  resumed = await pushImage(registry, 'library/resumed', '1', [{ 'data.bin': randomBytes(6 * 1024 * 1024) }]);
   joined = await pushImage(registry, 'library/joined', '1', [{ 'data.bin': randomBytes(12 * 1024 * 1024) }]);
   zstd = await pushImage(registry, 'library/zstd', '1', [{ 'etc/hello': 'zstd in workerd\n' }, { 'usr/lib/data.bin': randomBytes(3_000_000) }], { compression: 'zstd' });
   proxy = await startFaultyProxy(registry.url);
@@ -148,6 +150,25 @@ test('concurrent cold GETs through the Worker, late ones included, are fed from 
   assert.equal(gets() - before, 1, 'one upstream GET for four clients and the queue consumer');
   const staged = (await s3.client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: `_staging/${keyOf(layer.digest)}/` }))).Contents ?? [];
   assert.deepEqual(staged, [], 'no staged chunk left');
+});
+
+test('a cut upstream that ignores Range: the Worker fetches the body again from 0, compares the bytes it holds, and the client gets every byte', { skip, timeout: 120_000 }, async () => {
+  const layer = resumed.layers[0]!;
+  assert.equal((await fetch(new URL('/v2/resumed/manifests/1', worker.url))).status, 200);
+  proxy.cuts = [0.5];
+  proxy.ignoreRange = true;
+  proxy.blobRanges = [];
+  try {
+    const res = await fetch(new URL(`/v2/resumed/blobs/${layer.digest}`, worker.url), { redirect: 'manual' });
+    assert.equal(res.status, 200);
+    assert.equal(createHash('sha256').update(new Uint8Array(await res.arrayBuffer())).digest('hex'), layer.digest.slice(7));
+    await waitReady([layer.digest], 'the blob to be published');
+  } finally {
+    proxy.cuts = [];
+    proxy.ignoreRange = false;
+  }
+  assert.equal(await bucketDigest(keyOf(layer.digest)), layer.digest);
+  assert.ok(proxy.blobRanges.some((r) => r !== undefined && /^bytes=\d+-$/.test(r)), 'the resume asked for a range');
 });
 
 test('an upstream that lies: nothing is published or left staged, the consumer retries, then records the failure', { skip, timeout: 180_000 }, async () => {
