@@ -92,21 +92,23 @@ export class Transfers {
    */
   async attach(row: Blob, range?: ByteRange): Promise<AttachedBlob | undefined> {
     const digest = row.digest;
-    const pending = this.#running.get(digest) ?? (range ? undefined : this.#track(digest, this.#start(digest)));
-    const transfer = await pending;
-    if (transfer) {
-      // A job's transfer may still be waiting for the upstream's answer; one that failed to
-      // start leaves the caller to pass the upstream's answer through.
-      const started = await transfer.started.then(
-        () => true,
-        () => false,
-      );
-      if (started) {
-        const attached = transfer.attach(range);
-        if (attached) return attached;
-      }
-    }
-    return this.#followElsewhere(row, range);
+    const attached = (await this.#startedHere(digest, !range))?.attach(range);
+    return attached ?? this.#followElsewhere(row, range);
+  }
+
+  /**
+   * The transfer of `digest` running here (or, with `start`, one started now if the lease
+   * is free), once the upstream has answered it; undefined when there is none or it failed
+   * to start (a job's transfer may still be waiting for the upstream's answer). Throws what
+   * the upstream answered when starting one here fails.
+   */
+  async #startedHere(digest: string, start: boolean): Promise<Transfer | undefined> {
+    const transfer = await (this.#running.get(digest) ?? (start ? this.#track(digest, this.#start(digest)) : undefined));
+    const started = await transfer?.started.then(
+      () => true,
+      () => false,
+    );
+    return started ? transfer : undefined;
   }
 
   /**
@@ -190,12 +192,7 @@ export class Transfers {
         if ((now.leaseExpiresAt ?? 0) <= clock()) {
           // Its owner died (or stopped renewing): take the transfer over here, resuming
           // from what is staged, and read the rest from it.
-          const transfer = await (this.#running.get(row.digest) ?? this.#track(row.digest, this.#start(row.digest)));
-          const started = await transfer?.started.then(
-            () => true,
-            () => false,
-          );
-          const attached = started ? transfer!.attach({ start: offset, end: end - 1 }, true) : undefined;
+          const attached = (await this.#startedHere(row.digest, true))?.attach({ start: offset, end: end - 1 }, true);
           if (attached) {
             yield* attached.body;
             return;
