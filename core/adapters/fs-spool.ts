@@ -1,6 +1,6 @@
-import { mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, rmdir, stat, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Spool, SpoolWriter } from '../ports/spool.ts';
 
 /** Whether process `pid` runs on this host (signal 0 tests, sends nothing). */
@@ -13,28 +13,79 @@ function alive(pid: number): boolean {
   }
 }
 
-/** The spool in a directory: one file per transfer, removed when it ends. */
+/** How long an entry a dead process left stays to be resumed from before a start removes it. */
+const ORPHAN_MS = 24 * 3600 * 1000;
+
+const hostPart = () => hostname().replace(/[^A-Za-z0-9.-]/g, '_');
+
+/**
+ * The spool in a directory: one file per transfer, removed when it ends. A process that
+ * is killed leaves its entries behind: the next transfer of the same blob on this host
+ * resumes from one (`adopt`), and a start removes those older than a day.
+ */
 export class FilesystemSpool implements Spool {
   /**
-   * This process's spool under `root` (DATA_DIR/spool/<host>-<pid>), after removing the
-   * spools of processes of this host that are gone (killed mid-transfer: nothing else
-   * would remove them). Several servers may share DATA_DIR; each sweeps only the dead.
+   * This process's spool under `root` (DATA_DIR/spool/<host>-<pid>), after removing what
+   * processes of this host that are gone left a day ago or more. Several servers may share
+   * DATA_DIR; each sweeps only the dead.
    */
   static async forProcess(root: string): Promise<FilesystemSpool> {
-    const host = hostname().replace(/[^A-Za-z0-9.-]/g, '_');
-    const names = await readdir(root).catch(() => [] as string[]);
-    for (const name of names) {
-      const pid = name.startsWith(`${host}-`) ? Number(name.slice(host.length + 1)) : NaN;
-      if (Number.isSafeInteger(pid) && pid !== process.pid && !alive(pid)) await rm(join(root, name), { recursive: true, force: true });
+    const spool = new FilesystemSpool(join(root, `${hostPart()}-${process.pid}`), root);
+    for (const dir of await spool.#deadDirs()) {
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        const path = join(dir, name);
+        const info = await stat(path).catch(() => undefined);
+        if (info && Date.now() - info.mtimeMs >= ORPHAN_MS) await rm(path, { force: true });
+      }
+      await rmdir(dir).catch(() => {});
     }
-    return new FilesystemSpool(join(root, `${host}-${process.pid}`));
+    return spool;
   }
 
   readonly #dir: string;
+  /** Where the spools of every process of DATA_DIR are (undefined: this one only). */
+  readonly #root: string | undefined;
   readonly #readers = new Map<string, Promise<FileHandle>>();
 
-  constructor(dir: string) {
+  constructor(dir: string, root?: string) {
     this.#dir = dir;
+    this.#root = root;
+  }
+
+  /** The spool directories of processes of this host that are gone. */
+  async #deadDirs(): Promise<string[]> {
+    if (!this.#root) return [];
+    const host = hostPart();
+    const dirs: string[] = [];
+    for (const name of await readdir(this.#root).catch(() => [] as string[])) {
+      const pid = name.startsWith(`${host}-`) ? Number(name.slice(host.length + 1)) : NaN;
+      if (Number.isSafeInteger(pid) && pid !== process.pid && !alive(pid)) dirs.push(join(this.#root, name));
+    }
+    return dirs;
+  }
+
+  async adopt(prefix: string, id: string): Promise<{ writer: SpoolWriter; size: number } | undefined> {
+    const found: Array<{ path: string; size: number }> = [];
+    for (const dir of await this.#deadDirs()) {
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        if (!name.startsWith(prefix)) continue;
+        const info = await stat(join(dir, name)).catch(() => undefined);
+        if (info?.isFile()) found.push({ path: join(dir, name), size: info.size });
+      }
+    }
+    found.sort((a, b) => b.size - a.size);
+    const [largest, ...others] = found;
+    for (const o of others) await rm(o.path, { force: true });
+    if (!largest) return undefined;
+    await mkdir(this.#dir, { recursive: true });
+    // A rename: only one process gets it (the other sees ENOENT).
+    const taken = await rename(largest.path, this.#path(id)).then(
+      () => true,
+      () => false,
+    );
+    await rmdir(dirname(largest.path)).catch(() => {});
+    if (!taken) return undefined;
+    return { writer: await this.#writer(id, 'a'), size: largest.size };
   }
 
   #path(id: string): string {
@@ -44,8 +95,12 @@ export class FilesystemSpool implements Spool {
 
   async create(id: string): Promise<SpoolWriter> {
     await mkdir(this.#dir, { recursive: true });
+    return this.#writer(id, 'w');
+  }
+
+  async #writer(id: string, flags: 'w' | 'a'): Promise<SpoolWriter> {
     const path = this.#path(id);
-    const file = await open(path, 'w');
+    const file = await open(path, flags);
     let closed = false;
     return {
       write: async (chunk) => {

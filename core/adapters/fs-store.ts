@@ -216,6 +216,9 @@ class FilesystemStaging implements Staging {
     await rm(this.#path, { force: true });
   }
 
+  /** Every append is readable at once: nothing to ask for. */
+  async follow(): Promise<void> {}
+
   async close(): Promise<void> {
     await this.#file?.close().catch(() => {});
     this.#file = undefined;

@@ -3,6 +3,7 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   PutObjectCommand,
+  UploadPartCommand,
   UploadPartCopyCommand,
   DeleteObjectCommand,
   GetObjectCommand,
@@ -15,7 +16,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { verifyingStream } from '../oci/digest.ts';
-import type { BlobStore, ByteRange, ListedObject, PutOptions, Staging, StoredObject } from '../ports/blob-store.ts';
+import type { BlobStore, ByteRange, ListedObject, PutOptions, Staging, StagingOptions, StoredObject } from '../ports/blob-store.ts';
 import { StoreUnavailableError, errorCodeIn } from '../oci/errors.ts';
 import { streamOf } from '../streams.ts';
 
@@ -212,8 +213,8 @@ export class S3BlobStore implements BlobStore {
     await this.#client.send(new DeleteObjectCommand({ Bucket: this.#options.bucket, Key: key }));
   }
 
-  staging(key: string): Staging {
-    return new S3Staging(this, this.#client, this.#options, key);
+  staging(key: string, options: StagingOptions = {}): Staging {
+    return new S3Staging(this, this.#client, this.#options, key, options);
   }
 
   /** For the staging: the fault an SDK error amounts to. */
@@ -232,24 +233,43 @@ interface Chunk {
   size: number;
 }
 
+/** A chunk or part of the writer: its bytes, and its number in the multipart upload less one. */
+interface Piece extends Chunk {
+  index: number;
+}
+
 const chunkKey = (prefix: string, offset: number) => `${prefix}${String(offset).padStart(15, '0')}`;
 
+/** Followers announce themselves with one empty object each under the staging prefix. */
+const FOLLOWER = 'follower-';
+
 /**
- * A staged write as chunk objects (`_staging/<key>/<offset>`, one per part size), each
- * readable by every process and isolate as soon as it lands. As each chunk lands it is
- * also copied server-side (UploadPartCopy: no byte goes through us again) into a multipart
- * upload for the final key, which the commit completes: nothing is visible under the key
- * before, and the commit costs one request however large the blob. A blob that fits in
- * one chunk is put under its key directly on commit. Parts are at least 5 MiB, which S3
+ * A staged write into a multipart upload for the final key: nothing is visible under the
+ * key before the commit, which costs one request however large the blob. A blob that fits
+ * in one part is put under its key directly on commit. Parts are at least 5 MiB, which S3
  * requires of every part but the last.
  *
- * Memory: the chunk filling plus `queueSize` uploading (uploads run in parallel; `readable`
- * moves over the chunks landed from 0 without a gap).
+ * Readable elsewhere while it runs through chunk objects (`_staging/<key>/<offset>`, one
+ * per part), each readable by every process and isolate as soon as it lands and copied
+ * server-side (UploadPartCopy: no byte goes through us again) into the upload. Chunks
+ * cost the bucket a second write of every byte, so a writer that keeps its bytes locally
+ * (`replay`: Node's spool, which serves the readers of its own process) uploads its parts
+ * directly and writes chunks only once a reader elsewhere announces itself (`follow`: an
+ * empty `_staging/<key>/follower-<id>`, looked for once per part): then the parts
+ * uploaded so far are written again as chunks from the replay (`backfill`), and the
+ * rest go through chunks. A Worker (no spool) always writes chunks: its own readers in
+ * other requests read them.
+ *
+ * Memory: the part filling plus `queueSize` uploading (uploads run in parallel; `readable`
+ * moves over the chunks landed from 0 without a gap), plus one part being backfilled.
  *
  * After a crash the chunks from 0 without a gap are the durable offset; the next writer
  * reads them back to hash them again (a GET of what is staged, inside the bucket's
  * region), cheaper than fetching them again from the upstream, and copies them into a
- * new multipart upload (the crashed writer's is aborted: we hold the key's lease).
+ * new multipart upload (the crashed writer's is aborted: we hold the key's lease). Parts
+ * uploaded directly cannot be read back before the upload completes, so they cannot be
+ * verified again: what they held is resumed from the crashed process's spool instead,
+ * when it is on this host (core/cache/transfer.ts), else fetched again.
  */
 class S3Staging implements Staging {
   readonly immediate = false;
@@ -258,28 +278,41 @@ class S3Staging implements Staging {
   readonly #options: S3StoreOptions;
   readonly #key: string;
   readonly #prefix: string;
+  readonly #replay: StagingOptions['replay'];
   /** Chunks known to have landed, in order from 0 without a gap. */
   #chunks: Chunk[] = [];
-  /** Writer: chunks whose upload landed out of order, by offset. */
-  #early = new Map<number, Chunk>();
+  /** Writer: chunks whose upload landed out of order, by offset, and whether to copy them into the upload. */
+  #early = new Map<number, { piece: Piece; copy: boolean }>();
   #buffer: Uint8Array[] = [];
   #buffered = 0;
   #uploads = new Set<Promise<void>>();
   #failure: unknown;
   #readable = 0;
   #next = 0;
-  /** The multipart upload the landed chunks are copied into, and its parts so far. */
+  /** Writer: parts (and chunks) cut so far. */
+  #count = 0;
+  /** Writer: parts go straight into the upload (a replay, and nobody elsewhere follows yet). */
+  #direct: boolean;
+  /** Writer: parts uploaded directly that have no chunk yet. */
+  #unchunked: Piece[] = [];
+  #followCheck: Promise<void> | undefined;
+  #committing = false;
+  /** Follower: the announcement this handle put. */
+  #announcement: string | undefined;
+  /** The multipart upload for the final key, and its parts so far (by index). */
   #upload: Promise<string> | undefined;
-  #copies: Array<Promise<{ PartNumber: number; ETag: string | undefined }>> = [];
+  #parts: Array<Promise<{ PartNumber: number; ETag: string | undefined }>> = [];
   /** Server-side copies at most 8 at once (a resumed writer copies every staged chunk at open). */
   readonly #copySlots = new Slots(8);
 
-  constructor(store: S3BlobStore, client: S3Client, options: S3StoreOptions, key: string) {
+  constructor(store: S3BlobStore, client: S3Client, options: S3StoreOptions, key: string, staging: StagingOptions) {
     this.#store = store;
     this.#client = client;
     this.#options = options;
     this.#key = key;
     this.#prefix = `${STAGING_PREFIX}${key}/`;
+    this.#replay = staging.replay;
+    this.#direct = staging.replay !== undefined;
   }
 
   get readable(): number {
@@ -316,7 +349,7 @@ class S3Staging implements Staging {
       const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=${from}-${to}` })).catch((e) => (isNotFound(e) ? undefined : Promise.reject(this.#store.fault(e))));
       return res?.Body?.transformToWebStream() as ReadableStream<Uint8Array> | undefined;
     };
-    // Chunks are removed once composed: then the published object has the bytes.
+    // Chunks are removed once composed, and the last part is never one: then the published object has the bytes.
     const first = parts[0];
     if (!first || first.offset > start || parts.at(-1)!.offset + parts.at(-1)!.size < end) return get(this.#key, start, end - 1);
     const open = async (c: Chunk) => {
@@ -350,22 +383,33 @@ class S3Staging implements Staging {
     await this.#delete(stray.map((c) => chunkKey(this.#prefix, c.offset)));
     // A crashed writer's multipart upload: we hold the key's lease, so it is nobody's now.
     await this.#store.abortIncompleteUploads(this.#key).catch((e) => Promise.reject(this.#store.fault(e)));
-    this.#readable = this.#next = this.#end();
-    for (const [i, c] of this.#chunks.entries()) this.#copy(i, c);
+    this.#restart();
     return this.#readable;
   }
 
+  /** Starts the upload over from the chunks kept: each copied into a new one. */
+  #restart(): void {
+    this.#readable = this.#next = this.#end();
+    this.#count = this.#chunks.length;
+    this.#unchunked = [];
+    for (const [index, c] of this.#chunks.entries()) this.#copy({ ...c, index });
+  }
+
   async *#listChunks(): AsyncIterable<Chunk> {
+    for await (const o of this.#listUnder(this.#prefix)) {
+      const offset = Number(o.key.slice(this.#prefix.length));
+      if (Number.isSafeInteger(offset)) yield { offset, size: o.size };
+    }
+  }
+
+  async *#listUnder(prefix: string, maxKeys?: number): AsyncIterable<{ key: string; size: number }> {
     let token: string | undefined;
     do {
       const page = await this.#client
-        .send(new ListObjectsV2Command({ Bucket: this.#bucket, Prefix: this.#prefix, ContinuationToken: token }))
+        .send(new ListObjectsV2Command({ Bucket: this.#bucket, Prefix: prefix, ContinuationToken: token, MaxKeys: maxKeys }))
         .catch((e) => Promise.reject(this.#store.fault(e)));
-      for (const o of page.Contents ?? []) {
-        const offset = Number(o.Key?.slice(this.#prefix.length));
-        if (Number.isSafeInteger(offset)) yield { offset, size: o.Size ?? 0 };
-      }
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      for (const o of page.Contents ?? []) if (o.Key !== undefined) yield { key: o.Key, size: o.Size ?? 0 };
+      token = page.IsTruncated && maxKeys === undefined ? page.NextContinuationToken : undefined;
     } while (token);
   }
 
@@ -376,58 +420,114 @@ class S3Staging implements Staging {
     while (this.#buffered >= this.#options.partSizeBytes) await this.#flush(this.#options.partSizeBytes);
   }
 
-  /** Uploads the first `size` buffered bytes as the next chunk, waiting while `queueSize` uploads run. */
+  /** Uploads the first `size` buffered bytes as the next part (or chunk), waiting while `queueSize` uploads run. */
   async #flush(size: number): Promise<void> {
     const all = concat(this.#buffer, this.#buffered);
     const body = all.subarray(0, size);
     const rest = all.subarray(size);
     this.#buffer = rest.byteLength ? [rest.slice()] : [];
     this.#buffered = rest.byteLength;
-    const chunk = { offset: this.#next, size };
+    const piece = { offset: this.#next, size, index: this.#count++ };
     this.#next += size;
-    const upload = (async () => {
-      try {
-        await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: chunkKey(this.#prefix, chunk.offset), Body: body, ContentLength: size }));
-        this.#landed(chunk);
-      } catch (e) {
-        this.#failure ??= this.#store.fault(e);
-      }
-    })();
-    this.#uploads.add(upload);
-    void upload.then(() => this.#uploads.delete(upload));
+    // The last part goes straight into the upload: readers elsewhere read it from the published object.
+    const direct = this.#direct || this.#committing;
+    this.#track(direct ? this.#uploadPart(piece, body) : this.#putChunk(piece, body, true));
+    if (direct && !this.#committing) this.#lookForFollowers();
     while (this.#uploads.size >= Math.max(1, this.#options.queueSize) && !this.#failure) await Promise.race(this.#uploads);
     if (this.#failure) throw this.#failure;
   }
 
-  /** A chunk's upload landed: `readable` moves over every chunk from it without a gap, each copied into the upload. */
-  #landed(chunk: Chunk): void {
-    this.#early.set(chunk.offset, chunk);
+  /** Runs a write among the uploads `#drain` waits for; its failure fails the staging. */
+  #track(write: Promise<void>): void {
+    const upload = write.catch((e) => {
+      this.#failure ??= this.#store.fault(e);
+    });
+    this.#uploads.add(upload);
+    void upload.then(() => this.#uploads.delete(upload));
+  }
+
+  #createUpload(): Promise<string> {
+    this.#upload ??= this.#client.send(new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: this.#key, ContentType: 'application/octet-stream' })).then((r) => r.UploadId!);
+    return this.#upload;
+  }
+
+  /** Uploads a part straight into the upload (no chunk: nobody elsewhere reads it). */
+  async #uploadPart(piece: Piece, body: Uint8Array): Promise<void> {
+    const part = this.#createUpload().then(async (UploadId) => {
+      const res = await this.#client.send(new UploadPartCommand({ Bucket: this.#bucket, Key: this.#key, UploadId, PartNumber: piece.index + 1, Body: body, ContentLength: piece.size }));
+      return { PartNumber: piece.index + 1, ETag: res.ETag };
+    });
+    part.catch(() => {});
+    this.#parts[piece.index] = part;
+    if (!this.#committing) this.#unchunked.push(piece);
+    await part;
+  }
+
+  async #putChunk(piece: Piece, body: Uint8Array, copy: boolean): Promise<void> {
+    await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: chunkKey(this.#prefix, piece.offset), Body: body, ContentLength: piece.size }));
+    this.#landed(piece, copy);
+  }
+
+  /**
+   * Lists the announcements of followers (one LIST, at most one at a time); once there is
+   * one, the staging stops writing directly and backfills chunks for what it uploaded.
+   */
+  #lookForFollowers(): void {
+    if (this.#followCheck || !this.#direct) return;
+    this.#followCheck = (async () => {
+      for await (const _ of this.#listUnder(`${this.#prefix}${FOLLOWER}`, 1)) {
+        if (!this.#direct || this.#committing) return;
+        this.#direct = false;
+        this.#track(this.#backfill());
+        return;
+      }
+    })()
+      .catch(() => {})
+      .finally(() => (this.#followCheck = undefined));
+  }
+
+  /** Writes a chunk for each part uploaded directly, in order, from the replay (one part in memory at a time). */
+  async #backfill(): Promise<void> {
+    for (let piece = this.#unchunked.shift(); piece; piece = this.#unchunked.shift()) {
+      // At the commit the published object serves the readers elsewhere sooner.
+      if (this.#committing) return;
+      const body = new Uint8Array(piece.size);
+      let at = 0;
+      for await (const bytes of this.#replay!(piece.offset, piece.offset + piece.size)) (body.set(bytes, at), (at += bytes.byteLength));
+      if (at !== piece.size) throw new Error(`the replay gave ${at} bytes for a part of ${piece.size}`);
+      await this.#putChunk(piece, body, false);
+    }
+  }
+
+  /** A chunk landed: `readable` moves over every chunk from it without a gap, each copied into the upload unless it is a part already. */
+  #landed(piece: Piece, copy: boolean): void {
+    this.#early.set(piece.offset, { piece, copy });
     for (let next = this.#early.get(this.#end()); next; next = this.#early.get(this.#end())) {
-      this.#early.delete(next.offset);
-      this.#chunks.push(next);
-      this.#copy(this.#chunks.length - 1, next);
+      this.#early.delete(next.piece.offset);
+      this.#chunks.push({ offset: next.piece.offset, size: next.piece.size });
+      if (next.copy) this.#copy(next.piece);
     }
     this.#readable = this.#end();
   }
 
-  /** Copies chunk number `index` into the final key's multipart upload as part `index + 1`. */
-  #copy(index: number, chunk: Chunk): void {
-    this.#upload ??= this.#client.send(new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: this.#key, ContentType: 'application/octet-stream' })).then((r) => r.UploadId!);
-    const copy = this.#upload.then(async (UploadId) => {
-      const source = `${this.#bucket}/${encodeKey(chunkKey(this.#prefix, chunk.offset))}`;
+  /** Copies a chunk into the final key's upload as its part. */
+  #copy(piece: Piece): void {
+    const copy = this.#createUpload().then(async (UploadId) => {
+      const source = `${this.#bucket}/${encodeKey(chunkKey(this.#prefix, piece.offset))}`;
       await this.#copySlots.acquire();
       try {
-        const res = await this.#client.send(new UploadPartCopyCommand({ Bucket: this.#bucket, Key: this.#key, UploadId, PartNumber: index + 1, CopySource: source }));
-        return { PartNumber: index + 1, ETag: res.CopyPartResult?.ETag };
+        const res = await this.#client.send(new UploadPartCopyCommand({ Bucket: this.#bucket, Key: this.#key, UploadId, PartNumber: piece.index + 1, CopySource: source }));
+        return { PartNumber: piece.index + 1, ETag: res.CopyPartResult?.ETag };
       } finally {
         this.#copySlots.release();
       }
     });
     copy.catch(() => {});
-    this.#copies[index] = copy;
+    this.#parts[piece.index] = copy;
   }
 
   async #drain(): Promise<void> {
+    await this.#followCheck;
     while (this.#uploads.size > 0) await Promise.all(this.#uploads);
     if (this.#failure) throw this.#failure;
   }
@@ -436,7 +536,7 @@ class S3Staging implements Staging {
   async #abort(): Promise<void> {
     const upload = this.#upload;
     this.#upload = undefined;
-    this.#copies = [];
+    this.#parts = [];
     const UploadId = await upload?.catch(() => undefined);
     if (UploadId) await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: this.#key, UploadId }));
   }
@@ -450,25 +550,26 @@ class S3Staging implements Staging {
     this.#chunks = this.#chunks.filter((c) => c.offset < length);
     this.#buffer = [];
     this.#buffered = 0;
-    this.#readable = this.#next = length;
     await this.#abort().catch((e) => Promise.reject(this.#store.fault(e)));
     await this.#delete(dropped.map((c) => chunkKey(this.#prefix, c.offset)));
-    for (const [i, c] of this.#chunks.entries()) this.#copy(i, c);
+    this.#restart();
   }
 
   async commit(contentType?: string): Promise<void> {
     const bucket = this.#bucket;
     const key = this.#key;
+    this.#committing = true;
     try {
-      if (this.#chunks.length === 0 && this.#uploads.size === 0 && this.#buffered < this.#options.partSizeBytes) {
+      await this.#followCheck;
+      if (this.#count === 0 && this.#buffered < this.#options.partSizeBytes) {
         // The whole blob is in the buffer: one put under the key.
         await this.#abort();
         await this.#client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: concat(this.#buffer, this.#buffered), ContentLength: this.#buffered, ContentType: contentType }));
       } else {
         if (this.#buffered > 0) await this.#flush(this.#buffered);
         await this.#drain();
-        const UploadId = await this.#upload!;
-        const parts = await Promise.all(this.#copies);
+        const UploadId = await this.#createUpload();
+        const parts = await Promise.all(this.#parts);
         await this.#client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: parts } }));
         this.#upload = undefined;
       }
@@ -480,22 +581,41 @@ class S3Staging implements Staging {
     this.#buffered = 0;
     const chunks = this.#chunks;
     this.#chunks = [];
-    this.#copies = [];
-    await this.#delete(chunks.map((c) => chunkKey(this.#prefix, c.offset))).catch(() => {});
+    this.#parts = [];
+    await this.#delete([...chunks.map((c) => chunkKey(this.#prefix, c.offset)), ...(await this.#announcements().catch(() => []))]).catch(() => {});
   }
 
   async discard(): Promise<void> {
+    this.#committing = true;
+    await this.#followCheck;
     while (this.#uploads.size > 0) await Promise.allSettled(this.#uploads);
     await this.#abort().catch(() => {});
     const keys: string[] = [];
     for await (const c of this.#listChunks()) keys.push(chunkKey(this.#prefix, c.offset));
-    await this.#delete(keys);
+    await this.#delete([...keys, ...(await this.#announcements())]);
     this.#chunks = [];
     this.#buffer = [];
     this.#buffered = 0;
   }
 
-  async close(): Promise<void> {}
+  async #announcements(): Promise<string[]> {
+    const keys: string[] = [];
+    for await (const o of this.#listUnder(`${this.#prefix}${FOLLOWER}`)) keys.push(o.key);
+    return keys;
+  }
+
+  async follow(): Promise<void> {
+    if (this.#announcement) return;
+    const key = `${this.#prefix}${FOLLOWER}${crypto.randomUUID()}`;
+    await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: key, Body: new Uint8Array(0), ContentLength: 0 })).catch((e) => Promise.reject(this.#store.fault(e)));
+    this.#announcement = key;
+  }
+
+  async close(): Promise<void> {
+    const key = this.#announcement;
+    this.#announcement = undefined;
+    if (key) await this.#delete([key]).catch(() => {});
+  }
 
   /** One DeleteObject each (DeleteObjects wants a Content-MD5 some S3 servers check and the SDK no longer sends). */
   async #delete(keys: string[]): Promise<void> {

@@ -169,6 +169,8 @@ export class Transfers {
     let offset = start;
     let progressAt = clock();
     try {
+      // A writer that keeps its bytes local until asked stages them for us from now on.
+      await staging.follow();
       for (;;) {
         const staged = Math.min(await staging.length(), cap);
         const body = staged > offset ? await staging.read(offset, staged) : undefined;
@@ -323,10 +325,27 @@ class Transfer {
     const { store, spool, upstreams, log } = this.#deps;
     const algorithm = parseDigest(row.digest).algorithm;
     const hash = createHash(algorithm);
-    const staging = (this.#staging = store.staging(row.storageKey));
+    // With a spool the store may upload the bytes once, from it, and stage them for
+    // readers elsewhere only when one asks (core/ports/blob-store.ts StagingOptions).
+    const staging = (this.#staging = store.staging(row.storageKey, spool ? { replay: (start, end) => this.#read(start, end) } : undefined));
     let offset = await staging.open();
-    if (!staging.immediate && spool) this.#spool = await spool.create(this.#spoolId);
     if (row.size !== null && offset > row.size) offset = (await staging.truncate(0), 0);
+    let resumed = offset > 0;
+    if (!staging.immediate && spool) {
+      // A spool entry of this blob that a killed process of this host left: resumed from
+      // when nothing is staged (its parts went straight into an upload nobody can read back).
+      const orphan = await spool.adopt(`${row.digest.replace(':', '-')}-`, this.#spoolId).catch(() => undefined);
+      if (orphan && offset === 0 && orphan.size > 0 && (row.size === null || orphan.size <= row.size)) {
+        this.#spool = orphan.writer;
+        for (let at = 0; at < orphan.size; at += 4 * READ_CHUNK_BYTES) hash.update(await spool.read(this.#spoolId, at, Math.min(orphan.size, at + 4 * READ_CHUNK_BYTES)));
+        this.#written = orphan.size;
+        resumed = true;
+        log({ msg: 'transfer resumes', digest: row.digest, from: this.#written, after: 'restart', source: 'spool' });
+      } else {
+        await orphan?.writer.remove();
+        this.#spool = await spool.create(this.#spoolId);
+      }
+    }
     if (offset > 0) {
       // Bytes an earlier owner staged (it crashed, or lost its lease): hashed again, and
       // spooled for the readers here, before the upstream is asked for the rest.
@@ -337,7 +356,7 @@ class Transfer {
         await this.#spool?.write(piece);
       }
       this.#written = offset;
-      log({ msg: 'transfer resumes', digest: row.digest, from: offset, after: 'restart' });
+      log({ msg: 'transfer resumes', digest: row.digest, from: offset, after: 'restart', source: 'staging' });
     }
     if (this.#spool) {
       this.#fed = this.#feed(staging, offset);
@@ -380,6 +399,12 @@ class Transfer {
     this.#notify();
     if (this.#size !== undefined && this.#written !== this.#size) throw new SizeMismatchError(this.#size, this.#written, row.digest);
     const actual = `${algorithm}:${hash.digest('hex')}`;
+    if (actual !== row.digest && resumed) {
+      // What a crashed owner left may be what is wrong (a torn write): once more from 0
+      // before the upstream is blamed.
+      await staging.discard();
+      throw new TransientError(`the blob resumed after a restart came out as ${actual}; the next attempt fetches it from 0`);
+    }
     if (actual !== row.digest) throw new DigestMismatchError(row.digest, actual);
     // Verified: every reader here gets its last byte now; readers elsewhere once the row is ready.
     this.#state = 'verified';

@@ -61,7 +61,18 @@ export interface BlobStore {
    * readable by every process and isolate that shares it, never visible under `key` until
    * `commit`. Only the holder of the key's lease writes to it; anyone may read it.
    */
-  staging(key: string): Staging;
+  staging(key: string, options?: StagingOptions): Staging;
+}
+
+export interface StagingOptions {
+  /**
+   * The writer keeps every byte it appends readable locally (Node's spool) and gives
+   * bytes `[start, end)` back on request. With it a store may write the bytes once, into
+   * the final object's upload, and make them readable to other processes only once one
+   * of them asks to follow (`follow`): S3 then writes no chunk objects at all while
+   * nobody elsewhere reads the blob in flight.
+   */
+  replay?: ((start: number, end: number) => AsyncIterable<Uint8Array>) | undefined;
 }
 
 /**
@@ -91,6 +102,12 @@ export interface Staging {
   commit(contentType?: string): Promise<void>;
   /** Writer: removes what is staged. */
   discard(): Promise<void>;
-  /** Closes what this handle opened (files); what is staged stays. */
+  /**
+   * Reader elsewhere: asks the writer to make its bytes readable in the store as they
+   * come (a writer with `replay` may otherwise keep them to itself until the commit).
+   * `close` withdraws the request.
+   */
+  follow(): Promise<void>;
+  /** Closes what this handle opened (files, a request to follow); what is staged stays. */
   close(): Promise<void>;
 }

@@ -15,4 +15,11 @@ export interface Spool {
   create(id: string): Promise<SpoolWriter>;
   /** Bytes `[start, end)` of entry `id`, which must have been written. */
   read(id: string, start: number, end: number): Promise<Uint8Array>;
+  /**
+   * Takes over, as entry `id`, the largest entry whose id starts with `prefix` that a
+   * process that is gone left behind (killed mid-transfer, on this host): its length and a
+   * writer appending after it; undefined when there is none. Other such entries of the
+   * prefix are removed.
+   */
+  adopt(prefix: string, id: string): Promise<{ writer: SpoolWriter; size: number } | undefined>;
 }

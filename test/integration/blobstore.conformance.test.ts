@@ -6,10 +6,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
+import { ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { digestOf } from '../../core/oci/digest.ts';
 import { FilesystemBlobStore } from '../../core/adapters/fs-store.ts';
-import { S3BlobStore } from '../../core/adapters/s3-store.ts';
+import { S3BlobStore, STAGING_PREFIX } from '../../core/adapters/s3-store.ts';
 import { s3TestBucket } from '../setup/s3.ts';
 import { until } from '../setup/process.ts';
 import type { BlobStore } from '../../core/ports/blob-store.ts';
@@ -37,6 +37,8 @@ interface Driver {
   name: string;
   make(): Promise<BlobStore>;
   openUploads?(key: string): Promise<number>;
+  /** Temporary objects the driver keeps for `key` (S3: under _staging/). */
+  staged?(key: string): Promise<string[]>;
 }
 
 const fsRoot = await mkdtemp(join(tmpdir(), 'pt-fs-'));
@@ -52,6 +54,10 @@ if (s3) {
     async openUploads(key) {
       const page = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: key }));
       return (page.Uploads ?? []).filter((u) => u.Key === key).length;
+    },
+    async staged(key) {
+      const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${STAGING_PREFIX}${key}/` }));
+      return (page.Contents ?? []).map((o) => o.Key!);
     },
   });
 }
@@ -223,6 +229,63 @@ for (const driver of drivers) {
       assert.equal(await store.staging(key).length(), 0);
       assert.equal(await store.stat(key), undefined);
       await Promise.all([first.close(), second.close(), third.close(), fourth.close()]);
+    });
+
+    test('staging with a replay: nothing is staged for readers elsewhere until one follows; then it reads every byte before the commit', async () => {
+      const key = `blobs/sha256/${randomBytes(32).toString('hex')}`;
+      const bytes = randomBytes(4 * PART + 777);
+      async function* replay(start: number, end: number) {
+        yield bytes.subarray(start, end);
+      }
+      const writer = store.staging(key, { replay });
+      assert.equal(await writer.open(), 0);
+      const append = async (from: number, to: number) => {
+        for (let at = from; at < to; at += 100_000) await writer.append(bytes.subarray(at, Math.min(to, at + 100_000)));
+      };
+      await append(0, 2 * PART);
+      const reader = store.staging(key);
+      if (!writer.immediate) {
+        // Parts go straight into the upload: no chunk object, nothing readable elsewhere.
+        assert.deepEqual(await driver.staged?.(key), []);
+        assert.equal(await reader.length(), 0);
+      }
+      await reader.follow();
+      await append(2 * PART, bytes.length);
+      // The parts uploaded before are staged again from the replay, the rest as they come.
+      await until(async () => (await reader.length()) === (writer.immediate ? bytes.length : 4 * PART), 20_000, 'every whole part to be readable elsewhere');
+      assert.ok((await read((await reader.read(0, 4 * PART))!)).equals(bytes.subarray(0, 4 * PART)), 'the follower reads the bytes appended');
+      assert.equal(await store.stat(key), undefined, 'nothing under the key before the commit');
+      await writer.commit('application/octet-stream');
+      assert.ok((await read((await store.get(key))!.body)).equals(bytes), 'the published object is the bytes appended');
+      assert.ok((await read((await reader.read(4 * PART, bytes.length))!)).equals(bytes.subarray(4 * PART)), 'the last part, from the published object');
+      await reader.close();
+      assert.deepEqual((await driver.staged?.(key)) ?? [], [], 'no chunk or announcement left');
+      if (driver.openUploads) assert.equal(await driver.openUploads(key), 0);
+      await writer.close();
+      await store.delete(key);
+    });
+
+    test('staging with a replay: a writer that stops leaves nothing a next writer could verify, on S3 (its parts are in an upload), and that upload is aborted', async () => {
+      const key = `blobs/sha256/${randomBytes(32).toString('hex')}`;
+      const bytes = randomBytes(2 * PART + 500);
+      async function* replay(start: number, end: number) {
+        yield bytes.subarray(start, end);
+      }
+      const first = store.staging(key, { replay });
+      await first.open();
+      await first.append(bytes);
+      if (driver.openUploads) await until(async () => (await driver.openUploads!(key)) === 1, 10_000, 'the parts to be uploading');
+      // The first writer is gone (a crash): no commit, no close.
+      const second = store.staging(key, { replay });
+      const durable = await second.open();
+      assert.equal(durable, first.immediate ? bytes.length : 0, 'the durable offset: the file, or nothing');
+      if (driver.openUploads) assert.equal(await driver.openUploads(key), 0, 'the crashed writer\'s upload is aborted');
+      await second.append(bytes.subarray(durable));
+      await second.commit();
+      assert.ok((await read((await store.get(key))!.body)).equals(bytes));
+      assert.deepEqual((await driver.staged?.(key)) ?? [], []);
+      await Promise.all([first.close(), second.close()]);
+      await store.delete(key);
     });
 
     test('presign gives a URL that serves the object, where the backend has one', async () => {
