@@ -33,6 +33,12 @@ async function read(s: ReadableStream<Uint8Array>): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
+/** A writer's local copy of what it appends (Node's spool), for `StagingOptions.replay`. */
+const replayOf = (bytes: Uint8Array) =>
+  async function* (start: number, end: number) {
+    yield bytes.subarray(start, end);
+  };
+
 interface Driver {
   name: string;
   make(): Promise<BlobStore>;
@@ -234,9 +240,7 @@ for (const driver of drivers) {
     test('staging with a replay: nothing is staged for readers elsewhere until one follows; then it reads every byte before the commit', async () => {
       const key = `blobs/sha256/${randomBytes(32).toString('hex')}`;
       const bytes = randomBytes(4 * PART + 777);
-      async function* replay(start: number, end: number) {
-        yield bytes.subarray(start, end);
-      }
+      const replay = replayOf(bytes);
       const writer = store.staging(key, { replay });
       assert.equal(await writer.open(), 0);
       const append = async (from: number, to: number) => {
@@ -268,9 +272,7 @@ for (const driver of drivers) {
     test('staging with a replay: a writer that stops leaves nothing a next writer could verify, on S3 (its parts are in an upload), and that upload is aborted', async () => {
       const key = `blobs/sha256/${randomBytes(32).toString('hex')}`;
       const bytes = randomBytes(2 * PART + 500);
-      async function* replay(start: number, end: number) {
-        yield bytes.subarray(start, end);
-      }
+      const replay = replayOf(bytes);
       const first = store.staging(key, { replay });
       await first.open();
       await first.append(bytes);
