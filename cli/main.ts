@@ -6,8 +6,10 @@ import { isMainThread } from 'node:worker_threads';
 import { buildRootfs, DEFAULT_CONCURRENCY, type Progress } from './rootfs.ts';
 import type { WireLayer as PlannedLayer } from '../functions/wire.ts';
 import { errorCodeIn } from '../core/oci/errors.ts';
+import { hashPassword } from '../core/auth/password.ts';
 
 const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platform os/arch[/variant]] [--concurrency N]
+       pullthrough hash-password   (reads the password from standard input, prints its hash for AUTH users)
 
   <image>   e.g. alpine:3.20, docker.io/library/alpine@sha256:..., ghcr.io/org/app:1
   <dir>     the root filesystem to build (created; should be empty)
@@ -86,6 +88,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const [command, image, dir, ...rest] = parsed.positionals;
   if (parsed.values.help) return console.log(USAGE), 0;
+  if (command === 'hash-password' && !image) return hashPasswordCommand();
   if (command !== 'rootfs' || !image || !dir || rest.length > 0) return console.error(USAGE), 2;
   const concurrency = parsed.values.concurrency === undefined ? DEFAULT_CONCURRENCY : Number(parsed.values.concurrency);
   if (!Number.isInteger(concurrency) || concurrency < 1) return console.error(`--concurrency must be a whole number ≥ 1\n\n${USAGE}`), 2;
@@ -106,6 +109,24 @@ async function main(argv: string[]): Promise<number> {
     console.error(`pullthrough rootfs: ${unreachable(e, server) ?? (e as Error).message}`);
     return 1;
   }
+}
+
+/**
+ * Prints the hash of the password read from standard input (to its end, or its first line
+ * on a terminal): never from the command line, where shell history and process lists
+ * would keep it.
+ */
+async function hashPasswordCommand(): Promise<number> {
+  if (process.stdin.isTTY) process.stderr.write('password (echoed; pipe it in to avoid that), then Enter: ');
+  let text = '';
+  for await (const chunk of process.stdin) {
+    text += String(chunk);
+    if (process.stdin.isTTY && text.includes('\n')) break;
+  }
+  const password = text.replace(/\r?\n[\s\S]*$/, '');
+  if (!password) return console.error('pullthrough hash-password: no password on standard input'), 2;
+  console.log(await hashPassword(password));
+  return 0;
 }
 
 // The writer threads load this same file (from a bundle): only the main thread runs the command.
