@@ -50,6 +50,9 @@ const sleep = (ms: number, signal?: AbortSignal) =>
     signal?.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)), { once: true });
   });
 
+/** Retryable, but not from what is staged: the staging is removed before the failure is recorded. */
+class UnusableStagingError extends TransientError {}
+
 /** Whether fetching the rest again can help: a cut, a stall, a 5xx; not a wrong body or a refusal. */
 const resumable = (e: unknown): boolean => {
   if (e instanceof DigestMismatchError || e instanceof SizeMismatchError) return false;
@@ -277,8 +280,8 @@ class Transfer {
 
   /**
    * Fetches, verifies and publishes the blob under the lease. What is staged stays for the
-   * next owner to resume from, unless it cannot help (a wrong body, a refusal): that is
-   * removed here, while the lease is still ours, before the failure is recorded. A lost
+   * next owner to resume from, unless it cannot help (a wrong body, a refusal, resumed
+   * bytes that did not verify): that is removed here, once the feeder has stopped, while the lease is still ours, before the failure is recorded. A lost
    * lease leaves it to whoever holds the lease now.
    */
   async #fetch(signal: AbortSignal): Promise<number> {
@@ -288,7 +291,7 @@ class Transfer {
       this.#stopFeeding = true;
       this.#notify();
       await this.#fed?.catch(() => {});
-      if (!signal.aborted && !resumable(e)) await this.#staging?.discard().catch(() => {});
+      if (!signal.aborted && (!resumable(e) || e instanceof UnusableStagingError)) await this.#staging?.discard().catch(() => {});
       throw e;
     }
   }
@@ -337,7 +340,7 @@ class Transfer {
       const orphan = await spool.adopt(`${row.digest.replace(':', '-')}-`, this.#spoolId).catch(() => undefined);
       if (orphan && offset === 0 && orphan.size > 0 && (row.size === null || orphan.size <= row.size)) {
         this.#spool = orphan.writer;
-        for (let at = 0; at < orphan.size; at += 4 * READ_CHUNK_BYTES) hash.update(await spool.read(this.#spoolId, at, Math.min(orphan.size, at + 4 * READ_CHUNK_BYTES)));
+        for await (const piece of this.#read(0, orphan.size)) hash.update(piece);
         this.#written = orphan.size;
         resumed = true;
         log({ msg: 'transfer resumes', digest: row.digest, from: this.#written, after: 'restart', source: 'spool' });
@@ -402,8 +405,7 @@ class Transfer {
     if (actual !== row.digest && resumed) {
       // What a crashed owner left may be what is wrong (a torn write): once more from 0
       // before the upstream is blamed.
-      await staging.discard();
-      throw new TransientError(`the blob resumed after a restart came out as ${actual}; the next attempt fetches it from 0`);
+      throw new UnusableStagingError(`the blob resumed after a restart came out as ${actual}; the next attempt fetches it from 0`);
     }
     if (actual !== row.digest) throw new DigestMismatchError(row.digest, actual);
     // Verified: every reader here gets its last byte now; readers elsewhere once the row is ready.

@@ -182,6 +182,26 @@ test('a cut that keeps coming fails the transfer retryably after its resumes, an
   assert.equal(await t.store.staging(`blobs/sha256/${layer().digest.slice(7)}`).length(), 0, 'the staging is gone once published');
 });
 
+test('staged bytes that do not verify after a restart are removed and fetched again from 0, retryably, before the upstream is blamed', async () => {
+  const key = `blobs/sha256/${layer().digest.slice(7)}`;
+  // What a crashed owner could leave: a staged start of the blob that is not its start (a torn write).
+  const torn = t.store.staging(key);
+  await torn.open();
+  await torn.append(randomBytes(1024 * 1024));
+  await torn.close();
+  proxy.blobRanges = [];
+  const first = await ingestBlob(t.ingestDeps, layer().digest, 'job-1');
+  assert.equal(first.ok, false);
+  assert.match(String((first as { error?: string }).error), /resumed after a restart came out as sha256:[0-9a-f]{64}; the next attempt fetches it from 0/);
+  assert.deepEqual(proxy.blobRanges, ['bytes=1048576-'], 'the staged bytes were resumed from');
+  assert.equal((await row())?.errorRetryable, true, 'retryable: the upstream is not blamed yet');
+  assert.equal(await t.store.staging(key).length(), 0, 'the staged bytes are removed');
+  assert.equal(await t.store.stat(key), undefined, 'nothing published');
+  proxy.blobRanges = [];
+  assert.deepEqual(await ingestBlob(t.ingestDeps, layer().digest, 'job-2'), { ok: true, outcome: 'stored', bytes: layer().size });
+  assert.deepEqual(proxy.blobRanges, [undefined], 'the retry fetches the whole blob');
+});
+
 test('a client that goes away does not stop the transfer: the blob is stored and the next client reads it from the store', async () => {
   proxy.fault = 'slow';
   const res = await get();
