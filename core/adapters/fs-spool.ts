@@ -31,14 +31,8 @@ export class FilesystemSpool implements Spool {
    */
   static async forProcess(root: string): Promise<FilesystemSpool> {
     const spool = new FilesystemSpool(join(root, `${hostPart()}-${process.pid}`), root);
-    for (const dir of await spool.#deadDirs()) {
-      for (const name of await readdir(dir).catch(() => [] as string[])) {
-        const path = join(dir, name);
-        const info = await stat(path).catch(() => undefined);
-        if (info && Date.now() - info.mtimeMs >= ORPHAN_MS) await rm(path, { force: true });
-      }
-      await rmdir(dir).catch(() => {});
-    }
+    for await (const o of spool.#orphans('')) if (Date.now() - o.modifiedAt >= ORPHAN_MS) await rm(o.path, { force: true });
+    for (const dir of await spool.#deadDirs()) await rmdir(dir).catch(() => {});
     return spool;
   }
 
@@ -64,15 +58,20 @@ export class FilesystemSpool implements Spool {
     return dirs;
   }
 
-  async adopt(prefix: string, id: string): Promise<{ writer: SpoolWriter; size: number } | undefined> {
-    const found: Array<{ path: string; size: number }> = [];
+  /** The entries whose id starts with `prefix` in the spools of processes of this host that are gone. */
+  async *#orphans(prefix: string): AsyncGenerator<{ path: string; size: number; modifiedAt: number }> {
     for (const dir of await this.#deadDirs()) {
       for (const name of await readdir(dir).catch(() => [] as string[])) {
         if (!name.startsWith(prefix)) continue;
         const info = await stat(join(dir, name)).catch(() => undefined);
-        if (info?.isFile()) found.push({ path: join(dir, name), size: info.size });
+        if (info?.isFile()) yield { path: join(dir, name), size: info.size, modifiedAt: info.mtimeMs };
       }
     }
+  }
+
+  async adopt(prefix: string, id: string): Promise<{ writer: SpoolWriter; size: number } | undefined> {
+    const found: Array<{ path: string; size: number }> = [];
+    for await (const o of this.#orphans(prefix)) found.push(o);
     found.sort((a, b) => b.size - a.size);
     const [largest, ...others] = found;
     for (const o of others) await rm(o.path, { force: true });

@@ -7,9 +7,9 @@
  * Format: `pbkdf2-sha256$<iterations>$<salt, base64url>$<32-byte key, base64url>`.
  */
 
-export const PBKDF2_ITERATIONS = 100_000;
 /** What workerd's Web Crypto accepts; a hash asking for more cannot be verified there. */
 export const MAX_PBKDF2_ITERATIONS = 100_000;
+export const PBKDF2_ITERATIONS = MAX_PBKDF2_ITERATIONS;
 const KEY_BYTES = 32;
 const SALT_BYTES = 16;
 
