@@ -7,15 +7,20 @@ import { buildRootfs, DEFAULT_CONCURRENCY, type Progress } from './rootfs.ts';
 import type { WireLayer as PlannedLayer } from '../functions/wire.ts';
 import { errorCodeIn } from '../core/oci/errors.ts';
 import { hashPassword } from '../core/auth/password.ts';
+import { newStaticToken } from '../core/auth/access.ts';
 
 const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platform os/arch[/variant]] [--concurrency N]
-       pullthrough hash-password   (reads the password from standard input, prints its hash for AUTH users)
+       pullthrough hash-password   (reads the password from standard input, prints its hash for AUTH_USERS)
+       pullthrough new-token       (prints a new CI token, then its hash for AUTH_TOKENS)
 
   <image>   e.g. alpine:3.20, docker.io/library/alpine@sha256:..., ghcr.io/org/app:1
   <dir>     the root filesystem to build (created; should be empty)
   --server  the pullthrough server (default $PULLTHROUGH_URL or http://127.0.0.1:5000)
   --platform  for multi-platform images (default linux/amd64)
   --concurrency  parallel downloads, each writing its files (default: one per core, 2 to 8)
+
+A mirror with access control takes PULLTHROUGH_TOKEN, or PULLTHROUGH_USER and
+PULLTHROUGH_PASSWORD, from the environment.
 
 Exit status: 0 built, 1 failed, 2 usage, 3 built but some entries were rejected as unsafe.`;
 
@@ -89,6 +94,12 @@ async function main(argv: string[]): Promise<number> {
   const [command, image, dir, ...rest] = parsed.positionals;
   if (parsed.values.help) return console.log(USAGE), 0;
   if (command === 'hash-password' && !image) return hashPasswordCommand();
+  if (command === 'new-token' && !image) {
+    // The token goes to the CI system's secret store, the hash to AUTH_TOKENS: two lines, token first.
+    const { token, hash } = await newStaticToken();
+    console.log(`${token}\n${hash}`);
+    return 0;
+  }
   if (command !== 'rootfs' || !image || !dir || rest.length > 0) return console.error(USAGE), 2;
   const concurrency = parsed.values.concurrency === undefined ? DEFAULT_CONCURRENCY : Number(parsed.values.concurrency);
   if (!Number.isInteger(concurrency) || concurrency < 1) return console.error(`--concurrency must be a whole number ≥ 1\n\n${USAGE}`), 2;

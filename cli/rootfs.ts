@@ -69,6 +69,18 @@ async function getOk(url: string, what: string): Promise<Buffer> {
 }
 
 /**
+ * Credentials for a mirror with access control, from the environment (never the command
+ * line, which process lists show): PULLTHROUGH_TOKEN (a CI token, or a token from
+ * `/token`), else PULLTHROUGH_USER and PULLTHROUGH_PASSWORD. Only the plan request
+ * carries them; the layer URLs in the plan carry their own short-lived token.
+ */
+export function credentialHeaders(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  if (env.PULLTHROUGH_TOKEN) return { authorization: `Bearer ${env.PULLTHROUGH_TOKEN}` };
+  if (env.PULLTHROUGH_USER) return { authorization: `Basic ${Buffer.from(`${env.PULLTHROUGH_USER}:${env.PULLTHROUGH_PASSWORD ?? ''}`).toString('base64')}` };
+  return {};
+}
+
+/**
  * The plan, once every layer is extracted (polling while the server answers 202), and how
  * long its presigned URLs live, by the server's clock (its Date header), so a client
  * whose clock is off still refreshes them in time.
@@ -78,7 +90,7 @@ async function readyPlan(options: RootfsOptions): Promise<{ plan: RootfsPlan; ur
   if (options.platform) url.searchParams.set('platform', options.platform);
   const deadline = Date.now() + (options.waitMs ?? 30 * 60 * 1000);
   for (;;) {
-    const res = await get(url.href);
+    const res = await get(url.href, credentialHeaders());
     const text = (await bodyOf(res)).toString();
     let body: (RootfsPlan & { errors?: unknown }) | undefined;
     try {

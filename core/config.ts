@@ -1,4 +1,8 @@
 import type { UpstreamConfig } from './ports/upstream.ts';
+import { parsePasswordHash, base64url, type ParsedHash } from './auth/password.ts';
+import { parseTokenHash, type AuthConfig } from './auth/access.ts';
+import { ANONYMOUS, AUTHENTICATED, defaultRules, parseRules } from './auth/rules.ts';
+import type { SigningKey } from './auth/token.ts';
 
 export const DEFAULT_UPSTREAMS: Readonly<Record<string, UpstreamConfig>> = {
   'docker.io': { url: 'https://registry-1.docker.io' },
@@ -68,6 +72,18 @@ export const VARIABLES = [
   { name: 'PUBLIC_URL', default: 'unset (the request\'s origin)', doc: 'how clients reach the server, e.g. `https://mirror.example.com` behind a TLS-terminating proxy: the prefix of the URLs in layer plans', runtime: 'both' },
   { name: 'STOP_GRACE_SECONDS', default: '`10`', doc: 'on SIGTERM/SIGINT, how long running requests and jobs may finish before jobs are given back and the server exits', runtime: 'node' },
   { name: 'EXTRACT', default: '`on-demand`', doc: 'when layers are extracted for sandboxes: `eager`, `on-demand` (a plan asks), `off`', runtime: 'both' },
+  { name: 'AUTH_USERS', default: 'none', doc: 'JSON user → password hash from `pullthrough hash-password`, e.g. `{"alice":"pbkdf2-sha256$100000$…"}`', runtime: 'both', secret: true },
+  { name: 'AUTH_TOKENS', default: 'none', doc: 'JSON token name → hash from `pullthrough new-token` (`sha256:…`): CI tokens, sent as the password of their name or as `Bearer pt_…`', runtime: 'both', secret: true },
+  {
+    name: 'AUTH_RULES',
+    default: 'anonymous pull of every upstream without credentials (a Worker needs it set)',
+    doc: 'who may pull what: `;`- or line-separated `<grant> [<pattern>] to <who>, …`, e.g. `pull docker.io/library/* to anonymous; pull ghcr.io/acme/** to alice, ci; admin to alice` (see Access control)',
+    runtime: 'both',
+  },
+  { name: 'AUTH_TOKEN_KEYS', default: 'made at start (a Worker with users or tokens needs it set)', doc: 'keys that sign the tokens of `GET /token`: `<key id>:<secret, base64url of ≥ 32 bytes>`, comma-separated; the first signs, all verify', runtime: 'both', secret: true },
+  { name: 'AUTH_TOKEN_TTL_SECONDS', default: '`900`', doc: 'lifetime of the tokens of `GET /token`', runtime: 'both' },
+  { name: 'AUTH_SERVICE', default: '`pullthrough`', doc: 'the `service` of the token flow (challenges and token audience)', runtime: 'both' },
+  { name: 'COLD_RATE_PER_MINUTE', default: '`0` (off) when `HOST` is a loopback address, else `120`', doc: 'requests a minute per identity (per address for anonymous) that may make the mirror contact an upstream; more answer 429 (`0`: no limit)', runtime: 'both' },
 ] as const satisfies readonly Variable[];
 
 export type VariableName = (typeof VARIABLES)[number]['name'];
@@ -117,6 +133,10 @@ export interface Config {
   extract: ExtractMode;
   /** How clients reach this server (behind a proxy), for the URLs it hands out; else the request's origin. */
   publicUrl: string | undefined;
+  /** Identities, rules and token keys. */
+  auth: AuthConfig;
+  /** Cold requests a minute per caller; 0: no limit. */
+  coldRatePerMinute: number;
 }
 
 export const EXTRACT_MODES = ['eager', 'on-demand', 'off'] as const;
@@ -124,9 +144,11 @@ export type ExtractMode = (typeof EXTRACT_MODES)[number];
 
 /** A configuration problem, naming the variable at fault. */
 export class ConfigError extends Error {
+  readonly variable: string;
   constructor(variable: string, problem: string) {
     super(`${variable}: ${problem}`);
     this.name = 'ConfigError';
+    this.variable = variable;
   }
 }
 
@@ -234,6 +256,69 @@ export function parseConfig(env: Env): Config {
     pullFlushSeconds: integer(env, 'PULL_FLUSH_SECONDS', 10, 0, 3600),
     extract,
     publicUrl,
+    auth: auth(env, ups),
+    coldRatePerMinute: integer(env, 'COLD_RATE_PER_MINUTE', isLoopback(read(env, 'HOST') ?? '127.0.0.1') ? 0 : 120, 0, 1_000_000),
+  };
+}
+
+const isLoopback = (host: string) => /^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(host);
+
+/** A JSON object of name → string, from a secret: its values are never quoted in errors. */
+function secretMap<T>(env: Env, name: VariableName, parse: (value: string) => T | string): Map<string, T> {
+  const raw = read(env, name);
+  const out = new Map<string, T>();
+  if (raw === undefined) return out;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw new ConfigError(name, 'is not valid JSON (a JSON object of name → hash)');
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ConfigError(name, 'must be a JSON object of name → hash');
+  for (const [key, value] of Object.entries(parsed as Record<string, unknown>)) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/.test(key) || key === ANONYMOUS || key === AUTHENTICATED) {
+      throw new ConfigError(name, `${JSON.stringify(key.slice(0, 64))} is not a usable name (letters, digits, . _ @ -; not ${ANONYMOUS} or ${AUTHENTICATED})`);
+    }
+    const result = typeof value === 'string' ? parse(value) : 'must be a string';
+    if (typeof result === 'string') throw new ConfigError(name, `${key}: ${result}`);
+    out.set(key, result);
+  }
+  return out;
+}
+
+function tokenKeys(env: Env): { keys: SigningKey[]; generated: boolean } {
+  const raw = read(env, 'AUTH_TOKEN_KEYS');
+  if (raw === undefined) return { keys: [{ id: `start-${crypto.randomUUID().slice(0, 8)}`, secret: crypto.getRandomValues(new Uint8Array(32)) }], generated: true };
+  const keys = raw.split(',').map((entry, i) => {
+    const m = /^\s*([A-Za-z0-9._-]{1,64}):([A-Za-z0-9_-]+)\s*$/.exec(entry);
+    const secret = m ? base64url.decode(m[2]!) : undefined;
+    if (!m || !secret) throw new ConfigError('AUTH_TOKEN_KEYS', `key ${i + 1} is not <key id>:<secret, base64url>`);
+    if (secret.length < 32) throw new ConfigError('AUTH_TOKEN_KEYS', `key ${m[1]}: the secret must be at least 32 bytes (openssl rand -base64 32 | tr '+/' '-_' | tr -d '=')`);
+    return { id: m[1]!, secret };
+  });
+  if (new Set(keys.map((k) => k.id)).size !== keys.length) throw new ConfigError('AUTH_TOKEN_KEYS', 'two keys have the same id');
+  return { keys, generated: false };
+}
+
+function auth(env: Env, ups: Record<string, UpstreamConfig>): AuthConfig {
+  const users = secretMap<ParsedHash>(env, 'AUTH_USERS', parsePasswordHash);
+  const tokens = secretMap<Uint8Array>(env, 'AUTH_TOKENS', parseTokenHash);
+  for (const name of tokens.keys()) if (users.has(name)) throw new ConfigError('AUTH_TOKENS', `${name} is also a user (AUTH_USERS): rules name either, so names must differ`);
+  const text = read(env, 'AUTH_RULES');
+  const rules = text === undefined ? defaultRules(Object.entries(ups).filter(([, u]) => u.username === undefined).map(([host]) => host)) : parseRules(text, new Set([...users.keys(), ...tokens.keys()]));
+  if (typeof rules === 'string') throw new ConfigError('AUTH_RULES', rules);
+  const { keys, generated } = tokenKeys(env);
+  const service = read(env, 'AUTH_SERVICE') ?? 'pullthrough';
+  if (!/^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/.test(service)) throw new ConfigError('AUTH_SERVICE', 'must be printable ASCII without spaces, quotes or backslashes');
+  return {
+    users,
+    tokens,
+    rules,
+    defaultRules: text === undefined,
+    keys,
+    keysGenerated: generated,
+    tokenTtlSeconds: integer(env, 'AUTH_TOKEN_TTL_SECONDS', 900, 60, 24 * 3600),
+    service,
   };
 }
 

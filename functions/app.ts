@@ -9,13 +9,15 @@ import type { PlanDeps } from '../core/sandbox/plan.ts';
 import type { LayerDeps } from '../core/sandbox/layer-files.ts';
 import type { AppEnv } from './env.ts';
 import type { RoutingConfig } from './target.ts';
-import { errorResponse } from './errors.ts';
+import { errorResponse, statusOf } from './errors.ts';
 import { manifestRoutes } from './manifests.ts';
 import { blobRoutes } from './blobs.ts';
 import { tagRoutes } from './tags.ts';
 import { referrerRoutes } from './referrers.ts';
 import { rootfsRoutes } from './rootfs.ts';
 import { layerRoutes } from './layers.ts';
+import { tokenRoutes } from './token.ts';
+import { challenge, identify, requireGrant, type AccessDeps } from './access.ts';
 
 export interface AppDeps {
   manifests: ManifestDeps;
@@ -24,6 +26,8 @@ export interface AppDeps {
   routing: RoutingConfig;
   plan: PlanDeps;
   layers: LayerDeps;
+  /** Who may pull what: identities, rules, token keys, the cold-work limit. */
+  access: AccessDeps;
   /** The access log: one entry per request (the path has no credentials; headers are not logged). */
   log: (entry: Record<string, unknown>) => void;
   metrics: Metrics;
@@ -37,22 +41,45 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     await next();
     const url = new URL(c.req.url);
     const ms = Math.round(performance.now() - started);
-    deps.log({ msg: 'request', method: c.req.method, path: url.pathname + url.search, status: c.res.status, ms });
+    deps.log({ msg: 'request', method: c.req.method, path: url.pathname + url.search.replace(/(access_token=)[^&]*/g, '$1REDACTED'), status: c.res.status, ms });
     deps.metrics.count('pullthrough_requests_total', { route: routePath(c), method: c.req.method, status: String(c.res.status) });
   });
+  app.use(identify(deps.access));
+  app.route('/', tokenRoutes(deps.access, deps.routing));
   app.route('/v2', manifestRoutes(deps.manifests, deps.routing));
   app.route('/v2', blobRoutes(deps.blobs, deps.routing));
   app.route('/v2', tagRoutes(deps.tags, deps.routing));
   app.route('/v2', referrerRoutes(deps.blobs, deps.routing));
-  app.route('/api', rootfsRoutes(deps.plan, deps.routing));
-  app.route('/api', layerRoutes(deps.layers));
+  app.route('/api', rootfsRoutes(deps.plan, deps.routing, deps.access));
+  app.route('/api', layerRoutes(deps.layers, deps.routing));
+  // The version check clients make first: where anonymous is not all there is, anonymous
+  // is told to authenticate, so that clients with credentials send them.
   app.get('/v2/', (c) => {
+    if (c.var.caller.identity.kind === 'anonymous' && !deps.access.access.anonymousOnly) throw new OciError('UNAUTHORIZED', 'authentication required');
     c.header('Docker-Distribution-API-Version', 'registry/2.0');
     return c.json({});
+  });
+  // What the rules are, for an operator (names only: no hash, no key).
+  app.get('/api/access', requireGrant(deps.access, 'admin'), (c) => {
+    const { config } = deps.access.access;
+    return c.json({
+      caller: c.var.caller.identity,
+      users: [...config.users.keys()],
+      tokens: [...config.tokens.keys()],
+      rules: config.rules,
+      default_rules: config.defaultRules,
+      token_keys: config.keys.map((k) => k.id),
+      token_keys_generated: config.keysGenerated,
+    });
   });
   app.notFound(() => {
     throw new OciError('UNSUPPORTED', 'the operation is unsupported');
   });
-  app.onError((err) => errorResponse(err));
+  app.onError((err, c) => {
+    const res = errorResponse(err);
+    // Every 401 says where to get a token, for the scope this request needed.
+    if (res.status === statusOf('UNAUTHORIZED')) res.headers.set('WWW-Authenticate', challenge(c, deps.access.access, deps.routing.publicUrl));
+    return res;
+  });
   return app;
 }

@@ -1,4 +1,5 @@
 import { Hono } from 'hono';
+import { admitting } from '../core/registry/admission.ts';
 import { getBlob, type BlobDeps } from '../core/registry/blobs.ts';
 import { inBackground, type AppEnv } from './env.ts';
 import { target, type RoutingConfig } from './target.ts';
@@ -11,7 +12,7 @@ export function blobRoutes(deps: BlobDeps, routing: RoutingConfig): Hono<AppEnv>
   const app = new Hono<AppEnv>();
   app.get('/:name{.+}/blobs/:digest', target(routing), async (c) => {
     const { method } = c.var;
-    const answer = await getBlob(deps, c.var.target, c.req.param('digest'), method, c.req.header('range'));
+    const answer = await getBlob(admitting(deps, c.var.admit), c.var.target, c.req.param('digest'), method, c.req.header('range'));
     inBackground(c, answer.background);
     const headers = new Headers({ 'Docker-Content-Digest': answer.digest, 'Docker-Distribution-API-Version': 'registry/2.0' });
     if (answer.kind === 'redirect') {

@@ -1,5 +1,6 @@
 import type { Context } from 'hono';
 import type { RepositoryTarget } from '../core/oci/reference.ts';
+import type { Caller } from './access.ts';
 
 /** What the middleware puts on every request (`c.var`), for the routes after it. */
 export interface AppVariables {
@@ -9,6 +10,14 @@ export interface AppVariables {
   method: 'GET' | 'HEAD';
   /** For `/api/rootfs/<image>`: the tag or digest part of the image reference. */
   reference: string;
+  /** Who is asking (functions/access.ts identify). */
+  caller: Caller;
+  /** Throws unless the caller may pull from the repository (functions/access.ts authorize). */
+  authorize: (target: RepositoryTarget) => void;
+  /** The cold-work admission of this request, when there is a limit (functions/access.ts admission). */
+  admit: (() => Promise<void>) | undefined;
+  /** Why a token was refused, for the challenge of the 401 (`invalid_token`, `insufficient_scope`). */
+  challengeError: string;
 }
 
 /** The typed Hono environment of every route module. Bindings are the runtime's own. */

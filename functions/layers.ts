@@ -2,24 +2,28 @@ import { Hono, type Context } from 'hono';
 import { getLayerFile, getLayerObject, type LayerDeps } from '../core/sandbox/layer-files.ts';
 import type { AppEnv } from './env.ts';
 import { storedResponse } from './stored.ts';
+import { target, type RoutingConfig } from './target.ts';
 
-/** Per extracted layer: `GET|HEAD /api/layers/<diff_id>/{tar,toc,files/<path>}`. */
-export function layerRoutes(layers: LayerDeps): Hono<AppEnv> {
+/**
+ * Per extracted layer, reached through a repository the caller may read (as a blob is):
+ * `GET|HEAD /api/layers/<name>/<diff_id>/{tar,toc,files/<path>}`, `<name>` as in `/v2/`.
+ */
+export function layerRoutes(layers: LayerDeps, routing: RoutingConfig): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   const methodOf = (c: Context) => (c.req.method === 'HEAD' ? 'HEAD' : 'GET');
 
   const object = (which: 'tar' | 'toc') => async (c: Context<AppEnv>) => {
     const method = methodOf(c);
-    const answer = await getLayerObject(layers, c.req.param('diffId')!, which, method, c.req.header('range'));
+    const answer = await getLayerObject(layers, c.var.target, c.req.param('diffId')!, which, method, c.req.header('range'));
     if (answer.kind === 'redirect') return c.redirect(answer.url, 307);
     return storedResponse(method, new Headers({ 'Content-Type': answer.contentType }), answer.size, answer.range, answer.body);
   };
-  app.get('/layers/:diffId/tar', object('tar'));
-  app.get('/layers/:diffId/toc', object('toc'));
+  app.get('/layers/:name{.+}/:diffId{[a-z0-9]+:[^/]+}/tar', target(routing), object('tar'));
+  app.get('/layers/:name{.+}/:diffId{[a-z0-9]+:[^/]+}/toc', target(routing), object('toc'));
 
-  app.get('/layers/:diffId/files/:path{.+}', async (c) => {
+  app.get('/layers/:name{.+}/:diffId{[a-z0-9]+:[^/]+}/files/:path{.+}', target(routing), async (c) => {
     const method = methodOf(c);
-    const answer = await getLayerFile(layers, c.req.param('diffId'), decodeURIComponent(c.req.param('path')), method, c.req.header('range'));
+    const answer = await getLayerFile(layers, c.var.target, c.req.param('diffId'), decodeURIComponent(c.req.param('path')), method, c.req.header('range'));
     const headers = new Headers({
       'Content-Type': 'application/octet-stream',
       ETag: `"${answer.entry.digest}"`,

@@ -1,4 +1,5 @@
 import { Hono } from 'hono';
+import { admitting } from '../core/registry/admission.ts';
 import { getAcceptedManifest, type ManifestDeps } from '../core/registry/manifests.ts';
 import { parseAccept } from '../core/oci/manifest.ts';
 import { inBackground, type AppEnv } from './env.ts';
@@ -10,7 +11,7 @@ export function manifestRoutes(deps: ManifestDeps, routing: RoutingConfig): Hono
   app.get('/:name{.+}/manifests/:reference', target(routing), async (c) => {
     const { method } = c.var;
     const accept = c.req.header('accept');
-    const manifest = await getAcceptedManifest(deps, c.var.target, c.req.param('reference'), method, parseAccept(accept ? [accept] : []));
+    const manifest = await getAcceptedManifest(admitting(deps, c.var.admit), c.var.target, c.req.param('reference'), method, parseAccept(accept ? [accept] : []));
     inBackground(c, manifest.background);
     const headers = {
       'Content-Type': manifest.mediaType,

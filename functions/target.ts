@@ -13,8 +13,9 @@ export interface RoutingConfig {
  * Resolves what the request is about, once, before its route runs: the repository
  * target from the `name` route parameter (or, for `/api/rootfs/<image>`, from the image
  * reference, whose tag or digest lands in `c.var.reference`), on the upstream the `ns`
- * query or the first path segment names, and the real method. Throws NAME_INVALID and
- * DENIED (an upstream that is not configured). Authentication hooks in here.
+ * query or the first path segment names, and the real method; then whether the caller
+ * may pull from it (functions/access.ts). Throws NAME_INVALID, DENIED (an upstream that is
+ * not configured, or rules that do not let the caller in) and UNAUTHORIZED.
  */
 export function target(routing: RoutingConfig, from: 'name' | 'image' = 'name'): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
@@ -24,8 +25,10 @@ export function target(routing: RoutingConfig, from: 'name' | 'image' = 'name'):
       path = split.path;
       c.set('reference', split.reference);
     }
-    c.set('target', resolveTarget(path, c.req.query('ns'), routing.upstreamHosts, routing.defaultUpstream));
+    const resolved = resolveTarget(path, c.req.query('ns'), routing.upstreamHosts, routing.defaultUpstream);
+    c.set('target', resolved);
     c.set('method', c.req.method === 'HEAD' ? 'HEAD' : 'GET');
+    c.var.authorize(resolved);
     await next();
   };
 }

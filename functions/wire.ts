@@ -33,11 +33,25 @@ export interface WirePlan extends Omit<RootfsPlan, 'urlsExpireAt' | 'layers'> {
    * counts it), so a client can ask for the plan again before; absent without them.
    */
   urls_expire_at?: string;
+  /**
+   * On a mirror with access control: a short-lived token for this repository's layer URLs
+   * of this server, already in `tar_url` and `toc_url`; add it to `files_url` requests as
+   * `?access_token=` (or `Authorization: Bearer`). Its expiry counts in `urls_expire_at`.
+   */
+  access_token?: string;
   layers: WireLayer[];
 }
 
+/** A token the plan's own URLs carry, and when it expires (epoch ms). */
+export interface PlanAccess {
+  token: string;
+  expiresAt: number;
+}
+
 /** The plan as sent, with this server's URLs (under `origin`) where the store has none. */
-export function wirePlan(plan: RootfsPlan, origin: string): WirePlan {
+export function wirePlan(plan: RootfsPlan, origin: string, access?: PlanAccess): WirePlan {
+  const query = access ? `?access_token=${encodeURIComponent(access.token)}` : '';
+  const expiresAt = access && plan.layers.some((l) => l.state === 'ready' && (!l.tarUrl || !l.tocUrl)) ? Math.min(plan.urlsExpireAt ?? Infinity, access.expiresAt) : plan.urlsExpireAt;
   return {
     upstream: plan.upstream,
     name: plan.name,
@@ -46,7 +60,8 @@ export function wirePlan(plan: RootfsPlan, origin: string): WirePlan {
     config: plan.config,
     platform: plan.platform,
     ready: plan.ready,
-    ...(plan.urlsExpireAt !== undefined ? { urls_expire_at: new Date(plan.urlsExpireAt).toISOString() } : {}),
+    ...(expiresAt !== undefined ? { urls_expire_at: new Date(expiresAt).toISOString() } : {}),
+    ...(access ? { access_token: access.token } : {}),
     layers: plan.layers.map((l) => {
       const layer: WireLayer = {
         digest: l.digest,
@@ -63,8 +78,8 @@ export function wirePlan(plan: RootfsPlan, origin: string): WirePlan {
         toc_key: l.tocKey,
       };
       if (l.state !== 'ready') return layer;
-      const base = `${origin}/api/layers/${l.diffId}`;
-      return { ...layer, tar_url: l.tarUrl ?? `${base}/tar`, toc_url: l.tocUrl ?? `${base}/toc`, files_url: `${base}/files/` };
+      const base = `${origin}/api/layers/${plan.upstream}/${plan.name}/${l.diffId}`;
+      return { ...layer, tar_url: l.tarUrl ?? `${base}/tar${query}`, toc_url: l.tocUrl ?? `${base}/toc${query}`, files_url: `${base}/files/` };
     }),
   };
 }

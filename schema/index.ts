@@ -6,3 +6,4 @@ export * from './blobs.ts';
 export * from './manifest-blobs.ts';
 export * from './jobs.ts';
 export * from './layers.ts';
+export * from './repository-content.ts';

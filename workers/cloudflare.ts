@@ -11,6 +11,11 @@ import { errorResponse } from '../functions/errors.ts';
 import type { ExecutionContext } from 'hono';
 import { buildDeps, storeFor, type Deps } from './deps.ts';
 import { handleJob } from './jobs.ts';
+import { CloudflareRateLimiter, type RateLimitBinding } from '../core/adapters/cloudflare-rate-limiter.ts';
+import { MemoryRateLimiter } from '../core/auth/rate-limit.ts';
+
+/** The period of the COLD_RATE_LIMITER binding in wrangler.toml (`simple.period`): how long a refused caller waits. */
+const RATE_LIMIT_PERIOD_SECONDS = 60;
 
 /** The subset of the Workers runtime types this entry point uses. */
 export interface MessageBatch<Body> {
@@ -22,6 +27,8 @@ export interface MessageBatch<Body> {
 export type Env = ConfigEnv & {
   /** Queue producer binding for jobs (ingest, extract, prepare-layers). */
   INGEST_QUEUE: QueueProducer;
+  /** Optional Rate Limiting binding for the cold-work limit, counted by Cloudflare across isolates. */
+  COLD_RATE_LIMITER?: RateLimitBinding;
 };
 
 const log = (fields: Record<string, unknown>) => console.log(JSON.stringify(fields));
@@ -34,7 +41,13 @@ export function workerConfig(env: Env): Config {
     throw new ConfigError('LIBSQL_URL', 'a Worker needs a libsql:// or https:// URL (Turso); files are for Node');
   }
   if (!config.s3) throw new ConfigError('S3_BUCKET', 'a Worker keeps blobs in an S3-compatible bucket: set S3_BUCKET and S3_ENDPOINT');
-  return config;
+  // A Worker is a public URL: it never serves on the zero-config default rules.
+  if (config.auth.defaultRules) throw new ConfigError('AUTH_RULES', 'a Worker serves a public URL: set AUTH_RULES, e.g. "pull docker.io/library/* to anonymous" (README: Access control)');
+  if (config.auth.keysGenerated && !(config.auth.users.size === 0 && config.auth.tokens.size === 0)) {
+    throw new ConfigError('AUTH_TOKEN_KEYS', 'isolates must share the keys that sign tokens: wrangler secret put AUTH_TOKEN_KEYS ("<key id>:<32+ random bytes, base64url>")');
+  }
+  // HOST means nothing here: the loopback default of the limit is Node's.
+  return env.COLD_RATE_PER_MINUTE ? config : { ...config, coldRatePerMinute: 120 };
 }
 
 /** Parts are built once per isolate and reused across requests and batches. */
@@ -53,11 +66,29 @@ function depsFor(env: Env): Built {
     const config = workerConfig(env);
     const { db } = connectDatabase(config.libsqlUrl, config.libsqlAuthToken);
     const queue = new CloudflareJobQueue(env.INGEST_QUEUE);
-    const deps = buildDeps(config, { catalog: new LibsqlCatalog(db), store: storeFor(config), queue, log });
+    const limiter = env.COLD_RATE_LIMITER
+      ? new CloudflareRateLimiter(env.COLD_RATE_LIMITER, RATE_LIMIT_PERIOD_SECONDS)
+      : config.coldRatePerMinute > 0
+        ? new MemoryRateLimiter(config.coldRatePerMinute)
+        : undefined;
+    const deps = buildDeps(config, {
+      catalog: new LibsqlCatalog(db),
+      store: storeFor(config),
+      queue,
+      log,
+      ...(limiter ? { limiter } : {}),
+      // Set by Cloudflare's edge, which a client cannot forge.
+      clientAddress: (c) => c.req.header('cf-connecting-ip'),
+    });
     entry = { config, deps, queue, app: createApp(deps.app) };
     built.set(env, entry);
   }
   return entry;
+}
+
+/** What to do about a configuration error, for the 503: the message only when it cannot carry a value (a missing variable). */
+function fixFor(e: ConfigError): string {
+  return /^[A-Z_]+: (a Worker |isolates must)/.test(e.message) ? e.message : `fix ${e.variable} (the Worker's log says what is wrong with it)`;
 }
 
 export default {
@@ -68,7 +99,8 @@ export default {
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
       log({ level: 'error', msg: 'bad configuration', error: e.message });
-      return errorResponse(new OciError('UNAVAILABLE', 'the mirror is misconfigured'));
+      // The variable to set, not its value (it may be a secret).
+      return errorResponse(new OciError('UNAVAILABLE', 'the mirror is misconfigured', { variable: e.variable, fix: fixFor(e) }));
     }
     return app.fetch(request, env, ctx);
   },

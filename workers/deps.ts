@@ -19,6 +19,9 @@ import { UpstreamRegistry, type UpstreamOptions } from '../core/adapters/http-up
 import { FilesystemBlobStore } from '../core/adapters/fs-store.ts';
 import { S3BlobStore, createS3Client } from '../core/adapters/s3-store.ts';
 import type { AppDeps } from '../functions/app.ts';
+import type { AccessDeps } from '../functions/access.ts';
+import { Access } from '../core/auth/access.ts';
+import { MemoryRateLimiter, type RateLimiter } from '../core/auth/rate-limit.ts';
 
 export type Log = (entry: Record<string, unknown>) => void;
 
@@ -45,7 +48,14 @@ export interface Parts {
   transfer?: Pick<TransferDeps, 'stallMs' | 'resumes' | 'pollMs'>;
   /** Options of the upstream clients (tests shorten the retries). */
   upstream?: UpstreamOptions;
+  /** The cold-work limit (a Worker's binding); else one in process when COLD_RATE_PER_MINUTE is set. */
+  limiter?: RateLimiter;
+  /** The client's address for the anonymous rate limit; else the Node socket's. */
+  clientAddress?: AccessDeps['clientAddress'];
 }
+
+/** The peer of the Node socket (@hono/node-server hands the request over as `c.env.incoming`). */
+const socketAddress: AccessDeps['clientAddress'] = (c) => (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress;
 
 /** The configured blob store: S3 when `S3_BUCKET` is set, else `DATA_DIR/store`. */
 export function storeFor(config: Config): BlobStore {
@@ -88,6 +98,12 @@ export function buildDeps(config: Config, parts: Parts): Deps {
       routing: { upstreamHosts: new Set(upstreams.keys()), defaultUpstream: config.defaultUpstream, publicUrl: config.publicUrl },
       plan,
       layers: { catalog, store, delivery: config.blobDelivery, presignTtlSeconds: config.presignTtlSeconds },
+      access: {
+        access: new Access(config.auth, clock),
+        limiter: parts.limiter ?? (config.coldRatePerMinute > 0 ? new MemoryRateLimiter(config.coldRatePerMinute, clock) : undefined),
+        clientAddress: parts.clientAddress ?? socketAddress,
+        log,
+      },
       log,
       metrics,
     },

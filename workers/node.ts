@@ -73,6 +73,9 @@ async function main(): Promise<void> {
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   log({ msg: 'listening', url: `${tls ? 'https' : 'http'}://${config.host}:${port}`, store: config.s3 ? 's3' : 'filesystem', pid: process.pid });
+  if (config.auth.keysGenerated && (config.auth.users.size > 0 || config.auth.tokens.size > 0)) {
+    log({ level: 'warn', msg: 'AUTH_TOKEN_KEYS is unset: tokens are signed with a key made at start, which other processes do not know and a restart forgets' });
+  }
 
   // Job consumers: claim a job, run it, record the outcome. Leases make a crash safe.
   let stopping = false;

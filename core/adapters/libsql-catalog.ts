@@ -11,6 +11,7 @@ import { manifests } from '../../schema/manifests.ts';
 import { manifestBlobs } from '../../schema/manifest-blobs.ts';
 import { blobs } from '../../schema/blobs.ts';
 import { layers } from '../../schema/layers.ts';
+import { repositoryContent } from '../../schema/repository-content.ts';
 import type { Blob, BlobSource, Catalog, Claim, Layer, LayerSource, LeasedKind, Manifest, ManifestReference, PullTally } from '../ports/catalog.ts';
 import type { RepositoryTarget } from '../oci/reference.ts';
 
@@ -57,6 +58,28 @@ export class LibsqlCatalog implements Catalog {
       .insert(tags)
       .values({ repositoryId, tag, digest, resolvedAt: now })
       .onConflictDoUpdate({ target: [tags.repositoryId, tags.tag], set: { digest, resolvedAt: now } });
+    await this.#db.insert(repositoryContent).values({ repositoryId, digest, recordedAt: now }).onConflictDoNothing();
+  }
+
+  async recordInRepository(target: RepositoryTarget, digest: string, now: number): Promise<void> {
+    const repositoryId = await this.#repositoryId(target, now);
+    await this.#db.insert(repositoryContent).values({ repositoryId, digest, recordedAt: now }).onConflictDoNothing();
+  }
+
+  async inRepository(target: RepositoryTarget, digest: string): Promise<boolean> {
+    // The digest itself was seen in the repository; or a manifest seen there references
+    // it; or an index seen there references a manifest that does. Three index lookups.
+    const rows = await this.#db.all(sql`
+      WITH repo AS (SELECT id FROM repositories WHERE upstream = ${target.upstream} AND name = ${target.name}),
+      seen AS (SELECT digest FROM repository_content WHERE repository_id = (SELECT id FROM repo))
+      SELECT 1 FROM seen WHERE digest = ${digest}
+      UNION ALL
+      SELECT 1 FROM manifest_blobs m WHERE m.blob_digest = ${digest} AND m.manifest_digest IN (SELECT digest FROM seen)
+      UNION ALL
+      SELECT 1 FROM manifest_blobs m JOIN manifest_blobs parent ON parent.blob_digest = m.manifest_digest AND parent.kind = 'manifest'
+        WHERE m.blob_digest = ${digest} AND parent.manifest_digest IN (SELECT digest FROM seen)
+      LIMIT 1`);
+    return rows.length > 0;
   }
 
   async tagList(target: RepositoryTarget): Promise<string[] | undefined> {

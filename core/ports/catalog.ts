@@ -57,11 +57,24 @@ export interface PullTally {
 export interface Catalog {
   /** The digest a tag resolved to and when, or undefined. */
   tag(target: RepositoryTarget, tag: string): Promise<{ digest: string; resolvedAt: number } | undefined>;
-  /** Records a resolution (creates the repository row on first use). */
+  /** Records a resolution (creates the repository row on first use); the digest counts as seen in the repository. */
   putTag(target: RepositoryTarget, tag: string, digest: string, now: number): Promise<void>;
   /** The last complete tag list remembered for the repository. */
   tagList(target: RepositoryTarget): Promise<string[] | undefined>;
   putTagList(target: RepositoryTarget, tags: readonly string[], now: number): Promise<void>;
+
+  /**
+   * Records that the repository has `digest` (a manifest fetched there, a blob its
+   * upstream confirmed): content cached through another repository may then be served
+   * under this one. Repeating it changes nothing.
+   */
+  recordInRepository(target: RepositoryTarget, digest: string, now: number): Promise<void>;
+  /**
+   * Whether the repository reaches `digest`: recorded there, or referenced by a manifest
+   * recorded there (a config or layer, an index's child), or by a child of an index
+   * recorded there. The access check for content stored through any repository.
+   */
+  inRepository(target: RepositoryTarget, digest: string): Promise<boolean>;
 
   manifest(digest: string): Promise<Manifest | undefined>;
   /**

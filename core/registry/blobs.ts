@@ -19,6 +19,12 @@ export interface RegistryDeps {
   /** Pull counts, written in batches. */
   pulls: PullCounter;
   clock: Clock;
+  /**
+   * Called before work that makes the mirror contact an upstream for this request (set
+   * per request, functions/access.ts): throws TOOMANYREQUESTS when the caller is over
+   * its cold-work rate. Absent: no limit.
+   */
+  admit?: (() => Promise<void>) | undefined;
 }
 
 export interface BlobDeps extends RegistryDeps {
@@ -48,7 +54,12 @@ export type BlobAnswer = (
 export async function getBlob(deps: BlobDeps, target: RepositoryTarget, reference: string, method: 'GET' | 'HEAD', rangeHeader?: string): Promise<BlobAnswer> {
   const digest = parseDigest(reference);
   const row = await deps.catalog.blob(digest.value);
-  if (row?.state === 'ready' && row.size !== null) {
+  // Stored content is served under this repository only when the repository reaches it
+  // (core/ports/catalog.ts inRepository), or its upstream says it has it: a digest cached
+  // through one repository cannot be probed, or read, through another.
+  let reached = row !== undefined && (await deps.catalog.inRepository(target, digest.value));
+  if (row?.state === 'ready' && row.size !== null && !reached) reached = await confirmedUpstream(deps, target, digest.value);
+  if (row?.state === 'ready' && row.size !== null && reached) {
     const background = method === 'GET' ? deps.pulls.count('blob', digest.value) : undefined;
     if (method === 'GET' && deps.delivery === 'redirect') {
       const url = await deps.store.presign(row.storageKey, deps.presignTtlSeconds);
@@ -61,10 +72,11 @@ export async function getBlob(deps: BlobDeps, target: RepositoryTarget, referenc
     // The row says ready but the object is gone (deleted behind our back): fetch it again.
     await deps.catalog.blobMissing(digest.value, deps.clock());
   }
-  // A GET of a blob a manifest of this repository introduced joins (or, for the whole
-  // blob, starts) its one transfer, which fetches it from that repository.
-  if (row && row.upstream === target.upstream && row.name === target.name && method === 'GET' && (!rangeHeader || row.size !== null)) {
+  // A GET of a blob this repository reaches joins (or, for the whole blob, starts) its
+  // one transfer, which fetches it from the repository that introduced it.
+  if (row && reached && method === 'GET' && (!rangeHeader || row.size !== null)) {
     const range = rangeHeader && row.size !== null ? resolveRange(rangeHeader, row.size) : undefined;
+    await deps.admit?.();
     // The ingest job stays ensured: it waits while the transfer runs, and takes over if it fails.
     await deps.queue.send([{ kind: 'ingest', digest: digest.value }]);
     const attached = await deps.transfers.attach(row, range);
@@ -74,9 +86,23 @@ export async function getBlob(deps: BlobDeps, target: RepositoryTarget, referenc
   const headers: Record<string, string> = rangeHeader && method === 'GET' ? { range: rangeHeader } : {};
   const res = await upstream.request(method, `/v2/${target.name}/blobs/${digest.value}`, target.name, headers);
   if (!res.ok) throw await upstreamError(res, target.upstream, new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.value }));
+  if (!reached) await deps.catalog.recordInRepository(target, digest.value, deps.clock());
   if (method === 'GET') {
     await deps.catalog.recordBlob({ digest: digest.value, upstream: target.upstream, name: target.name, storageKey: blobKey(digest) }, deps.clock());
     await deps.queue.send([{ kind: 'ingest', digest: digest.value }]);
   }
   return { kind: 'upstream', digest: digest.value, response: res };
+}
+
+/**
+ * Asks the upstream whether the repository has a blob we hold through another one (a
+ * HEAD, no body); a yes is recorded, so it is asked once. Throws BLOB_UNKNOWN for a no,
+ * and what the upstream's failure maps to otherwise: unreachable is never a yes.
+ */
+async function confirmedUpstream(deps: BlobDeps, target: RepositoryTarget, digest: string): Promise<true> {
+  const res = await selectUpstream(deps.upstreams, target.upstream).request('HEAD', `/v2/${target.name}/blobs/${digest}`, target.name);
+  await res.body?.cancel();
+  if (!res.ok) throw await upstreamError(res, target.upstream, new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest }));
+  await deps.catalog.recordInRepository(target, digest, deps.clock());
+  return true;
 }

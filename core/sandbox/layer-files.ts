@@ -3,7 +3,7 @@ import type { BlobStore, ByteRange } from '../ports/blob-store.ts';
 import { OciError } from '../oci/errors.ts';
 import { MAX_TOC_BYTES, readCapped } from '../oci/limits.ts';
 import { resolveRange } from '../oci/range.ts';
-import { parseDigest } from '../oci/reference.ts';
+import { parseDigest, type RepositoryTarget } from '../oci/reference.ts';
 import { normalizeTarPath } from '../layer/tar.ts';
 import { parseToc, type Toc, type TocEntry } from '../layer/toc.ts';
 
@@ -21,13 +21,17 @@ export type LayerObjectAnswer =
   | { kind: 'redirect'; url: string }
   | { kind: 'stored'; size: number; range?: ByteRange; body?: ReadableStream<Uint8Array>; contentType: string };
 
-/** The layer row, ready. Throws DIGEST_INVALID, LAYER_UNKNOWN (with its state when it is not ready). */
-async function readyLayer(catalog: Catalog, diffIdText: string): Promise<Layer> {
+/**
+ * The layer row, ready, reached through the repository (its blob is one the repository
+ * reaches: core/ports/catalog.ts inRepository). A layer the repository does not reach
+ * answers exactly as one that does not exist. Throws DIGEST_INVALID, LAYER_UNKNOWN (with
+ * its state when it is not ready).
+ */
+async function readyLayer(catalog: Catalog, target: RepositoryTarget, diffIdText: string): Promise<Layer> {
   const diffId = parseDigest(diffIdText);
   const row = await catalog.layer(diffId.value);
-  if (row?.state !== 'ready') {
-    throw new OciError('LAYER_UNKNOWN', 'layer is not extracted', row ? { diff_id: diffId.value, state: row.state, error: row.error } : { diff_id: diffId.value });
-  }
+  if (!row || !(await catalog.inRepository(target, row.blobDigest))) throw new OciError('LAYER_UNKNOWN', 'layer is not extracted', { diff_id: diffId.value });
+  if (row.state !== 'ready') throw new OciError('LAYER_UNKNOWN', 'layer is not extracted', { diff_id: diffId.value, state: row.state, error: row.error });
   return row;
 }
 
@@ -36,8 +40,8 @@ async function readyLayer(catalog: Catalog, diffIdText: string): Promise<Layer> 
  * when delivery is `redirect` and the store can sign, else a stream. HEAD reads no body.
  * Throws DIGEST_INVALID, LAYER_UNKNOWN, RANGE_INVALID.
  */
-export async function getLayerObject(deps: LayerDeps, diffId: string, which: 'tar' | 'toc', method: 'GET' | 'HEAD', rangeHeader?: string): Promise<LayerObjectAnswer> {
-  const row = await readyLayer(deps.catalog, diffId);
+export async function getLayerObject(deps: LayerDeps, target: RepositoryTarget, diffId: string, which: 'tar' | 'toc', method: 'GET' | 'HEAD', rangeHeader?: string): Promise<LayerObjectAnswer> {
+  const row = await readyLayer(deps.catalog, target, diffId);
   const key = which === 'tar' ? row.tarKey : row.tocKey;
   const contentType = which === 'tar' ? 'application/x-tar' : 'application/json';
   if (method === 'GET' && deps.delivery === 'redirect') {
@@ -85,8 +89,8 @@ export interface LayerFileAnswer {
  * Throws DIGEST_INVALID, LAYER_UNKNOWN, FILE_UNKNOWN (no such path, or not a regular
  * file: the detail says what it is), RANGE_INVALID.
  */
-export async function getLayerFile(deps: LayerDeps, diffId: string, path: string, method: 'GET' | 'HEAD', rangeHeader?: string): Promise<LayerFileAnswer> {
-  const row = await readyLayer(deps.catalog, diffId);
+export async function getLayerFile(deps: LayerDeps, target: RepositoryTarget, diffId: string, path: string, method: 'GET' | 'HEAD', rangeHeader?: string): Promise<LayerFileAnswer> {
+  const row = await readyLayer(deps.catalog, target, diffId);
   const toc = await tocOf(deps, row);
   const wanted = normalizeTarPath(path);
   // The last member with a path wins, as when the tar is unpacked.

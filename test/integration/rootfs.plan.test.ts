@@ -354,7 +354,7 @@ test('a corrupted stored layer fails the diff_id check: the error is recorded an
   const again = await fetch(planUrl(server, 'library/plain:1'));
   assert.equal(again.status, 200);
   assert.equal(((await again.json()) as any).layers[0].state, 'failed');
-  const tarRes = await fetch(`${server.url}/api/layers/${entry.diff_id}/tar`);
+  const tarRes = await fetch(`${server.url}/api/layers/docker.io/library/plain/${entry.diff_id}/tar`);
   assert.equal(tarRes.status, 404);
   assert.deepEqual(await tarRes.json(), {
     errors: [{ code: 'LAYER_UNKNOWN', message: 'layer is not extracted', detail: { diff_id: entry.diff_id, state: 'failed', error: entry.error } }],
@@ -369,7 +369,7 @@ test('PUBLIC_URL: behind a proxy, the plan hands out pullthrough URLs under the 
   try {
     const plan = await readyPlan(proxied.url, 'library/gzip:1');
     for (const layer of plan.layers) {
-      const base = `https://mirror.example.com/api/layers/${layer.diff_id}`;
+      const base = `https://mirror.example.com/api/layers/docker.io/library/gzip/${layer.diff_id}`;
       assert.deepEqual([layer.tar_url, layer.toc_url, layer.files_url], [`${base}/tar`, `${base}/toc`, `${base}/files/`]);
     }
   } finally {
@@ -383,7 +383,7 @@ test('single files come out of a layer with one Range read: exact bytes, ranges,
   const plan = await readyPlan(fsServer.url, 'library/tricky:1');
   const base = plan.layers[0]!;
   const changes = plan.layers[1]!;
-  assert.equal(base.tar_url, `${fsServer.url}/api/layers/${base.diff_id}/tar`, 'pullthrough URLs with the filesystem store');
+  assert.equal(base.tar_url, `${fsServer.url}/api/layers/docker.io/library/tricky/${base.diff_id}/tar`, 'pullthrough URLs with the filesystem store, under the repository');
   const toc = parseToc(await (await fetch(base.toc_url)).text());
   const tar = Buffer.from(await (await fetch(base.tar_url)).arrayBuffer());
   const sh = toc.entries.find((e) => e.path === 'bin/sh')!;
@@ -413,10 +413,17 @@ test('single files come out of a layer with one Range read: exact bytes, ranges,
   const missing = await file(base, 'no/such/file');
   assert.equal(missing.status, 404);
   assert.equal(((await missing.json()) as any).errors[0].code, 'FILE_UNKNOWN');
-  const unknown = await fetch(`${fsServer.url}/api/layers/sha256:${'0'.repeat(64)}/files/etc/passwd`);
+  const notExtracted = { code: 'LAYER_UNKNOWN', message: 'layer is not extracted' };
+  const unknown = await fetch(`${fsServer.url}/api/layers/library/tricky/sha256:${'0'.repeat(64)}/files/etc/passwd`);
   assert.equal(unknown.status, 404);
-  assert.deepEqual(await unknown.json(), { errors: [{ code: 'LAYER_UNKNOWN', message: 'layer is not extracted', detail: { diff_id: `sha256:${'0'.repeat(64)}` } }] });
-  const bad = await fetch(`${fsServer.url}/api/layers/sha256:nothex/toc`);
+  assert.deepEqual(await unknown.json(), { errors: [{ ...notExtracted, detail: { diff_id: `sha256:${'0'.repeat(64)}` } }] });
+  // A layer of library/tricky through a repository that does not reach it answers as one that does not exist.
+  for (const path of [`library/other/${base.diff_id}/tar`, `library/other/${base.diff_id}/toc`, `someone/private-thing/${base.diff_id}/files/bin/sh`]) {
+    const probe = await fetch(`${fsServer.url}/api/layers/${path}`);
+    assert.equal(probe.status, 404, path);
+    assert.deepEqual(await probe.json(), { errors: [{ ...notExtracted, detail: { diff_id: base.diff_id } }] }, path);
+  }
+  const bad = await fetch(`${fsServer.url}/api/layers/library/tricky/sha256:nothex/toc`);
   assert.equal(bad.status, 400);
   assert.equal(((await bad.json()) as any).errors[0].code, 'DIGEST_INVALID');
   const tarRange = await fetch(base.tar_url, { headers: { range: `bytes=${sh.offset}-${sh.offset + 9}` } });

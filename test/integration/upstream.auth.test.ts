@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { digestOf } from '../../core/oci/digest.ts';
+import { hashPassword } from '../../core/auth/password.ts';
+import { randomBytes } from 'node:crypto';
 import { UpstreamRegistry } from '../../core/adapters/http-upstream.ts';
 import { MANIFEST_MEDIA_TYPES } from '../../core/oci/manifest.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
@@ -81,7 +83,19 @@ test('anonymous: a private repository is UNAUTHORIZED through the mirror', async
 });
 
 test('Basic credentials to the token service pull the private repository; a wrong password is UNAUTHORIZED and never echoed', async () => {
-  const good = await createTestApp({ url: registry.url, username: tokens.username, password: tokens.password });
+  // An upstream with credentials is never readable anonymously by default: a rule must say so.
+  const closed = await createTestApp({ url: registry.url, username: tokens.username, password: tokens.password });
+  try {
+    const before = tokens.requests();
+    const res = await closed.app.request('/v2/private/manifests/1');
+    assert.equal(res.status, 401);
+    assert.equal(await errorCode(res), 'UNAUTHORIZED');
+    assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer realm="http:\/\/localhost\/token",service="pullthrough",scope="repository:docker.io\/library\/private:pull"$/);
+    assert.equal(tokens.requests(), before, 'the upstream was not contacted');
+  } finally {
+    await closed.close();
+  }
+  const good = await createTestApp({ url: registry.url, username: tokens.username, password: tokens.password }, 60, undefined, { env: { AUTH_RULES: 'pull docker.io/** to anonymous' } });
   try {
     const manifest = await good.app.request('/v2/private/manifests/1');
     assert.equal(manifest.status, 200);
@@ -94,7 +108,7 @@ test('Basic credentials to the token service pull the private repository; a wron
     await good.close();
   }
   const wrongPassword = 'not-the-password-1234';
-  const bad = await createTestApp({ url: registry.url, username: tokens.username, password: wrongPassword });
+  const bad = await createTestApp({ url: registry.url, username: tokens.username, password: wrongPassword }, 60, undefined, { env: { AUTH_RULES: 'pull docker.io/** to anonymous' } });
   try {
     const res = await bad.app.request('/v2/private/manifests/1');
     assert.equal(res.status, 401);
@@ -106,21 +120,35 @@ test('Basic credentials to the token service pull the private repository; a wron
   }
 });
 
-test('the server with upstream credentials: skopeo pulls the private image; no password or token reaches the logs', async () => {
+test('the server with upstream credentials: only the user the rules allow pulls the private image (skopeo); no secret reaches the logs', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'pt-auth-'));
+  const users = { alice: 'alice-secret-pass-1', bob: 'bob-secret-pass-2' };
+  const hashes: Record<string, string> = Object.fromEntries(await Promise.all(Object.entries(users).map(async ([u, p]) => [u, await hashPassword(p)])));
+  const key = Buffer.from(randomBytes(32)).toString('base64url');
   const server = await startServer({
     DATA_DIR: join(dir, 'data'),
     UPSTREAMS: JSON.stringify({ 'docker.io': { url: registry.url, username: tokens.username, password: tokens.password } }),
+    AUTH_USERS: JSON.stringify(hashes),
+    AUTH_TOKEN_KEYS: `k1:${key}`,
+    AUTH_RULES: 'pull docker.io/library/private to alice; pull docker.io/library/public to anonymous, authenticated',
   });
+  const skopeo = (image: string, dest: string, creds?: string) =>
+    run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', ...(creds ? ['--src-creds', creds] : ['--src-no-creds']), `docker://${server.host}/${image}`, `dir:${join(dir, dest)}`]);
   try {
     const issuedBefore = tokens.issued.length;
-    await run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', `docker://${server.host}/private:1`, `dir:${join(dir, 'pulled')}`]);
-    assert.equal(digestOf(await readFile(join(dir, 'pulled', 'manifest.json'))), privateImage.manifestDigest);
+    await assert.rejects(skopeo('private:1', 'anon'), /unauthorized|authentication required/i, 'anonymous is refused');
+    await assert.rejects(skopeo('private:1', 'bob', `bob:${users.bob}`), /denied|unauthorized|authentication required/i, 'bob has no rule for it');
+    await assert.rejects(skopeo('private:1', 'wrong', `alice:${users.bob}`), /unauthorized|incorrect username or password/i, 'a wrong password');
+    assert.equal(tokens.issued.length, issuedBefore, 'no refused pull made the mirror contact the upstream');
+    await skopeo('private:1', 'alice', `alice:${users.alice}`);
+    assert.equal(digestOf(await readFile(join(dir, 'alice', 'manifest.json'))), privateImage.manifestDigest);
+    await skopeo('public:1', 'public');
+    assert.equal(digestOf(await readFile(join(dir, 'public', 'manifest.json'))), publicImage.manifestDigest);
     const issued = tokens.issued.slice(issuedBefore);
-    assert.ok(issued.length > 0, 'the server fetched tokens');
+    assert.ok(issued.length > 0, 'the server fetched upstream tokens');
     const output = server.output();
-    assert.ok(!output.includes(tokens.password), 'no password in the logs');
-    for (const token of issued) assert.ok(!output.includes(token), 'no token in the logs');
+    for (const secret of [tokens.password, users.alice, users.bob, key, ...Object.values(hashes), ...issued]) assert.ok(!output.includes(secret), 'no password, hash, key or token in the logs');
+    assert.match(output, /"msg":"login failed","user":"alice","address":"127\.0\.0\.1"/, 'the failed login is logged by user and address');
   } finally {
     await server.stop();
     await rm(dir, { recursive: true, force: true });

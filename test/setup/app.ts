@@ -34,6 +34,8 @@ export interface TestAppOptions {
   /** Another store than the filesystem one in the temp dir; with `spool: false`, wired as a Worker is (no spool). */
   store?: BlobStore;
   spool?: boolean;
+  /** More configuration variables (AUTH_*, COLD_RATE_PER_MINUTE, …). */
+  env?: Record<string, string>;
 }
 
 export async function createTestApp(upstream: string | UpstreamConfig, tagTtlSeconds = 60, transfer?: Pick<TransferDeps, 'stallMs' | 'resumes' | 'pollMs'>, options: TestAppOptions = {}): Promise<TestApp> {
@@ -48,6 +50,7 @@ export async function createTestApp(upstream: string | UpstreamConfig, tagTtlSec
     TAG_TTL_SECONDS: String(tagTtlSeconds),
     PRESIGN_TTL_SECONDS: '60',
     JOB_LEASE_SECONDS: '10',
+    ...options.env,
   });
   const store = options.store ?? new FilesystemBlobStore(join(dir, 'store'));
   const deps = buildDeps(config, {
