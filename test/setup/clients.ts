@@ -21,8 +21,14 @@ export async function skopeoPull(mirrorHost: string, image: string, dest: string
 }
 
 export interface Podman {
-  /** Pulls `docker.io/<image>` (through the mirror); returns the pulled manifest's digest. */
-  pull(image: string): Promise<string>;
+  /**
+   * Pulls `docker.io/<image>` (through the mirror), or `<registry>/<image>`; returns the
+   * pulled manifest's digest. `args`: more `podman pull` flags (`--creds u:p`, which
+   * podman sends to the registry named, not to its mirrors).
+   */
+  pull(image: string, args?: string[], registry?: string): Promise<string>;
+  /** `podman login` to the mirror, the password on standard input; its own auth file. */
+  login(user: string, password: string): Promise<void>;
   remove(): Promise<void>;
 }
 
@@ -41,13 +47,25 @@ export async function podmanWithMirror(mirrorHost: string): Promise<Podman> {
     CONTAINERS_STORAGE_CONF: join(dir, 'storage.conf'),
     CONTAINERS_CONF: join(dir, 'containers.conf'),
     XDG_RUNTIME_DIR: join(dir, 'xdg'),
+    REGISTRY_AUTH_FILE: join(dir, 'auth.json'),
   };
   await mkdir(env.XDG_RUNTIME_DIR, { recursive: true });
+  await writeFile(env.REGISTRY_AUTH_FILE, '{"auths":{}}\n');
   const podman = (...args: string[]) => run('podman', args, { env, maxBuffer: 16 * 1024 * 1024 });
   return {
-    async pull(image) {
-      await podman('pull', '--quiet', `docker.io/${image}`);
-      const { stdout } = await podman('image', 'inspect', '--format', '{{.Digest}}', `docker.io/${image}`);
+    async login(user, password) {
+      await new Promise<void>((resolve, reject) => {
+        const child = spawn('podman', ['login', '--tls-verify=false', '--username', user, '--password-stdin', mirrorHost], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+        let err = '';
+        child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+        child.stdout.resume();
+        child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`podman login exited ${code}: ${err}`))));
+        child.stdin.end(password);
+      });
+    },
+    async pull(image, args = [], registry = 'docker.io') {
+      await podman('pull', '--quiet', ...args, `${registry}/${image}`);
+      const { stdout } = await podman('image', 'inspect', '--format', '{{.Digest}}', `${registry}/${image}`);
       return stdout.trim();
     },
     async remove() {
@@ -58,8 +76,8 @@ export async function podmanWithMirror(mirrorHost: string): Promise<Podman> {
 }
 
 export interface Containerd {
-  /** `ctr images pull` of `docker.io/<image>` through the mirror; returns the image's digest. */
-  pull(image: string, allPlatforms?: boolean): Promise<string>;
+  /** `ctr images pull` of `docker.io/<image>` through the mirror; returns the image's digest. `args`: more flags (`--user u:p`). */
+  pull(image: string, allPlatforms?: boolean, args?: string[]): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -67,7 +85,7 @@ export interface Containerd {
  * A private containerd (CRI disabled, root/state/socket in a temp dir) and ctr pulling
  * through a hosts.toml whose docker.io mirror is ours; containerd adds `?ns=docker.io`.
  */
-export async function containerdWithMirror(mirrorHost: string): Promise<Containerd> {
+export async function containerdWithMirror(mirrorHost: string, options: { authorization?: string } = {}): Promise<Containerd> {
   const dir = await mkdtemp(join(tmpdir(), 'pt-containerd-'));
   const socket = join(dir, 'containerd.sock');
   await writeFile(
@@ -90,7 +108,8 @@ export async function containerdWithMirror(mirrorHost: string): Promise<Containe
   // The mirror is tried first; `server` points at it too so nothing falls back to the internet.
   await writeFile(
     join(dir, 'hosts', 'docker.io', 'hosts.toml'),
-    `server = "http://${mirrorHost}"\n\n[host."http://${mirrorHost}"]\n  capabilities = ["pull", "resolve"]\n`,
+    `server = "http://${mirrorHost}"\n\n[host."http://${mirrorHost}"]\n  capabilities = ["pull", "resolve"]\n` +
+      (options.authorization ? `  [host."http://${mirrorHost}".header]\n    Authorization = "${options.authorization}"\n` : ''),
   );
   const child = spawn('containerd', ['--config', join(dir, 'config.toml')], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
@@ -105,9 +124,9 @@ export async function containerdWithMirror(mirrorHost: string): Promise<Containe
   };
   await until(ready, 30_000, 'containerd to answer');
   return {
-    async pull(image, allPlatforms = false) {
+    async pull(image, allPlatforms = false, args = []) {
       const ref = `docker.io/${image}`;
-      await ctr('images', 'pull', '--hosts-dir', join(dir, 'hosts'), '--snapshotter', 'native', ...(allPlatforms ? ['--all-platforms'] : []), ref);
+      await ctr('images', 'pull', '--hosts-dir', join(dir, 'hosts'), '--snapshotter', 'native', ...(allPlatforms ? ['--all-platforms'] : []), ...args, ref);
       const { stdout } = await ctr('images', 'ls');
       const line = stdout.split('\n').find((l) => l.startsWith(`${ref} `));
       const digest = line?.split(/\s+/).find((f) => f.startsWith('sha256:'));
