@@ -259,3 +259,59 @@ test('a bucket the Worker cannot use (missing bucket, wrong secret): the request
   const healthy = await fetch(new URL(`/v2/nobucket/manifests/${fresh.manifestDigest}`, worker.url));
   assert.equal(healthy.status, 200, 'the same request on the well-configured Worker');
 });
+
+test('access control in workerd: without AUTH_RULES every request is 503 naming it; with users, the token flow (PBKDF2 and HMAC in Web Crypto) opens only what the rules grant', { skip, timeout: 180_000 }, async () => {
+  const base = {
+    LIBSQL_URL: hrana.url, LIBSQL_AUTH_TOKEN: hrana.authToken, S3_ENDPOINT: process.env.S3_TEST_ENDPOINT!, S3_BUCKET: s3.bucket, S3_REGION: 'us-east-1',
+    S3_ACCESS_KEY_ID: process.env.S3_TEST_ACCESS_KEY_ID!, S3_SECRET_ACCESS_KEY: process.env.S3_TEST_SECRET_ACCESS_KEY!,
+    UPSTREAMS: JSON.stringify({ 'docker.io': { url: proxy.url } }),
+  };
+  const open = await startLocalWorker({ persistDir: join(dir, 'wrangler-norules'), vars: { ...base, AUTH_RULES: '' } });
+  try {
+    for (const path of ['/v2/', '/v2/library/small/manifests/1', '/token']) {
+      const res = await fetch(new URL(path, open.url));
+      assert.equal(res.status, 503, path);
+      const body = (await res.json()) as { errors: Array<{ code: string; detail: { variable: string; fix: string } }> };
+      assert.equal(body.errors[0]!.code, 'UNAVAILABLE');
+      assert.equal(body.errors[0]!.detail.variable, 'AUTH_RULES');
+      assert.match(body.errors[0]!.detail.fix, /set AUTH_RULES/);
+    }
+  } finally {
+    await open.dispose();
+  }
+  const password = `pw-${randomBytes(6).toString('hex')}`;
+  const { hashPassword } = await import('../../core/auth/password.ts');
+  const ruled = await startLocalWorker({
+    persistDir: join(dir, 'wrangler-rules'),
+    vars: {
+      ...base,
+      AUTH_USERS: JSON.stringify({ alice: await hashPassword(password) }),
+      AUTH_TOKEN_KEYS: `k1:${randomBytes(32).toString('base64url')}`,
+      AUTH_RULES: 'pull docker.io/library/small to alice',
+    },
+  });
+  try {
+    const ping = await fetch(new URL('/v2/', ruled.url));
+    assert.equal(ping.status, 401);
+    assert.match(ping.headers.get('www-authenticate')!, /^Bearer realm="http:\/\/127\.0\.0\.1:\d+\/token",service="pullthrough"$/);
+    const basic = `Basic ${Buffer.from(`alice:${password}`).toString('base64')}`;
+    const wrong = await fetch(new URL('/token?service=pullthrough&scope=repository:library/small:pull', ruled.url), { headers: { authorization: `Basic ${Buffer.from('alice:nope').toString('base64')}` } });
+    assert.equal(wrong.status, 401);
+    const issued = await fetch(new URL('/token?service=pullthrough&scope=repository:library/small:pull', ruled.url), { headers: { authorization: basic } });
+    assert.equal(issued.status, 200);
+    const { token } = (await issued.json()) as { token: string };
+    const manifest = await fetch(new URL('/v2/library/small/manifests/1', ruled.url), { headers: { authorization: `Bearer ${token}`, accept: 'application/vnd.oci.image.manifest.v1+json' } });
+    assert.equal(manifest.status, 200);
+    assert.equal(manifest.headers.get('docker-content-digest'), small.manifestDigest);
+    await manifest.body?.cancel();
+    const anonymous = await fetch(new URL('/v2/library/small/manifests/1', ruled.url));
+    assert.equal(anonymous.status, 401);
+    await anonymous.body?.cancel();
+    const other = await fetch(new URL('/v2/library/zstd/manifests/1', ruled.url), { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(other.status, 401, 'a token for library/small only');
+    assert.match(other.headers.get('www-authenticate')!, /error="insufficient_scope"/);
+    await other.body?.cancel();
+  } finally {
+    await ruled.dispose();
+  }
+});
