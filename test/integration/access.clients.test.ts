@@ -1,8 +1,8 @@
 // Real clients log in to a mirror with access control and pull through it: skopeo (login,
 // --creds, and an auth file in docker's config.json format, which is what Kubernetes
 // imagePullSecrets hold), podman (login, --creds) and containerd's ctr (--user, and a
-// hosts.toml Authorization header with a CI token). Each is refused without the right
-// credentials, and the server's log never shows a secret.
+// hosts.toml Authorization header with a CI token), and `pullthrough rootfs`. Each is
+// refused without the right credentials, and the server's log never shows a secret.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
@@ -15,6 +15,7 @@ import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
 import { startServer, type Server } from '../setup/server.ts';
 import { podmanWithMirror, containerdWithMirror } from '../setup/clients.ts';
+import { pullthroughRootfs } from '../setup/rootfs.ts';
 import { hashPassword } from '../../core/auth/password.ts';
 import { newStaticToken } from '../../core/auth/access.ts';
 import { digestOf } from '../../core/oci/digest.ts';
@@ -118,4 +119,32 @@ test('ctr: --user, and a hosts.toml Authorization header carrying a CI token; a 
   } finally {
     await headed.stop();
   }
+});
+
+test('pullthrough rootfs on a mirror with access control: credentials from the environment for the plan; its layer URLs carry a token for that repository only', async () => {
+  const anonymous = await pullthroughRootfs(['library/small:1', join(dir, 'root-anonymous'), '--server', server.url]);
+  assert.equal(anonymous.code, 1);
+  assert.match(anonymous.stderr, /refused the plan \(401\).*UNAUTHORIZED/);
+  const built = await pullthroughRootfs(['library/small:1', join(dir, 'root'), '--server', server.url], { env: { PULLTHROUGH_USER: 'alice', PULLTHROUGH_PASSWORD: alicePassword } });
+  assert.equal(built.code, 0, built.stderr);
+  assert.equal(await readFile(join(dir, 'root', 'etc', 'small'), 'utf8'), 'small\n');
+  const viaToken = await pullthroughRootfs(['acme/app:1', join(dir, 'root-ci'), '--server', server.url], { env: { PULLTHROUGH_TOKEN: ci.token } });
+  assert.equal(viaToken.code, 0, viaToken.stderr);
+  assert.equal(await readFile(join(dir, 'root-ci', 'app', 'bin'), 'utf8'), 'acme app\n');
+
+  const planRes = await fetch(`${server.url}/api/rootfs/library/small:1`, { headers: { authorization: `Basic ${Buffer.from(`alice:${alicePassword}`).toString('base64')}` } });
+  assert.equal(planRes.status, 200);
+  const plan = (await planRes.json()) as { access_token: string; urls_expire_at: string; layers: Array<{ diff_id: string; tar_url: string; toc_url: string; files_url: string }> };
+  secrets.push(plan.access_token);
+  const [layer] = plan.layers;
+  assert.equal(layer!.tar_url, `${server.url}/api/layers/docker.io/library/small/${layer!.diff_id}/tar?access_token=${plan.access_token}`);
+  assert.ok(Date.parse(plan.urls_expire_at) > Date.now(), 'the token expiry is in the plan');
+  assert.equal((await fetch(layer!.tar_url)).status, 200);
+  const file = await fetch(`${layer!.files_url}etc/small?access_token=${plan.access_token}`);
+  assert.equal(await file.text(), 'small\n');
+  const bare = layer!.tar_url.replace(/\?.*$/, '');
+  assert.equal((await fetch(bare)).status, 401, 'a layer URL without its token');
+  const elsewhere = await fetch(`${bare.replace('/docker.io/library/small/', '/docker.io/acme/app/')}?access_token=${plan.access_token}`);
+  assert.equal(elsewhere.status, 401, "the plan's token does not open another repository");
+  assert.match(elsewhere.headers.get('www-authenticate')!, /insufficient_scope/);
 });

@@ -65,7 +65,7 @@ export function systemNode(): { path: string; version: string } | undefined {
  * bundle is then copied into `copyTo`, a directory of theirs. Never rejects: the exit
  * code is the answer.
  */
-export async function pullthroughRootfs(args: string[], options: { as?: { uid: number; gid: number }; node?: string; copyTo?: string } = {}): Promise<{ code: number; stderr: string }> {
+export async function pullthroughRootfs(args: string[], options: { as?: { uid: number; gid: number }; node?: string; copyTo?: string; env?: Record<string, string> } = {}): Promise<{ code: number; stderr: string }> {
   let entry = await (cli ??= buildCli());
   if (options.copyTo) {
     const copy = join(options.copyTo, 'pullthrough.mjs');
@@ -74,7 +74,7 @@ export async function pullthroughRootfs(args: string[], options: { as?: { uid: n
     entry = copy;
   }
   return new Promise((resolve) => {
-    execFile(options.node ?? process.execPath, [entry, 'rootfs', ...args], { maxBuffer: 16 * 1024 * 1024, ...options.as }, (error, _stdout, stderr) => {
+    execFile(options.node ?? process.execPath, [entry, 'rootfs', ...args], { maxBuffer: 16 * 1024 * 1024, ...options.as, ...(options.env ? { env: { ...process.env, ...options.env } } : {}) }, (error, _stdout, stderr) => {
       resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stderr });
     });
   });
