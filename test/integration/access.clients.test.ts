@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
-import { startServer, type Server } from '../setup/server.ts';
+import { startServer, runServerToExit, type Server } from '../setup/server.ts';
 import { podmanWithMirror, containerdWithMirror } from '../setup/clients.ts';
 import { pullthroughRootfs } from '../setup/rootfs.ts';
 import { hashPassword } from '../../core/auth/password.ts';
@@ -147,4 +147,17 @@ test('pullthrough rootfs on a mirror with access control: credentials from the e
   const elsewhere = await fetch(`${bare.replace('/docker.io/library/small/', '/docker.io/acme/app/')}?access_token=${plan.access_token}`);
   assert.equal(elsewhere.status, 401, "the plan's token does not open another repository");
   assert.match(elsewhere.headers.get('www-authenticate')!, /insufficient_scope/);
+});
+
+test('the server refuses to start on bad access configuration, naming the variable and quoting no secret', async () => {
+  for (const [env, pattern] of [
+    [{ AUTH_RULES: 'pull docker.io/** to mallory' }, /AUTH_RULES: rule 1 .*"mallory" is not a user/],
+    [{ AUTH_USERS: '{"alice":"plain-secret-password"}' }, /AUTH_USERS: alice: not a password hash/],
+    [{ AUTH_TOKEN_KEYS: 'k1:dG9vLXNob3J0' }, /AUTH_TOKEN_KEYS: key k1: the secret must be at least 32 bytes/],
+  ] as const) {
+    const exited = await runServerToExit({ DATA_DIR: join(dir, 'refused'), ...env });
+    assert.equal(exited.code, 2, JSON.stringify(env));
+    assert.match(exited.stderr, pattern);
+    assert.ok(!exited.stderr.includes('plain-secret-password') && !exited.stderr.includes('dG9vLXNob3J0'), 'no secret in the message');
+  }
 });

@@ -311,6 +311,20 @@ test('access control in workerd: without AUTH_RULES every request is 503 naming 
     assert.equal(other.status, 401, 'a token for library/small only');
     assert.match(other.headers.get('www-authenticate')!, /error="insufficient_scope"/);
     await other.body?.cancel();
+    // The cold-work limit through the COLD_RATE_LIMITER binding (wrangler.toml: 120 a
+    // minute): tags nobody has, each an upstream question, until the binding says no.
+    let refused: Response | undefined;
+    for (let i = 0; i < 200 && !refused; i++) {
+      const res = await fetch(new URL(`/v2/library/small/manifests/nope-${i}`, ruled.url), { headers: { authorization: basic } });
+      if (res.status === 429) refused = res;
+      else assert.equal(res.status, 404, `request ${i}`);
+      await res.body?.cancel();
+    }
+    assert.ok(refused, 'the binding refused past its limit');
+    assert.equal(refused.headers.get('retry-after'), '60');
+    const stored = await fetch(new URL(`/v2/library/small/manifests/${small.manifestDigest}`, ruled.url), { headers: { authorization: basic, accept: 'application/vnd.oci.image.manifest.v1+json' } });
+    assert.equal(stored.status, 200, 'what is stored is still served');
+    await stored.body?.cancel();
   } finally {
     await ruled.dispose();
   }
