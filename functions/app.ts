@@ -55,7 +55,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   // The version check clients make first: where anonymous is not all there is, anonymous
   // is told to authenticate, so that clients with credentials send them.
   app.get('/v2/', (c) => {
-    if (c.var.caller.identity.kind === 'anonymous' && !deps.access.access.anonymousOnly) throw new OciError('UNAUTHORIZED', 'authentication required');
+    const { caller } = c.var;
+    if (!caller.direct && !caller.token && !deps.access.access.anonymousOnly) throw new OciError('UNAUTHORIZED', 'authentication required');
     c.header('Docker-Distribution-API-Version', 'registry/2.0');
     return c.json({});
   });

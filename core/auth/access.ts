@@ -93,7 +93,8 @@ export class Access {
 
   /** The identity Basic credentials prove (a user's password, or a token under its name), or undefined. */
   async basic(user: string, password: string): Promise<Identity | undefined> {
-    if (password.startsWith(STATIC_TOKEN_PREFIX)) {
+    if (this.config.tokens.has(user)) {
+      // A CI token logs in as the password of its name (names are unique across users and tokens).
       const identity = await this.staticToken(password);
       return identity?.kind === 'token' && identity.name === user ? identity : undefined;
     }

@@ -9,6 +9,7 @@ import { parseDigest, type RepositoryTarget } from '../oci/reference.ts';
 import { resolveRange } from '../oci/range.ts';
 import type { PullCounter } from './pulls.ts';
 import type { Transfers } from '../cache/transfer.ts';
+import { confirmInRepository } from './reach.ts';
 
 /** What the read path of manifests and blobs works with. */
 export interface RegistryDeps {
@@ -58,7 +59,10 @@ export async function getBlob(deps: BlobDeps, target: RepositoryTarget, referenc
   // (core/ports/catalog.ts inRepository), or its upstream says it has it: a digest cached
   // through one repository cannot be probed, or read, through another.
   let reached = row !== undefined && (await deps.catalog.inRepository(target, digest.value));
-  if (row?.state === 'ready' && row.size !== null && !reached) reached = await confirmedUpstream(deps, target, digest.value);
+  if (row?.state === 'ready' && row.size !== null && !reached) {
+    await confirmInRepository(deps, target, 'blobs', digest.value, new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.value }));
+    reached = true;
+  }
   if (row?.state === 'ready' && row.size !== null && reached) {
     const background = method === 'GET' ? deps.pulls.count('blob', digest.value) : undefined;
     if (method === 'GET' && deps.delivery === 'redirect') {
@@ -92,17 +96,4 @@ export async function getBlob(deps: BlobDeps, target: RepositoryTarget, referenc
     await deps.queue.send([{ kind: 'ingest', digest: digest.value }]);
   }
   return { kind: 'upstream', digest: digest.value, response: res };
-}
-
-/**
- * Asks the upstream whether the repository has a blob we hold through another one (a
- * HEAD, no body); a yes is recorded, so it is asked once. Throws BLOB_UNKNOWN for a no,
- * and what the upstream's failure maps to otherwise: unreachable is never a yes.
- */
-async function confirmedUpstream(deps: BlobDeps, target: RepositoryTarget, digest: string): Promise<true> {
-  const res = await selectUpstream(deps.upstreams, target.upstream).request('HEAD', `/v2/${target.name}/blobs/${digest}`, target.name);
-  await res.body?.cancel();
-  if (!res.ok) throw await upstreamError(res, target.upstream, new OciError('BLOB_UNKNOWN', 'blob unknown to registry', { digest }));
-  await deps.catalog.recordInRepository(target, digest, deps.clock());
-  return true;
 }

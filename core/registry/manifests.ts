@@ -9,6 +9,7 @@ import { parseDigest, parseReference, type Digest, type RepositoryTarget } from 
 import type { RegistryDeps } from './blobs.ts';
 import type { Flights } from './flights.ts';
 import { MANIFEST_ACCEPT, resolveTag } from './tags.ts';
+import { confirmInRepository } from './reach.ts';
 
 export interface ManifestDeps extends RegistryDeps {
   tagTtlSeconds: number;
@@ -47,7 +48,9 @@ export async function getManifest(deps: ManifestDeps, target: RepositoryTarget, 
   const stored = await deps.catalog.manifest(digest.value);
   // A tag resolved here is this repository's; a digest stored through another repository
   // is served here only when this one reaches it too, or its upstream says it has it.
-  if (stored && !('tag' in ref) && !(await deps.catalog.inRepository(target, digest.value))) await confirmUpstream(deps, target, reference, digest.value);
+  if (stored && !('tag' in ref) && !(await deps.catalog.inRepository(target, digest.value))) {
+    await confirmInRepository(deps, target, 'manifests', digest.value, new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { name: target.name, reference }));
+  }
   if (stored) {
     const object = method === 'GET' ? await deps.store.get(stored.storageKey) : undefined;
     const bytes = object ? await readCapped(new Response(object.body), MAX_MANIFEST_BYTES) : undefined;
@@ -92,17 +95,6 @@ async function fetchManifest(deps: ManifestDeps, target: RepositoryTarget, refer
     await deps.queue.send([{ kind: 'prepare-layers', upstream: target.upstream, name: target.name, manifest: digest.value }]);
   }
   return { mediaType: parsed.mediaType, bytes };
-}
-
-/**
- * A HEAD of the manifest under the repository; a yes is recorded, so it is asked once.
- * Throws MANIFEST_UNKNOWN for a no, and what the upstream's failure maps to otherwise.
- */
-async function confirmUpstream(deps: ManifestDeps, target: RepositoryTarget, reference: string, digest: string): Promise<void> {
-  const res = await selectUpstream(deps.upstreams, target.upstream).request('HEAD', `/v2/${target.name}/manifests/${digest}`, target.name, MANIFEST_ACCEPT);
-  await res.body?.cancel();
-  if (!res.ok) throw await upstreamError(res, target.upstream, new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { name: target.name, reference }));
-  await deps.catalog.recordInRepository(target, digest, deps.clock());
 }
 
 /** Makes sure an ingest job exists for every config and layer of a manifest not yet ready. */

@@ -60,6 +60,7 @@ test('GET /v2/ challenges anonymous callers to the token endpoint, and answers 2
   assert.equal((await t.app.request('/v2/', { headers: basic('alice', passwords.alice) })).status, 200);
   assert.equal((await t.app.request('/v2/', { headers: { authorization: `Bearer ${ci.token}` } })).status, 200);
   assert.equal((await t.app.request('/v2/', { headers: { authorization: `Bearer ${await tokenFor('repository:library/small:pull', basic('alice', passwords.alice))}` } })).status, 200);
+  assert.equal((await t.app.request('/v2/', { headers: { authorization: `Bearer ${await tokenFor('repository:library/small:pull')}` } })).status, 200, 'an anonymous token is a token');
 });
 
 test('the token flow: a token for what the rules allow, used on /v2/; Basic on /v2/ works too', async () => {
