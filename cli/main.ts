@@ -8,10 +8,13 @@ import type { WireLayer as PlannedLayer } from '../functions/wire.ts';
 import { errorCodeIn } from '../core/oci/errors.ts';
 import { hashPassword } from '../core/auth/password.ts';
 import { newStaticToken } from '../core/auth/access.ts';
+import { gcCommand } from './gc.ts';
+import { credentialHeaders } from './rootfs.ts';
 
 const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platform os/arch[/variant]] [--concurrency N]
        pullthrough hash-password   (reads the password from standard input, prints its hash for AUTH_USERS)
        pullthrough new-token       (prints a new CI token, then its hash for AUTH_TOKENS)
+       pullthrough gc [--dry-run] [--server URL]   (one garbage collection on the server; admin)
 
   <image>   e.g. alpine:3.20, docker.io/library/alpine@sha256:..., ghcr.io/org/app:1
   <dir>     the root filesystem to build (created; should be empty)
@@ -85,7 +88,7 @@ async function main(argv: string[]): Promise<number> {
     parsed = parseArgs({
       args: argv,
       allowPositionals: true,
-      options: { server: { type: 'string' }, platform: { type: 'string' }, concurrency: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: { server: { type: 'string' }, platform: { type: 'string' }, concurrency: { type: 'string' }, 'dry-run': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
     });
   } catch (e) {
     console.error(`${(e as Error).message}\n\n${USAGE}`);
@@ -99,6 +102,15 @@ async function main(argv: string[]): Promise<number> {
     const { token, hash } = await newStaticToken();
     console.log(`${token}\n${hash}`);
     return 0;
+  }
+  if (command === 'gc' && !image) {
+    const server = parsed.values.server ?? process.env.PULLTHROUGH_URL ?? 'http://127.0.0.1:5000';
+    try {
+      return await gcCommand(server, parsed.values['dry-run'] ?? false, credentialHeaders());
+    } catch (e) {
+      console.error(`pullthrough gc: ${unreachable(e, server) ?? (e as Error).message}`);
+      return 1;
+    }
   }
   if (command !== 'rootfs' || !image || !dir || rest.length > 0) return console.error(USAGE), 2;
   const concurrency = parsed.values.concurrency === undefined ? DEFAULT_CONCURRENCY : Number(parsed.values.concurrency);

@@ -83,6 +83,7 @@ export const VARIABLES = [
   { name: 'AUTH_TOKEN_KEYS', default: 'made at start (a Worker with users or tokens needs it set)', doc: 'keys that sign the tokens of `GET /token`: `<key id>:<secret, base64url of ≥ 32 bytes>`, comma-separated; the first signs, all verify', runtime: 'both', secret: true },
   { name: 'AUTH_TOKEN_TTL_SECONDS', default: '`900`', doc: 'lifetime of the tokens of `GET /token`', runtime: 'both' },
   { name: 'AUTH_SERVICE', default: '`pullthrough`', doc: 'the `service` of the token flow (challenges and token audience)', runtime: 'both' },
+  { name: 'GC_INTERVAL_SECONDS', default: '`3600`', doc: 'how often the Node server runs garbage collection (sweeps of temporaries, stagings, uploads and spools a day old, done jobs a week old); `0`: only on demand (`POST /api/gc`, `pullthrough gc`). Workers run it from the cron trigger', runtime: 'node' },
   { name: 'COLD_RATE_PER_MINUTE', default: '`0` (off) when `HOST` is a loopback address, else `120`', doc: 'requests a minute per identity (per address for anonymous) that may make the mirror contact an upstream; more answer 429 (`0`: no limit)', runtime: 'both' },
 ] as const satisfies readonly Variable[];
 
@@ -137,6 +138,8 @@ export interface Config {
   auth: AuthConfig;
   /** Cold requests a minute per caller; 0: no limit. */
   coldRatePerMinute: number;
+  /** Seconds between garbage collections on Node; 0: on demand only. */
+  gcIntervalSeconds: number;
 }
 
 export const EXTRACT_MODES = ['eager', 'on-demand', 'off'] as const;
@@ -257,6 +260,7 @@ export function parseConfig(env: Env): Config {
     extract,
     publicUrl,
     auth: auth(env, ups),
+    gcIntervalSeconds: integer(env, 'GC_INTERVAL_SECONDS', 3600, 0, 30 * 24 * 3600),
     coldRatePerMinute: integer(env, 'COLD_RATE_PER_MINUTE', isLoopback(read(env, 'HOST') ?? '127.0.0.1') ? 0 : 120, 0, 1_000_000),
   };
 }

@@ -17,6 +17,8 @@ import { referrerRoutes } from './referrers.ts';
 import { rootfsRoutes } from './rootfs.ts';
 import { layerRoutes } from './layers.ts';
 import { tokenRoutes } from './token.ts';
+import { gcRoutes } from './gc.ts';
+import type { GcDeps } from '../core/cache/gc.ts';
 import { challenge, identify, requireGrant, type AccessDeps } from './access.ts';
 
 export interface AppDeps {
@@ -28,6 +30,7 @@ export interface AppDeps {
   layers: LayerDeps;
   /** Who may pull what: identities, rules, token keys, the cold-work limit. */
   access: AccessDeps;
+  gc: GcDeps;
   /** The access log: one entry per request (the path has no credentials; headers are not logged). */
   log: (entry: Record<string, unknown>) => void;
   metrics: Metrics;
@@ -52,6 +55,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/v2', referrerRoutes(deps.blobs, deps.routing));
   app.route('/api', rootfsRoutes(deps.plan, deps.routing, deps.access));
   app.route('/api', layerRoutes(deps.layers, deps.routing));
+  app.route('/api', gcRoutes(deps.gc, deps.access));
   // The version check clients make first: where anonymous is not all there is, anonymous
   // is told to authenticate, so that clients with credentials send them.
   app.get('/v2/', (c) => {

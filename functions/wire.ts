@@ -1,6 +1,7 @@
 // The JSON the sandbox API sends (snake_case, a public format), shared with cli/, which
 // reads it. Core speaks camelCase; the conversion is here.
 import type { RootfsPlan } from '../core/sandbox/plan.ts';
+import type { GcReport } from '../core/cache/gc.ts';
 
 export interface WireLayer {
   /** The compressed blob, as in the manifest. */
@@ -40,6 +41,21 @@ export interface WirePlan extends Omit<RootfsPlan, 'urlsExpireAt' | 'layers'> {
    */
   access_token?: string;
   layers: WireLayer[];
+}
+
+/** A garbage-collection run as `POST /api/gc` reports it (read by `pullthrough gc`). */
+export interface WireGcReport {
+  ran: boolean;
+  dry_run: boolean;
+  started_at: string;
+  ms: number;
+  totals: Record<string, { count: number; bytes: number }>;
+  done_jobs: number;
+  items: Array<{ kind: string; key: string; bytes: number }>;
+}
+
+export function wireGcReport(report: GcReport): WireGcReport {
+  return { ran: report.ran, dry_run: report.dryRun, started_at: report.startedAt, ms: report.ms, totals: report.totals, done_jobs: report.doneJobs, items: report.items };
 }
 
 /** A token the plan's own URLs carry, and when it expires (epoch ms). */

@@ -7,3 +7,4 @@ export * from './manifest-blobs.ts';
 export * from './jobs.ts';
 export * from './layers.ts';
 export * from './repository-content.ts';
+export * from './maintenance.ts';

@@ -11,6 +11,7 @@ import { errorResponse } from '../functions/errors.ts';
 import type { ExecutionContext } from 'hono';
 import { buildDeps, storeFor, type Deps } from './deps.ts';
 import { handleJob } from './jobs.ts';
+import { runGc } from '../core/cache/gc.ts';
 import { CloudflareRateLimiter, type RateLimitBinding } from '../core/adapters/cloudflare-rate-limiter.ts';
 import { MemoryRateLimiter } from '../core/auth/rate-limit.ts';
 
@@ -119,8 +120,9 @@ export default {
     await deps.pulls.flush();
   },
 
-  /** The cron trigger, reserved for cache maintenance (garbage collection comes later). */
-  async scheduled(): Promise<void> {
-    log({ msg: 'scheduled', maintenance: 'none yet' });
+  /** The cron trigger: one garbage-collection run (core/cache/gc.ts; its lease keeps it to one at a time). */
+  async scheduled(_controller: unknown, env: Env): Promise<void> {
+    const { deps } = depsFor(env);
+    await runGc(deps.gc, { owner: `cf-cron-${crypto.randomUUID()}` });
   },
 };

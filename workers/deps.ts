@@ -19,6 +19,7 @@ import { UpstreamRegistry, type UpstreamOptions } from '../core/adapters/http-up
 import { FilesystemBlobStore } from '../core/adapters/fs-store.ts';
 import { S3BlobStore, createS3Client } from '../core/adapters/s3-store.ts';
 import type { AppDeps } from '../functions/app.ts';
+import type { GcDeps } from '../core/cache/gc.ts';
 import type { AccessDeps } from '../functions/access.ts';
 import { Access } from '../core/auth/access.ts';
 import { MemoryRateLimiter, type RateLimiter } from '../core/auth/rate-limit.ts';
@@ -29,6 +30,8 @@ export interface Deps {
   app: AppDeps;
   ingest: IngestDeps;
   plan: PlanDeps;
+  /** Garbage collection (the Node scheduler, the Worker's cron, `POST /api/gc`). */
+  gc: GcDeps;
   /** Pull counts waiting for their batch write: a stopping runtime flushes them. */
   pulls: PullCounter;
   log: Log;
@@ -50,6 +53,8 @@ export interface Parts {
   upstream?: UpstreamOptions;
   /** The cold-work limit (a Worker's binding); else one in process when COLD_RATE_PER_MINUTE is set. */
   limiter?: RateLimiter;
+  /** The libSQL queue's done jobs, which garbage collection removes after a week (Node). */
+  doneJobs?: GcDeps['doneJobs'];
   /** The client's address for the anonymous rate limit; else the Node socket's. */
   clientAddress?: AccessDeps['clientAddress'];
 }
@@ -90,6 +95,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
   const leaseMs = config.jobLeaseSeconds * 1000;
   const transfers = new Transfers({ catalog, store, upstreams, spool: parts.spool, leaseMs, clock, log, ...parts.transfer });
   const plan = { manifests, extractOff: config.extract === 'off', presignTtlSeconds: config.presignTtlSeconds };
+  const gc: GcDeps = { catalog, store, spool: parts.spool, doneJobs: parts.doneJobs, clock, leaseMs, log };
   return {
     app: {
       manifests,
@@ -104,11 +110,13 @@ export function buildDeps(config: Config, parts: Parts): Deps {
         clientAddress: parts.clientAddress ?? socketAddress,
         log,
       },
+      gc,
       log,
       metrics,
     },
     ingest: { catalog, store, upstreams, leaseMs, clock, transfers },
     plan,
+    gc,
     pulls,
     log,
     metrics,

@@ -15,6 +15,7 @@ import { createApp } from '../functions/app.ts';
 import { StoreUnavailableError, redactUrls } from '../core/oci/errors.ts';
 import { buildDeps, storeFor } from './deps.ts';
 import { handleJob } from './jobs.ts';
+import { runGc } from '../core/cache/gc.ts';
 
 // Bundled as dist/server.mjs, one folder down like this file: schema/ is a sibling either way.
 const MIGRATIONS = new URL('../schema/migrations', import.meta.url);
@@ -52,7 +53,7 @@ async function main(): Promise<void> {
   });
   const queue = new LibsqlJobQueue(db);
   const spool = await FilesystemSpool.forProcess(join(config.dataDir, 'spool'));
-  const deps = buildDeps(config, { catalog: new LibsqlCatalog(db), store, queue, spool, log });
+  const deps = buildDeps(config, { catalog: new LibsqlCatalog(db), store, queue, spool, log, doneJobs: queue });
   const app = createApp(deps.app);
   const tls = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined;
   const server = serve({
@@ -114,6 +115,17 @@ async function main(): Promise<void> {
   };
   const consumers = Array.from({ length: config.ingestConcurrency }, (_, n) => consumer(n));
 
+  // Garbage collection every GC_INTERVAL_SECONDS (the lease keeps it to one run across
+  // processes sharing the database); the first one interval after start.
+  const gcTimer =
+    config.gcIntervalSeconds > 0
+      ? setInterval(() => {
+          if (stopping) return;
+          runGc(deps.gc, { owner: `${process.pid}-gc-${randomUUID()}` }).catch((e: unknown) => log({ level: 'error', msg: 'gc failed', error: redactUrls(String(e)) }));
+        }, config.gcIntervalSeconds * 1000)
+      : undefined;
+  gcTimer?.unref();
+
   // Stop: accept nothing new, let requests and jobs finish within the grace, give back the
   // jobs still running (another process, or the next start, takes them at once), close
   // the database, exit 0. A second signal exits at once.
@@ -123,6 +135,7 @@ async function main(): Promise<void> {
       process.exit(1);
     }
     stopping = true;
+    clearInterval(gcTimer);
     log({ msg: 'stopping', signal, graceSeconds: config.stopGraceSeconds });
     for (const wake of [...sleeping]) wake();
     const closed = new Promise<void>((r) => server.close(() => r()));

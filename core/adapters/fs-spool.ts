@@ -1,7 +1,8 @@
 import { mkdir, open, readdir, rename, rm, rmdir, stat, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import type { Spool, SpoolWriter } from '../ports/spool.ts';
+import type { Leftover } from '../ports/blob-store.ts';
 
 /** Whether process `pid` runs on this host (signal 0 tests, sends nothing). */
 function alive(pid: number): boolean {
@@ -31,9 +32,20 @@ export class FilesystemSpool implements Spool {
    */
   static async forProcess(root: string): Promise<FilesystemSpool> {
     const spool = new FilesystemSpool(join(root, `${hostPart()}-${process.pid}`), root);
-    for await (const o of spool.#orphans('')) if (Date.now() - o.modifiedAt >= ORPHAN_MS) await rm(o.path, { force: true });
-    for (const dir of await spool.#deadDirs()) await rmdir(dir).catch(() => {});
+    await spool.leftovers(Date.now() - ORPHAN_MS, false);
     return spool;
+  }
+
+  async leftovers(before: number, dryRun: boolean): Promise<Leftover[]> {
+    const found: Leftover[] = [];
+    for await (const o of this.#orphans('')) {
+      if (o.modifiedAt >= before) continue;
+      if (!dryRun) await rm(o.path, { force: true });
+      found.push({ kind: 'spool', key: relative(this.#root ?? this.#dir, o.path), bytes: o.size });
+    }
+    // A dead process's directory goes once it is empty (rmdir refuses otherwise).
+    if (!dryRun) for (const dir of await this.#deadDirs()) await rmdir(dir).catch(() => {});
+    return found;
   }
 
   readonly #dir: string;

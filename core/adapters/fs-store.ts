@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { dirname, join, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { verifyingStream } from '../oci/digest.ts';
-import type { BlobStore, ByteRange, ListedObject, PutOptions, Staging, StoredObject } from '../ports/blob-store.ts';
+import type { BlobStore, ByteRange, Leftover, ListedObject, PutOptions, Staging, StoredObject } from '../ports/blob-store.ts';
 import { StoreUnavailableError } from '../oci/errors.ts';
 import { streamOf } from '../streams.ts';
 
@@ -92,6 +92,18 @@ export class FilesystemBlobStore implements BlobStore {
       await file.close().catch(() => {});
       await rm(tmp, { force: true });
       throw e;
+    }
+  }
+
+  async *leftovers(before: number, dryRun: boolean): AsyncIterable<Leftover> {
+    for (const [dir, kind] of [[this.#tmp, 'temporary'], [this.#staging, 'staging']] as const) {
+      for (const name of (await readdir(dir).catch(() => [] as string[])).sort()) {
+        const path = join(dir, name);
+        const s = await stat(path).catch(() => undefined);
+        if (!s?.isFile() || s.mtimeMs >= before) continue;
+        if (!dryRun) await rm(path, { force: true });
+        yield { kind, key: `${dir === this.#tmp ? '.tmp' : '.staging'}/${name}`, bytes: s.size };
+      }
     }
   }
 

@@ -12,6 +12,7 @@ import { manifestBlobs } from '../../schema/manifest-blobs.ts';
 import { blobs } from '../../schema/blobs.ts';
 import { layers } from '../../schema/layers.ts';
 import { repositoryContent } from '../../schema/repository-content.ts';
+import { maintenance } from '../../schema/maintenance.ts';
 import type { Blob, BlobSource, Catalog, Claim, Layer, LayerSource, LeasedKind, Manifest, ManifestReference, PullTally } from '../ports/catalog.ts';
 import type { RepositoryTarget } from '../oci/reference.ts';
 
@@ -59,6 +60,32 @@ export class LibsqlCatalog implements Catalog {
       .values({ repositoryId, tag, digest, resolvedAt: now })
       .onConflictDoUpdate({ target: [tags.repositoryId, tags.tag], set: { digest, resolvedAt: now } });
     await this.#db.insert(repositoryContent).values({ repositoryId, digest, recordedAt: now }).onConflictDoNothing();
+  }
+
+  async claimMaintenance(name: string, owner: string, leaseMs: number, now: number): Promise<boolean> {
+    await this.#db.insert(maintenance).values({ name }).onConflictDoNothing();
+    const claimed = await this.#db
+      .update(maintenance)
+      .set({ leaseOwner: owner, leaseExpiresAt: now + leaseMs })
+      .where(and(eq(maintenance.name, name), or(isNull(maintenance.leaseOwner), lte(maintenance.leaseExpiresAt, now))))
+      .returning({ name: maintenance.name });
+    return claimed.length > 0;
+  }
+
+  async renewMaintenance(name: string, owner: string, leaseMs: number, now: number): Promise<boolean> {
+    const renewed = await this.#db
+      .update(maintenance)
+      .set({ leaseExpiresAt: now + leaseMs })
+      .where(and(eq(maintenance.name, name), eq(maintenance.leaseOwner, owner)))
+      .returning({ name: maintenance.name });
+    return renewed.length > 0;
+  }
+
+  async releaseMaintenance(name: string, owner: string, now: number): Promise<void> {
+    await this.#db
+      .update(maintenance)
+      .set({ leaseOwner: null, leaseExpiresAt: null, lastRunAt: now })
+      .where(and(eq(maintenance.name, name), eq(maintenance.leaseOwner, owner)));
   }
 
   async recordInRepository(target: RepositoryTarget, digest: string, now: number): Promise<void> {

@@ -1,4 +1,4 @@
-import { and, eq, inArray, lte, or, sql } from 'drizzle-orm';
+import { and, count, eq, inArray, lt, lte, or, sql } from 'drizzle-orm';
 import { jobs, type Job } from '../../schema/jobs.ts';
 import type { Database } from './libsql.ts';
 import type { Clock } from '../ports/clock.ts';
@@ -36,6 +36,16 @@ export class LibsqlJobQueue implements JobQueue {
   }
 
   /** Claims the next runnable job for `owner` with a lease of `leaseMs`, or undefined. */
+  /** Jobs done before `before` (epoch ms): counted, and removed unless `dryRun` (garbage collection). */
+  async removeDone(before: number, dryRun: boolean): Promise<number> {
+    const old = and(eq(jobs.state, 'done'), lt(jobs.updatedAt, before));
+    if (dryRun) {
+      const [row] = await this.#db.select({ n: count() }).from(jobs).where(old);
+      return row?.n ?? 0;
+    }
+    return (await this.#db.delete(jobs).where(old).returning({ id: jobs.id })).length;
+  }
+
   async claim(owner: string, leaseMs: number): Promise<Job | undefined> {
     const now = this.#now();
     const runnable = this.#db

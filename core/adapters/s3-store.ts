@@ -9,6 +9,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  ListPartsCommand,
   ListObjectsV2Command,
   S3Client,
   type S3ClientConfig,
@@ -16,7 +17,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { verifyingStream } from '../oci/digest.ts';
-import type { BlobStore, ByteRange, ListedObject, PutOptions, Staging, StagingOptions, StoredObject } from '../ports/blob-store.ts';
+import type { BlobStore, ByteRange, Leftover, ListedObject, PutOptions, Staging, StagingOptions, StoredObject } from '../ports/blob-store.ts';
 import { StoreUnavailableError, errorCodeIn } from '../oci/errors.ts';
 import { streamOf } from '../streams.ts';
 
@@ -191,6 +192,43 @@ export class S3BlobStore implements BlobStore {
         aborted++;
       }
       if (!page.IsTruncated) return aborted;
+      keyMarker = page.NextKeyMarker;
+      uploadIdMarker = page.NextUploadIdMarker;
+    }
+  }
+
+  async *leftovers(before: number, dryRun: boolean): AsyncIterable<Leftover> {
+    const bucket = this.#options.bucket;
+    // Chunk objects and follower announcements under _staging/.
+    let token: string | undefined;
+    do {
+      const page = await this.#client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: STAGING_PREFIX, ContinuationToken: token })).catch((e) => Promise.reject(this.#fault(e)));
+      for (const o of page.Contents ?? []) {
+        if (o.Key === undefined || (o.LastModified?.getTime() ?? 0) >= before) continue;
+        if (!dryRun) await this.#client.send(new DeleteObjectCommand({ Bucket: bucket, Key: o.Key }));
+        yield { kind: 'staging', key: o.Key, bytes: o.Size ?? 0 };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    // Multipart uploads started before: what their parts hold is what an abort frees.
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      const page = await this.#client.send(new ListMultipartUploadsCommand({ Bucket: bucket, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }));
+      for (const u of page.Uploads ?? []) {
+        if (!u.Key || !u.UploadId || (u.Initiated?.getTime() ?? 0) >= before) continue;
+        let bytes = 0;
+        let partMarker: string | undefined;
+        for (;;) {
+          const parts = await this.#client.send(new ListPartsCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId, PartNumberMarker: partMarker }));
+          for (const p of parts.Parts ?? []) bytes += p.Size ?? 0;
+          if (!parts.IsTruncated) break;
+          partMarker = parts.NextPartNumberMarker;
+        }
+        if (!dryRun) await this.#client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }));
+        yield { kind: 'upload', key: `${u.Key}#${u.UploadId}`, bytes };
+      }
+      if (!page.IsTruncated) return;
       keyMarker = page.NextKeyMarker;
       uploadIdMarker = page.NextUploadIdMarker;
     }

@@ -19,6 +19,15 @@ export interface ListedObject {
   modifiedAt: number;
 }
 
+/** Something a store left behind that a GC run removes (core/cache/gc.ts). */
+export interface Leftover {
+  /** `temporary` (a write's scratch file), `staging` (a staged write, a chunk, an announcement), `upload` (an S3 multipart upload), `spool`. */
+  kind: 'temporary' | 'staging' | 'upload' | 'spool';
+  /** Where it is, relative to the store (a path, a key, `<key>#<upload id>`). */
+  key: string;
+  bytes: number;
+}
+
 export interface PutOptions {
   /** When given, the content is verified while it streams and committed only if it matches. */
   expected?: Expected | undefined;
@@ -49,6 +58,11 @@ export interface BlobStore {
   list(prefix: string): AsyncIterable<ListedObject>;
   /** Removes the object; a missing object is not an error. */
   delete(key: string): Promise<void>;
+  /**
+   * The driver's temporaries last written before `before` (epoch ms): yielded, and removed
+   * unless `dryRun`. Never an object under a final key.
+   */
+  leftovers(before: number, dryRun: boolean): AsyncIterable<Leftover>;
   /**
    * One cheap request that proves the store can be used as configured (Node runs it at
    * start-up). Throws StoreUnavailableError naming the variable at fault.

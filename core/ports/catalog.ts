@@ -116,6 +116,14 @@ export interface Catalog {
   renew(kind: LeasedKind, id: string, owner: string, leaseMs: number, now: number): Promise<boolean>;
   fail(kind: LeasedKind, id: string, owner: string, error: { message: string; retryable: boolean }, now: number): Promise<void>;
 
+  /**
+   * The lease of a maintenance run (`gc`): taken when free or run out, renewed by its
+   * owner, released at the end (recording when it ran). One run at a time everywhere.
+   */
+  claimMaintenance(name: string, owner: string, leaseMs: number, now: number): Promise<boolean>;
+  renewMaintenance(name: string, owner: string, leaseMs: number, now: number): Promise<boolean>;
+  releaseMaintenance(name: string, owner: string, now: number): Promise<void>;
+
   /** Adds counted pulls to blob and manifest rows, and moves their last-pulled times forward. */
   recordPulls(tallies: readonly PullTally[]): Promise<void>;
 

@@ -1,3 +1,5 @@
+import type { Leftover } from './blob-store.ts';
+
 /**
  * Local scratch space for a blob in flight: what the one transfer has received so far, so
  * that every client attached to it reads from byte 0 at the upstream's pace without the
@@ -22,4 +24,6 @@ export interface Spool {
    * prefix are removed.
    */
   adopt(prefix: string, id: string): Promise<{ writer: SpoolWriter; size: number } | undefined>;
+  /** Entries of processes that are gone, last written before `before` (epoch ms): listed, and removed unless `dryRun`. */
+  leftovers(before: number, dryRun: boolean): Promise<Leftover[]>;
 }

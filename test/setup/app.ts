@@ -53,11 +53,13 @@ export async function createTestApp(upstream: string | UpstreamConfig, tagTtlSec
     ...options.env,
   });
   const store = options.store ?? new FilesystemBlobStore(join(dir, 'store'));
+  const queue = new LibsqlJobQueue(db, clock);
   const deps = buildDeps(config, {
     catalog: new LibsqlCatalog(db),
     store,
-    queue: new LibsqlJobQueue(db, clock),
-    ...(options.spool === false ? {} : { spool: new FilesystemSpool(join(dir, 'spool')) }),
+    queue,
+    doneJobs: queue,
+    ...(options.spool === false ? {} : { spool: await FilesystemSpool.forProcess(join(dir, 'spool')) }),
     log: process.env.PT_TEST_LOG ? (e) => console.error(JSON.stringify(e)) : () => {},
     clock,
     upstream: { attempts: 1 },

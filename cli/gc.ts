@@ -1,0 +1,41 @@
+// `pullthrough gc [--dry-run]`: asks the server for one garbage-collection run
+// (`POST /api/gc`, the admin grant) and prints what it removed, or would remove, and what
+// that frees.
+import type { WireGcReport } from '../functions/wire.ts';
+
+const kB = (bytes: number) => (bytes >= 1e6 ? `${(bytes / 1e6).toFixed(1)} MB` : `${(bytes / 1e3).toFixed(1)} kB`);
+
+/** The report as lines: one per kind, then each thing named. */
+export function formatGcReport(report: WireGcReport): string[] {
+  if (!report.ran) return ['another garbage collection is running; nothing was done'];
+  const verb = report.dry_run ? 'would remove' : 'removed';
+  const kinds = Object.entries(report.totals);
+  const freed = kinds.reduce((n, [, t]) => n + t.bytes, 0);
+  const lines = kinds.map(([kind, t]) => `${verb} ${t.count} ${kind} (${kB(t.bytes)})`);
+  if (report.done_jobs > 0) lines.push(`${verb} ${report.done_jobs} done jobs`);
+  if (lines.length === 0) lines.push(`nothing to remove`);
+  else lines.push(`${report.dry_run ? 'would free' : 'freed'} ${kB(freed)}`);
+  for (const item of report.items) lines.push(`  ${item.kind} ${item.key} ${item.bytes}`);
+  const named = report.items.length;
+  const counted = kinds.reduce((n, [, t]) => n + t.count, 0);
+  if (counted > named) lines.push(`  … and ${counted - named} more`);
+  return lines;
+}
+
+/** Runs it; the exit status: 0 done, 1 refused or failed. */
+export async function gcCommand(server: string, dryRun: boolean, headers: Record<string, string>): Promise<number> {
+  const url = new URL('/api/gc', server);
+  if (dryRun) url.searchParams.set('dry_run', 'true');
+  const res = await fetch(url, { method: 'POST', headers });
+  const text = await res.text();
+  if (!res.ok) {
+    let detail = text.slice(0, 500);
+    try {
+      detail = JSON.stringify((JSON.parse(text) as { errors?: unknown }).errors ?? detail);
+    } catch {}
+    console.error(`pullthrough gc: the server refused (${res.status}): ${detail}`);
+    return 1;
+  }
+  for (const line of formatGcReport(JSON.parse(text) as WireGcReport)) console.log(line);
+  return 0;
+}
