@@ -2,6 +2,7 @@ import type { UpstreamConfig } from './ports/upstream.ts';
 import { parsePasswordHash, base64url, type ParsedHash } from './auth/password.ts';
 import { parseTokenHash, type AuthConfig } from './auth/access.ts';
 import { ANONYMOUS, AUTHENTICATED, defaultRules, parseRules } from './auth/rules.ts';
+import { patternProblem } from './auth/patterns.ts';
 import type { SigningKey } from './auth/token.ts';
 
 export const DEFAULT_UPSTREAMS: Readonly<Record<string, UpstreamConfig>> = {
@@ -83,6 +84,10 @@ export const VARIABLES = [
   { name: 'AUTH_TOKEN_KEYS', default: 'made at start (a Worker with users or tokens needs it set)', doc: 'keys that sign the tokens of `GET /token`: `<key id>:<secret, base64url of ≥ 32 bytes>`, comma-separated; the first signs, all verify', runtime: 'both', secret: true },
   { name: 'AUTH_TOKEN_TTL_SECONDS', default: '`900`', doc: 'lifetime of the tokens of `GET /token`', runtime: 'both' },
   { name: 'AUTH_SERVICE', default: '`pullthrough`', doc: 'the `service` of the token flow (challenges and token audience)', runtime: 'both' },
+  { name: 'CACHE_MAX_BYTES', default: '`0` (no cap)', doc: 'when the stored blobs and extracted layers add up to more, garbage collection evicts the least recently pulled down to `CACHE_LOW_WATER_PERCENT` of it', runtime: 'both' },
+  { name: 'CACHE_LOW_WATER_PERCENT', default: '`90`', doc: 'where eviction past `CACHE_MAX_BYTES` stops, in percent of it', runtime: 'both' },
+  { name: 'CACHE_MAX_AGE_SECONDS', default: '`0` (none)', doc: 'blobs not pulled for this long are evicted (with their extracted layers)', runtime: 'both' },
+  { name: 'CACHE_PINNED', default: 'none', doc: 'repository patterns never evicted, comma-separated, as in `AUTH_RULES`: e.g. `docker.io/library/*, ghcr.io/acme/**`', runtime: 'both' },
   { name: 'GC_INTERVAL_SECONDS', default: '`3600`', doc: 'how often the Node server runs garbage collection (sweeps of temporaries, stagings, uploads and spools a day old, done jobs a week old); `0`: only on demand (`POST /api/gc`, `pullthrough gc`). Workers run it from the cron trigger', runtime: 'node' },
   { name: 'COLD_RATE_PER_MINUTE', default: '`0` (off) when `HOST` is a loopback address, else `120`', doc: 'requests a minute per identity (per address for anonymous) that may make the mirror contact an upstream; more answer 429 (`0`: no limit)', runtime: 'both' },
 ] as const satisfies readonly Variable[];
@@ -140,6 +145,17 @@ export interface Config {
   coldRatePerMinute: number;
   /** Seconds between garbage collections on Node; 0: on demand only. */
   gcIntervalSeconds: number;
+  retention: RetentionConfig;
+}
+
+export interface RetentionConfig {
+  /** 0: no cap. */
+  maxBytes: number;
+  lowWaterPercent: number;
+  /** 0: no age bound. */
+  maxAgeSeconds: number;
+  /** Repository patterns (core/auth/patterns.ts) never evicted. */
+  pinned: string[];
 }
 
 export const EXTRACT_MODES = ['eager', 'on-demand', 'off'] as const;
@@ -261,8 +277,23 @@ export function parseConfig(env: Env): Config {
     publicUrl,
     auth: auth(env, ups),
     gcIntervalSeconds: integer(env, 'GC_INTERVAL_SECONDS', 3600, 0, 30 * 24 * 3600),
+    retention: {
+      maxBytes: integer(env, 'CACHE_MAX_BYTES', 0, 0),
+      lowWaterPercent: integer(env, 'CACHE_LOW_WATER_PERCENT', 90, 1, 100),
+      maxAgeSeconds: integer(env, 'CACHE_MAX_AGE_SECONDS', 0, 0),
+      pinned: pinnedPatterns(env),
+    },
     coldRatePerMinute: integer(env, 'COLD_RATE_PER_MINUTE', isLoopback(read(env, 'HOST') ?? '127.0.0.1') ? 0 : 120, 0, 1_000_000),
   };
+}
+
+function pinnedPatterns(env: Env): string[] {
+  const patterns = (read(env, 'CACHE_PINNED') ?? '').split(/[\s,]+/).filter(Boolean);
+  for (const p of patterns) {
+    const problem = patternProblem(p);
+    if (problem) throw new ConfigError('CACHE_PINNED', `${JSON.stringify(p)}: the pattern ${problem}`);
+  }
+  return patterns;
 }
 
 const isLoopback = (host: string) => /^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(host);

@@ -2,7 +2,7 @@ import { Hono } from 'hono';
 import { admitting } from '../core/registry/admission.ts';
 import { rootfsPlan, type PlanDeps } from '../core/sandbox/plan.ts';
 import { parsePlatform } from '../core/oci/manifest.ts';
-import type { AppEnv } from './env.ts';
+import { inBackground, type AppEnv } from './env.ts';
 import { target, type RoutingConfig } from './target.ts';
 import { wirePlan } from './wire.ts';
 import type { AccessDeps } from './access.ts';
@@ -16,6 +16,7 @@ export function rootfsRoutes(plan: PlanDeps, routing: RoutingConfig, access: Acc
   app.get('/rootfs/:image{.+}', target(routing, 'image'), async (c) => {
     const platformText = c.req.query('platform');
     const answer = await rootfsPlan({ ...plan, manifests: admitting(plan.manifests, c.var.admit) }, c.var.target, c.var.reference, platformText ? parsePlatform(platformText) : undefined);
+    inBackground(c, answer.background);
     // Behind a proxy (TLS terminated in front), the request's origin is not the client's.
     // Where access is controlled, this server's layer URLs carry a token for the repository,
     // so that a sandbox handed the plan reads them without credentials of its own.

@@ -51,11 +51,12 @@ export interface WireGcReport {
   ms: number;
   totals: Record<string, { count: number; bytes: number }>;
   done_jobs: number;
-  items: Array<{ kind: string; key: string; bytes: number }>;
+  items: Array<{ kind: string; key: string; bytes: number; reason?: string }>;
+  stored_bytes: { before: number; after: number };
 }
 
 export function wireGcReport(report: GcReport): WireGcReport {
-  return { ran: report.ran, dry_run: report.dryRun, started_at: report.startedAt, ms: report.ms, totals: report.totals, done_jobs: report.doneJobs, items: report.items };
+  return { ran: report.ran, dry_run: report.dryRun, started_at: report.startedAt, ms: report.ms, totals: report.totals, done_jobs: report.doneJobs, items: report.items, stored_bytes: report.storedBytes };
 }
 
 /** A token the plan's own URLs carry, and when it expires (epoch ms). */

@@ -1,11 +1,12 @@
 import { sqliteTable, integer, text, index } from 'drizzle-orm/sqlite-core';
 
-export const BLOB_STATES = ['pending', 'fetching', 'ready', 'failed'] as const;
+export const BLOB_STATES = ['pending', 'fetching', 'ready', 'failed', 'evicted'] as const;
 export type BlobState = (typeof BLOB_STATES)[number];
 
 /**
  * One row per blob digest. `pending → fetching → ready`, or `failed` with the error and
- * attempt count. The lease makes exactly one consumer the owner while fetching.
+ * attempt count; `evicted` once retention removed its object (a later pull fetches it
+ * again, as from pending). The lease makes exactly one consumer the owner while fetching.
  */
 export const blobs = sqliteTable(
   'blobs',

@@ -95,7 +95,17 @@ export function buildDeps(config: Config, parts: Parts): Deps {
   const leaseMs = config.jobLeaseSeconds * 1000;
   const transfers = new Transfers({ catalog, store, upstreams, spool: parts.spool, leaseMs, clock, log, ...parts.transfer });
   const plan = { manifests, extractOff: config.extract === 'off', presignTtlSeconds: config.presignTtlSeconds };
-  const gc: GcDeps = { catalog, store, spool: parts.spool, doneJobs: parts.doneJobs, clock, leaseMs, log };
+  const gc: GcDeps = {
+    catalog,
+    store,
+    spool: parts.spool,
+    doneJobs: parts.doneJobs,
+    clock,
+    leaseMs,
+    log,
+    retention: config.retention,
+    guardMs: (config.presignTtlSeconds + config.pullFlushSeconds + 60) * 1000,
+  };
   return {
     app: {
       manifests,

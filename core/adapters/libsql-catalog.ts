@@ -62,6 +62,68 @@ export class LibsqlCatalog implements Catalog {
     await this.#db.insert(repositoryContent).values({ repositoryId, digest, recordedAt: now }).onConflictDoNothing();
   }
 
+  async repositoriesReaching(digest: string): Promise<RepositoryTarget[]> {
+    const rows = await this.#db.all<{ upstream: string; name: string }>(sql`
+      WITH holders AS (
+        SELECT ${digest} AS digest
+        UNION SELECT manifest_digest FROM manifest_blobs WHERE blob_digest = ${digest}
+        UNION SELECT parent.manifest_digest FROM manifest_blobs m JOIN manifest_blobs parent ON parent.blob_digest = m.manifest_digest AND parent.kind = 'manifest' WHERE m.blob_digest = ${digest}
+      )
+      SELECT DISTINCT r.upstream AS upstream, r.name AS name FROM repository_content c JOIN repositories r ON r.id = c.repository_id WHERE c.digest IN (SELECT digest FROM holders)`);
+    return rows.map((r) => ({ upstream: r.upstream, name: r.name }));
+  }
+
+  async readyLayersOf(blobDigest: string): Promise<Layer[]> {
+    return this.#db.select().from(layers).where(and(eq(layers.blobDigest, blobDigest), eq(layers.state, 'ready')));
+  }
+
+  async layersOfEvicted(limit: number): Promise<Layer[]> {
+    const rows = await this.#db
+      .select({ layer: layers })
+      .from(layers)
+      .leftJoin(blobs, eq(blobs.digest, layers.blobDigest))
+      .where(and(eq(layers.state, 'ready'), or(isNull(blobs.digest), sql`${blobs.state} <> 'ready'`)))
+      .limit(limit);
+    return rows.map((r) => r.layer);
+  }
+
+  async beginEviction<K extends LeasedKind>(kind: K, id: string, owner: string, leaseMs: number, notPulledSince: number, now: number): Promise<(K extends 'blob' ? Blob : Layer) | undefined> {
+    type Row = K extends 'blob' ? Blob : Layer;
+    const lease = { leaseOwner: owner, leaseExpiresAt: now + leaseMs, updatedAt: now };
+    if (kind === 'blob') {
+      const [row] = await this.#db
+        .update(blobs)
+        .set({ state: 'evicted', readyAt: null, ...lease })
+        .where(and(eq(blobs.digest, id), eq(blobs.state, 'ready'), lte(sql`max(coalesce(${blobs.lastPulledAt}, 0), coalesce(${blobs.readyAt}, 0))`, notPulledSince)))
+        .returning();
+      return row as Row | undefined;
+    }
+    const [row] = await this.#db
+      .update(layers)
+      .set({ state: 'extracting', ...lease })
+      .where(
+        and(
+          eq(layers.diffId, id),
+          eq(layers.state, 'ready'),
+          lte(sql`coalesce(${layers.readyAt}, 0)`, notPulledSince),
+          sql`NOT EXISTS (SELECT 1 FROM blobs WHERE blobs.digest = ${layers.blobDigest} AND blobs.state = 'ready')`,
+        ),
+      )
+      .returning();
+    return row as Row | undefined;
+  }
+
+  async endEviction(kind: LeasedKind, id: string, owner: string, now: number): Promise<void> {
+    if (kind === 'blob') {
+      await this.#db.update(blobs).set({ leaseOwner: null, leaseExpiresAt: null, updatedAt: now }).where(and(eq(blobs.digest, id), eq(blobs.leaseOwner, owner)));
+      return;
+    }
+    await this.#db
+      .update(layers)
+      .set({ state: 'pending', size: null, fileCount: null, tocDigest: null, readyAt: null, queuedAt: null, leaseOwner: null, leaseExpiresAt: null, updatedAt: now })
+      .where(and(eq(layers.diffId, id), eq(layers.leaseOwner, owner)));
+  }
+
   async claimMaintenance(name: string, owner: string, leaseMs: number, now: number): Promise<boolean> {
     await this.#db.insert(maintenance).values({ name }).onConflictDoNothing();
     const claimed = await this.#db
@@ -235,7 +297,17 @@ export class LibsqlCatalog implements Catalog {
     const [claimed] = await this.#db
       .update(table)
       .set({ state: busy, leaseOwner: owner, leaseExpiresAt: now + leaseMs, attempts: sql`${table.attempts} + 1`, updatedAt: now })
-      .where(and(eq(idColumn, id), or(inArray(table.state, ['pending', 'failed']), and(eq(table.state, busy), lte(table.leaseExpiresAt, now)))))
+      .where(
+        and(
+          eq(idColumn, id),
+          or(
+            inArray(table.state, ['pending', 'failed']),
+            and(eq(table.state, busy), lte(table.leaseExpiresAt, now)),
+            // An evicted blob is fetched again, once retention has let go of it.
+            kind === 'blob' ? and(eq(blobs.state, 'evicted'), or(isNull(blobs.leaseOwner), lte(blobs.leaseExpiresAt, now))) : undefined,
+          ),
+        ),
+      )
       .returning();
     if (claimed) return { claimed: claimed as Row };
     const [current] = await this.#db.select().from(table).where(eq(idColumn, id));
@@ -282,12 +354,13 @@ export class LibsqlCatalog implements Catalog {
     return { blobs: Number(b?.n ?? 0), blobBytes: Number(b?.bytes ?? 0), layers: Number(l?.n ?? 0), layerBytes: Number(l?.bytes ?? 0) };
   }
 
-  async leastRecentlyPulled(limit: number): Promise<Array<{ digest: string; size: number; lastPulledAt: number }>> {
-    const lastPulledAt = sql<number>`coalesce(${blobs.lastPulledAt}, ${blobs.readyAt}, 0)`;
+  async leastRecentlyPulled(limit: number, after?: { lastPulledAt: number; digest: string }): Promise<Array<{ digest: string; size: number; lastPulledAt: number }>> {
+    // Refetched after an eviction counts as pulled then: max, not coalesce.
+    const lastPulledAt = sql<number>`max(coalesce(${blobs.lastPulledAt}, 0), coalesce(${blobs.readyAt}, 0))`;
     const rows = await this.#db
       .select({ digest: blobs.digest, size: blobs.size, lastPulledAt })
       .from(blobs)
-      .where(eq(blobs.state, 'ready'))
+      .where(and(eq(blobs.state, 'ready'), after ? sql`(${lastPulledAt}, ${blobs.digest}) > (${after.lastPulledAt}, ${after.digest})` : undefined))
       .orderBy(lastPulledAt, blobs.digest)
       .limit(limit);
     return rows.map((r) => ({ digest: r.digest, size: r.size ?? 0, lastPulledAt: Number(r.lastPulledAt) }));

@@ -1,7 +1,28 @@
 /**
- * Garbage collection: the sweeps of what the cache leaves behind, run under one lease so
- * that one run at a time works across processes and isolates (issue 14; eviction by size
- * and age comes here next).
+ * Garbage collection: retention (eviction by size and age) and the sweeps of what the
+ * cache leaves behind, run under one lease so that one run at a time works across
+ * processes and isolates.
+ *
+ * Eviction: when the ready blobs and extracted layers add up to more than
+ * `CACHE_MAX_BYTES`, the least recently pulled blobs go, each with its extracted layers,
+ * until they are at `CACHE_LOW_WATER_PERCENT` of it; blobs not pulled for
+ * `CACHE_MAX_AGE_SECONDS` go too. A blob that a `CACHE_PINNED` repository reaches stays,
+ * and so does one pulled (or handed out in a plan) within the guard: a presigned URL's
+ * lifetime plus the pull-count batch interval and a minute. Manifests and tags stay: a
+ * later pull of an evicted blob fetches it again, as one never fetched.
+ *
+ * The eviction of one blob, each step one statement or one delete, so that a run killed
+ * anywhere leaves nothing a client could see half-deleted (a row says ready only while
+ * its objects exist):
+ *   1. the row goes `ready → evicted` under the run's lease, only if it is still ready
+ *      and not pulled since the guard (one UPDATE: a pull or transfer that raced us wins);
+ *      from here no client is served its object, and no transfer can write it (the lease);
+ *   2. the object is deleted; 3. the lease is freed: a later pull fetches it again.
+ *   Killed after 1 or 2: the lease runs out and the row is an ordinary evicted one; an
+ *   object left under its key is rewritten by the next fetch.
+ * Its extracted layers follow (any ready layer whose blob is not ready): the layer row goes
+ * `ready → extracting` under the lease (no extraction can start), its layer.tar and
+ * toc.json are deleted, the row goes back to pending.
  *
  * What a run removes, each older than its bound by the caller's clock:
  * - the stores' temporaries (`BlobStore.leftovers`): the filesystem store's `.tmp/` and
@@ -27,6 +48,8 @@ import type { Catalog } from '../ports/catalog.ts';
 import type { BlobStore, Leftover } from '../ports/blob-store.ts';
 import type { Spool } from '../ports/spool.ts';
 import type { Clock } from '../ports/clock.ts';
+import type { RetentionConfig } from '../config.ts';
+import { matchesPattern } from '../auth/patterns.ts';
 import { whileLeased } from './lease.ts';
 
 export const DAY_MS = 24 * 3600 * 1000;
@@ -47,7 +70,15 @@ export interface GcDeps {
   clock: Clock;
   leaseMs: number;
   log: (entry: Record<string, unknown>) => void;
+  retention: RetentionConfig;
+  /** Nothing pulled (or handed out in a plan) this recently is evicted: PRESIGN_TTL_SECONDS + PULL_FLUSH_SECONDS + a minute. */
+  guardMs: number;
 }
+
+/** Candidates read from the catalog at a time. */
+const EVICTION_PAGE = 200;
+/** Evicted layers handled at a time. */
+const LAYER_PAGE = 200;
 
 export interface GcReport {
   /** False when another run held the lease: nothing was done. */
@@ -59,14 +90,25 @@ export interface GcReport {
   totals: Record<string, { count: number; bytes: number }>;
   doneJobs: number;
   /** The first REPORTED_ITEMS removed things. */
-  items: Leftover[];
+  items: Array<Leftover | Evicted>;
+  /** What the catalog counted stored (ready blobs and layers) before the run, and after it (or after it would have run). */
+  storedBytes: { before: number; after: number };
+}
+
+/** A blob or extracted layer retention removed (or, in a dry run, would remove). */
+export interface Evicted {
+  kind: 'blob' | 'layer';
+  key: string;
+  bytes: number;
+  /** Why: `size` (over CACHE_MAX_BYTES) or `age` (CACHE_MAX_AGE_SECONDS). */
+  reason?: 'size' | 'age';
 }
 
 /** One GC run, or a report that another is running. Throws what the catalog throws when the lease cannot be taken. */
 export async function runGc(deps: GcDeps, options: { dryRun?: boolean; owner: string }): Promise<GcReport> {
   const dryRun = options.dryRun ?? false;
   const started = deps.clock();
-  const report: GcReport = { ran: false, dryRun, startedAt: new Date(started).toISOString(), ms: 0, totals: {}, doneJobs: 0, items: [] };
+  const report: GcReport = { ran: false, dryRun, startedAt: new Date(started).toISOString(), ms: 0, totals: {}, doneJobs: 0, items: [], storedBytes: { before: 0, after: 0 } };
   if (!(await deps.catalog.claimMaintenance('gc', options.owner, deps.leaseMs, started))) {
     deps.log({ msg: 'gc', outcome: 'another run holds the lease' });
     return report;
@@ -76,12 +118,13 @@ export async function runGc(deps: GcDeps, options: { dryRun?: boolean; owner: st
     await whileLeased(
       { what: 'gc', leaseMs: deps.leaseMs, renew: () => deps.catalog.renewMaintenance('gc', options.owner, deps.leaseMs, deps.clock()) },
       async (signal) => {
-        const count = (item: Leftover) => {
+        const count = (item: Leftover | Evicted) => {
           const total = (report.totals[item.kind] ??= { count: 0, bytes: 0 });
           total.count++;
           total.bytes += item.bytes;
           if (report.items.length < REPORTED_ITEMS) report.items.push(item);
         };
+        await evict(deps, options.owner, dryRun, started, report, count, signal);
         const before = started - LEFTOVER_AGE_MS;
         for await (const item of deps.store.leftovers(before, dryRun)) {
           signal.throwIfAborted();
@@ -98,4 +141,77 @@ export async function runGc(deps: GcDeps, options: { dryRun?: boolean; owner: st
   report.ms = deps.clock() - started;
   deps.log({ msg: 'gc', outcome: dryRun ? 'dry run' : 'done', ms: report.ms, totals: report.totals, done_jobs: report.doneJobs });
   return report;
+}
+
+/** Retention's part of a run: see the header. */
+async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, report: GcReport, count: (item: Evicted) => void, signal: AbortSignal): Promise<void> {
+  const { catalog, store, retention } = deps;
+  const usage = await catalog.usage();
+  let stored = usage.blobBytes + usage.layerBytes;
+  report.storedBytes = { before: stored, after: stored };
+  const overCap = retention.maxBytes > 0 && stored > retention.maxBytes;
+  const lowWater = Math.floor((retention.maxBytes * retention.lowWaterPercent) / 100);
+  const ageCutoff = retention.maxAgeSeconds > 0 ? now - retention.maxAgeSeconds * 1000 : undefined;
+  if (!overCap && ageCutoff === undefined) return;
+  const guard = now - deps.guardMs;
+  const pinned = async (digest: string) =>
+    retention.pinned.length > 0 && (await catalog.repositoriesReaching(digest)).some((r) => retention.pinned.some((p) => matchesPattern(p, r.upstream, r.name)));
+
+  let after: { lastPulledAt: number; digest: string } | undefined;
+  for (;;) {
+    const page = await catalog.leastRecentlyPulled(EVICTION_PAGE, after);
+    if (page.length === 0) break;
+    for (const candidate of page) {
+      signal.throwIfAborted();
+      after = candidate;
+      const bySize = overCap && stored > lowWater;
+      const byAge = ageCutoff !== undefined && candidate.lastPulledAt < ageCutoff;
+      if (!bySize && !byAge) return finishLayers();
+      if (candidate.lastPulledAt > guard || (await pinned(candidate.digest))) continue;
+      const layers = await catalog.readyLayersOf(candidate.digest);
+      const freed = candidate.size + layers.reduce((n, l) => n + (l.size ?? 0), 0);
+      if (dryRun) {
+        count({ kind: 'blob', key: candidate.digest, bytes: candidate.size, reason: bySize ? 'size' : 'age' });
+        for (const l of layers) count({ kind: 'layer', key: l.diffId, bytes: l.size ?? 0, reason: bySize ? 'size' : 'age' });
+        stored -= freed;
+        continue;
+      }
+      const row = await catalog.beginEviction('blob', candidate.digest, owner, deps.leaseMs, guard, deps.clock());
+      if (!row) continue; // pulled, or taken, meanwhile
+      try {
+        await store.delete(row.storageKey);
+      } finally {
+        await catalog.endEviction('blob', row.digest, owner, deps.clock());
+      }
+      count({ kind: 'blob', key: row.digest, bytes: candidate.size, reason: bySize ? 'size' : 'age' });
+      stored -= candidate.size;
+      // Its layers now belong to a blob that is not ready: removed below, and counted now for the stop condition.
+      stored -= freed - candidate.size;
+    }
+  }
+  return finishLayers();
+
+  /** Extracted layers whose blob is evicted: removed (after the blobs of this run). */
+  async function finishLayers(): Promise<void> {
+    report.storedBytes.after = Math.max(0, stored);
+    if (dryRun) return;
+    for (;;) {
+      const layers = await catalog.layersOfEvicted(LAYER_PAGE);
+      let removed = 0;
+      for (const layer of layers) {
+        signal.throwIfAborted();
+        const row = await catalog.beginEviction('layer', layer.diffId, owner, deps.leaseMs, guard, deps.clock());
+        if (!row) continue;
+        try {
+          await store.delete(row.tarKey);
+          await store.delete(row.tocKey);
+        } finally {
+          await catalog.endEviction('layer', row.diffId, owner, deps.clock());
+        }
+        count({ kind: 'layer', key: row.diffId, bytes: layer.size ?? 0 });
+        removed++;
+      }
+      if (layers.length < LAYER_PAGE || removed === 0) return;
+    }
+  }
 }

@@ -130,8 +130,23 @@ export interface Catalog {
   /** What the store holds, by the catalog: ready blobs and extracted layers, counted and summed (retention, the status page). */
   usage(): Promise<{ blobs: number; blobBytes: number; layers: number; layerBytes: number }>;
   /**
-   * Ready blobs, least recently pulled first (never pulled counts as pulled when it became
-   * ready), at most `limit`: retention's eviction order.
+   * Ready blobs, least recently pulled first (becoming ready, a first time or again after
+   * an eviction, counts as a pull), at most `limit`, after `after` when given: retention's eviction order.
    */
-  leastRecentlyPulled(limit: number): Promise<Array<{ digest: string; size: number; lastPulledAt: number }>>;
+  leastRecentlyPulled(limit: number, after?: { lastPulledAt: number; digest: string }): Promise<Array<{ digest: string; size: number; lastPulledAt: number }>>;
+  /** The repositories that reach a digest (the reverse of `inRepository`): retention's pins. */
+  repositoriesReaching(digest: string): Promise<RepositoryTarget[]>;
+  /** Extracted layers of a blob (ready), for what evicting it frees. */
+  readyLayersOf(blobDigest: string): Promise<Layer[]>;
+  /** Ready layers whose blob is not ready (evicted): removed with their blobs. At most `limit`. */
+  layersOfEvicted(limit: number): Promise<Layer[]>;
+  /**
+   * Retention takes a blob or a layer away: a ready blob not pulled since `notPulledSince`
+   * becomes `evicted`, a ready layer of a blob that is not ready becomes `extracting`, each
+   * leased to `owner` while its objects are removed, so that no transfer or extraction
+   * writes them meanwhile. Undefined when the row no longer qualifies.
+   */
+  beginEviction<K extends LeasedKind>(kind: K, id: string, owner: string, leaseMs: number, notPulledSince: number, now: number): Promise<(K extends 'blob' ? Blob : Layer) | undefined>;
+  /** Its objects are gone: the lease is freed; a layer goes back to pending (extracted again when a plan asks). */
+  endEviction(kind: LeasedKind, id: string, owner: string, now: number): Promise<void>;
 }

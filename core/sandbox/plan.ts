@@ -56,6 +56,8 @@ export interface RootfsPlan {
   ready: boolean;
   /** When the presigned URLs stop working (epoch ms, whole seconds as S3 counts), when there are some. */
   urlsExpireAt?: number;
+  /** Bookkeeping to finish after the response (a batch of pull counts), when some is due. */
+  background?: Promise<void> | undefined;
   layers: PlannedLayer[];
 }
 
@@ -140,6 +142,10 @@ export async function rootfsPlan(deps: PlanDeps, target: RepositoryTarget, refer
     const sent = await catalog.markExtractSent(due, now, now - RESEND_AFTER_MS);
     if (sent.length > 0) await queue.send(sent.map((diffId) => ({ kind: 'extract' as const, diffId })));
   }
+  // A plan hands out its layers' objects: each counts as a pull of the layer's blob, so that
+  // retention keeps them (and their blobs) for at least the URLs' lifetime.
+  let background: Promise<void> | undefined;
+  for (const { d } of descriptors) background = deps.manifests.pulls.count('blob', d.digest) ?? background;
   const planned: PlannedLayer[] = [];
   let presigned = false;
   for (const { d, diffId, compression } of descriptors) {
@@ -169,6 +175,7 @@ export async function rootfsPlan(deps: PlanDeps, target: RepositoryTarget, refer
     planned.push(layer);
   }
   return {
+    background,
     upstream: target.upstream,
     name: target.name,
     manifest: manifest.digest,

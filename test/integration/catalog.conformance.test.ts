@@ -204,6 +204,50 @@ for (const adapter of adapters) {
       }
     });
 
+    test('eviction: only a ready blob not pulled since the bound, under a lease no transfer takes until it ends; its layers follow; the maintenance lease is one at a time', async () => {
+      const fresh = await adapter.database('eviction');
+      const { db, close: closeFresh } = await openDatabase(fresh.url, fresh.authToken);
+      const c = new LibsqlCatalog(db);
+      try {
+        await c.recordBlob(blobSource(700, 10), 0);
+        await c.claim('blob', digest(700), 'w', 10_000, 1000);
+        await c.blobStored(digest(700), 'w', 10, 1000);
+        await c.recordLayer(layerSource(710, 700), 0);
+        await c.claim('layer', digest(710), 'w', 10_000, 1000);
+        await c.layerStored(digest(710), 'w', { size: 100, fileCount: 1, tocDigest: digest(1) }, 1000);
+        await c.recordInRepository(target, digest(700), 0);
+        assert.deepEqual(await c.repositoriesReaching(digest(700)), [target]);
+        assert.deepEqual((await c.readyLayersOf(digest(700))).map((l) => l.diffId), [digest(710)]);
+        assert.equal(await c.beginEviction('blob', digest(700), 'gc', 5000, 999, 2000), undefined, 'pulled (made ready) after the bound');
+        assert.deepEqual(await c.layersOfEvicted(10), [], 'its blob is ready');
+        assert.equal(await c.beginEviction('layer', digest(710), 'gc', 5000, 2000, 2000), undefined, 'a layer goes only after its blob');
+        const row = await c.beginEviction('blob', digest(700), 'gc', 5000, 1000, 2000);
+        assert.equal(row?.state, 'evicted');
+        assert.equal(await c.beginEviction('blob', digest(700), 'gc2', 5000, 1000, 2000), undefined, 'once');
+        assert.equal((await c.claim('blob', digest(700), 't', 5000, 3000)).claimed, undefined, 'no transfer under the eviction lease');
+        assert.deepEqual((await c.layersOfEvicted(10)).map((l) => l.diffId), [digest(710)]);
+        assert.equal((await c.beginEviction('layer', digest(710), 'gc', 5000, 2000, 2000))?.state, 'extracting');
+        assert.equal((await c.claim('layer', digest(710), 'x', 5000, 3000)).claimed, undefined, 'no extraction under it');
+        await c.endEviction('layer', digest(710), 'gc', 3000);
+        assert.deepEqual([(await c.layer(digest(710)))?.state, (await c.layer(digest(710)))?.size], ['pending', null]);
+        await c.endEviction('blob', digest(700), 'gc', 3000);
+        assert.equal((await c.claim('blob', digest(700), 't', 5000, 3000)).claimed?.state, 'fetching', 'fetched again once it ends');
+        assert.deepEqual(await c.usage(), { blobs: 0, blobBytes: 0, layers: 0, layerBytes: 0 });
+
+        assert.equal(await c.claimMaintenance('gc', 'a', 1000, 0), true);
+        assert.equal(await c.claimMaintenance('gc', 'b', 1000, 500), false, 'held');
+        assert.equal(await c.renewMaintenance('gc', 'a', 1000, 900), true);
+        assert.equal(await c.renewMaintenance('gc', 'b', 1000, 900), false);
+        assert.equal(await c.claimMaintenance('gc', 'b', 1000, 1950), true, 'taken over once it ran out');
+        await c.releaseMaintenance('gc', 'a', 2000);
+        assert.equal(await c.claimMaintenance('gc', 'c', 1000, 2000), false, 'a release by a former owner changes nothing');
+        await c.releaseMaintenance('gc', 'b', 2000);
+        assert.equal(await c.claimMaintenance('gc', 'c', 1000, 2000), true);
+      } finally {
+        closeFresh();
+      }
+    });
+
     test('several processes writing at once lose nothing: every call succeeds and each row has one winner', async () => {
       const db = await adapter.database('processes');
       // Migrate once, as the first server to start does.
