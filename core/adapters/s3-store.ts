@@ -180,71 +180,67 @@ export class S3BlobStore implements BlobStore {
   /** Aborts every open multipart upload for exactly `key`. Returns how many there were. */
   async abortIncompleteUploads(key: string): Promise<number> {
     let aborted = 0;
+    for await (const u of this.#uploads(key)) {
+      if (u.Key !== key) continue;
+      await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#options.bucket, Key: key, UploadId: u.UploadId }));
+      aborted++;
+    }
+    return aborted;
+  }
+
+  /** The open multipart uploads under `prefix` (all of them without one), a page at a time. */
+  async *#uploads(prefix?: string): AsyncGenerator<{ Key: string; UploadId: string; Initiated: number }> {
     let keyMarker: string | undefined;
     let uploadIdMarker: string | undefined;
     for (;;) {
       const page = await this.#client.send(
-        new ListMultipartUploadsCommand({ Bucket: this.#options.bucket, Prefix: key, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+        new ListMultipartUploadsCommand({ Bucket: this.#options.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
       );
-      for (const u of page.Uploads ?? []) {
-        if (u.Key !== key || !u.UploadId) continue;
-        await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#options.bucket, Key: key, UploadId: u.UploadId }));
-        aborted++;
-      }
-      if (!page.IsTruncated) return aborted;
-      keyMarker = page.NextKeyMarker;
-      uploadIdMarker = page.NextUploadIdMarker;
-    }
-  }
-
-  async *leftovers(before: number, dryRun: boolean): AsyncIterable<Leftover> {
-    const bucket = this.#options.bucket;
-    // Chunk objects and follower announcements under _staging/.
-    let token: string | undefined;
-    do {
-      const page = await this.#client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: STAGING_PREFIX, ContinuationToken: token })).catch((e) => Promise.reject(this.#fault(e)));
-      for (const o of page.Contents ?? []) {
-        if (o.Key === undefined || (o.LastModified?.getTime() ?? 0) >= before) continue;
-        if (!dryRun) await this.#client.send(new DeleteObjectCommand({ Bucket: bucket, Key: o.Key }));
-        yield { kind: 'staging', key: o.Key, bytes: o.Size ?? 0 };
-      }
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
-    // Multipart uploads started before: what their parts hold is what an abort frees.
-    let keyMarker: string | undefined;
-    let uploadIdMarker: string | undefined;
-    for (;;) {
-      const page = await this.#client.send(new ListMultipartUploadsCommand({ Bucket: bucket, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }));
-      for (const u of page.Uploads ?? []) {
-        if (!u.Key || !u.UploadId || (u.Initiated?.getTime() ?? 0) >= before) continue;
-        let bytes = 0;
-        let partMarker: string | undefined;
-        for (;;) {
-          const parts = await this.#client.send(new ListPartsCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId, PartNumberMarker: partMarker }));
-          for (const p of parts.Parts ?? []) bytes += p.Size ?? 0;
-          if (!parts.IsTruncated) break;
-          partMarker = parts.NextPartNumberMarker;
-        }
-        if (!dryRun) await this.#client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }));
-        yield { kind: 'upload', key: `${u.Key}#${u.UploadId}`, bytes };
-      }
+      for (const u of page.Uploads ?? []) if (u.Key && u.UploadId) yield { Key: u.Key, UploadId: u.UploadId, Initiated: u.Initiated?.getTime() ?? 0 };
       if (!page.IsTruncated) return;
       keyMarker = page.NextKeyMarker;
       uploadIdMarker = page.NextUploadIdMarker;
     }
   }
 
-  async *list(prefix: string): AsyncIterable<ListedObject> {
+  /** Every object under `prefix`, staging included, a page at a time. */
+  async *#objects(prefix: string): AsyncGenerator<ListedObject> {
     let token: string | undefined;
     do {
       const page = await this.#client
         .send(new ListObjectsV2Command({ Bucket: this.#options.bucket, Prefix: prefix, ContinuationToken: token }))
         .catch((e) => Promise.reject(this.#fault(e)));
-      for (const o of page.Contents ?? []) {
-        if (o.Key !== undefined && !o.Key.startsWith(STAGING_PREFIX)) yield { key: o.Key, size: o.Size ?? 0, modifiedAt: o.LastModified?.getTime() ?? 0 };
-      }
+      for (const o of page.Contents ?? []) if (o.Key !== undefined) yield { key: o.Key, size: o.Size ?? 0, modifiedAt: o.LastModified?.getTime() ?? 0 };
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
+  }
+
+  async *leftovers(before: number, dryRun: boolean): AsyncIterable<Leftover> {
+    const bucket = this.#options.bucket;
+    // Chunk objects and follower announcements under _staging/.
+    for await (const o of this.#objects(STAGING_PREFIX)) {
+      if (o.modifiedAt >= before) continue;
+      if (!dryRun) await this.#client.send(new DeleteObjectCommand({ Bucket: bucket, Key: o.key }));
+      yield { kind: 'staging', key: o.key, bytes: o.size };
+    }
+    // Multipart uploads started before: what their parts hold is what an abort frees.
+    for await (const u of this.#uploads()) {
+      if (u.Initiated >= before) continue;
+      let bytes = 0;
+      let partMarker: string | undefined;
+      for (;;) {
+        const parts = await this.#client.send(new ListPartsCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId, PartNumberMarker: partMarker }));
+        for (const p of parts.Parts ?? []) bytes += p.Size ?? 0;
+        if (!parts.IsTruncated) break;
+        partMarker = parts.NextPartNumberMarker;
+      }
+      if (!dryRun) await this.#client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }));
+      yield { kind: 'upload', key: `${u.Key}#${u.UploadId}`, bytes };
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ListedObject> {
+    for await (const o of this.#objects(prefix)) if (!o.key.startsWith(STAGING_PREFIX)) yield o;
   }
 
   async delete(key: string): Promise<void> {
