@@ -31,6 +31,8 @@ export interface AppDeps {
   /** Who may pull what: identities, rules, token keys, the cold-work limit. */
   access: AccessDeps;
   gc: GcDeps;
+  /** The Prometheus exposition of `/metrics`, where the runtime keeps metrics (Node); else only the catalog's gauges. */
+  metricsExposition: () => Promise<string>;
   /** The access log: one entry per request (the path has no credentials; headers are not logged). */
   log: (entry: Record<string, unknown>) => void;
   metrics: Metrics;
@@ -49,12 +51,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   });
   app.use(identify(deps.access));
   app.route('/', tokenRoutes(deps.access, deps.routing));
-  app.route('/v2', manifestRoutes(deps.manifests, deps.routing));
-  app.route('/v2', blobRoutes(deps.blobs, deps.routing));
+  app.route('/v2', manifestRoutes(deps.manifests, deps.routing, deps.metrics));
+  app.route('/v2', blobRoutes(deps.blobs, deps.routing, deps.metrics));
   app.route('/v2', tagRoutes(deps.tags, deps.routing));
   app.route('/v2', referrerRoutes(deps.blobs, deps.routing));
   app.route('/api', rootfsRoutes(deps.plan, deps.routing, deps.access));
-  app.route('/api', layerRoutes(deps.layers, deps.routing));
+  app.route('/api', layerRoutes(deps.layers, deps.routing, deps.metrics));
   app.route('/api', gcRoutes(deps.gc, deps.access));
   // The version check clients make first: where anonymous is not all there is, anonymous
   // is told to authenticate, so that clients with credentials send them.
@@ -63,6 +65,14 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     if (!caller.direct && !caller.token && !deps.access.access.anonymousOnly) throw new OciError('UNAUTHORIZED', 'authentication required');
     c.header('Docker-Distribution-API-Version', 'registry/2.0');
     return c.json({});
+  });
+  // Prometheus scrapes here: with access control, with the admin grant (its scrape config
+  // sends Basic credentials or a CI token); anyone when everyone is anonymous.
+  app.get('/metrics', async (c) => {
+    if (!deps.access.access.anonymousOnly && !deps.access.access.may(c.var.caller.identity, 'admin')) {
+      throw new OciError(c.var.caller.identity.kind === 'anonymous' ? 'UNAUTHORIZED' : 'DENIED', c.var.caller.identity.kind === 'anonymous' ? 'authentication required' : 'requested access to the resource is denied');
+    }
+    return c.body(await deps.metricsExposition(), 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8', 'Cache-Control': 'no-store' });
   });
   // What the rules are, for an operator (names only: no hash, no key).
   app.get('/api/access', requireGrant(deps.access, 'admin'), (c) => {

@@ -1,3 +1,5 @@
+import type { Metrics } from '../core/ports/metrics.ts';
+import type { BlobAnswer } from '../core/registry/blobs.ts';
 import { Hono } from 'hono';
 import { admitting } from '../core/registry/admission.ts';
 import { getBlob, type BlobDeps } from '../core/registry/blobs.ts';
@@ -8,12 +10,13 @@ import { storedResponse } from './stored.ts';
 const PASSED_HEADERS = ['content-length', 'content-range', 'content-type', 'etag', 'accept-ranges'];
 
 /** `GET|HEAD /v2/<name>/blobs/<digest>`. */
-export function blobRoutes(deps: BlobDeps, routing: RoutingConfig): Hono<AppEnv> {
+export function blobRoutes(deps: BlobDeps, routing: RoutingConfig, metrics: Metrics): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.get('/:name{.+}/blobs/:digest', target(routing), async (c) => {
     const { method } = c.var;
     const answer = await getBlob(admitting(deps, c.var.admit), c.var.target, c.req.param('digest'), method, c.req.header('range'));
     inBackground(c, answer.background);
+    if (method === 'GET') countServed(metrics, 'blob', answer);
     const headers = new Headers({ 'Docker-Content-Digest': answer.digest, 'Docker-Distribution-API-Version': 'registry/2.0' });
     if (answer.kind === 'redirect') {
       headers.set('Location', answer.url);
@@ -36,4 +39,19 @@ export function blobRoutes(deps: BlobDeps, routing: RoutingConfig): Hono<AppEnv>
     return storedResponse(method, headers, answer.size, answer.range, answer.body);
   });
   return app;
+}
+
+/** A blob GET for the metrics: hit or miss, and the bytes sent by where they come from. */
+function countServed(metrics: Metrics, kind: 'blob', answer: BlobAnswer): void {
+  const hit = answer.kind === 'stored' || answer.kind === 'redirect';
+  metrics.count('pullthrough_cache_requests_total', { kind, result: hit ? 'hit' : 'miss' });
+  const bytes =
+    answer.kind === 'upstream'
+      ? Number(answer.response.headers.get('content-length') ?? 0)
+      : answer.kind === 'redirect'
+        ? answer.size
+        : answer.range
+          ? answer.range.end - answer.range.start + 1
+          : (answer.size ?? 0);
+  metrics.count('pullthrough_served_bytes_total', { source: answer.kind }, bytes);
 }

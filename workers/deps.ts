@@ -8,7 +8,7 @@ import type { JobQueue } from '../core/ports/job-queue.ts';
 import type { Upstream } from '../core/ports/upstream.ts';
 import type { Spool } from '../core/ports/spool.ts';
 import { Transfers, type TransferDeps } from '../core/cache/transfer.ts';
-import { noopMetrics, type Metrics } from '../core/ports/metrics.ts';
+import { noopMetrics, PrometheusMetrics, type GaugeSource, type Metrics } from '../core/ports/metrics.ts';
 import { systemClock, type Clock } from '../core/ports/clock.ts';
 import type { IngestDeps } from '../core/cache/ingest.ts';
 import type { PlanDeps } from '../core/sandbox/plan.ts';
@@ -53,6 +53,8 @@ export interface Parts {
   upstream?: UpstreamOptions;
   /** The cold-work limit (a Worker's binding); else one in process when COLD_RATE_PER_MINUTE is set. */
   limiter?: RateLimiter;
+  /** Jobs by kind and state, for the metrics (the libSQL queue; Cloudflare's are not countable from here). */
+  jobCounts?: () => Promise<Array<{ kind: string; state: string; n: number }>>;
   /** The libSQL queue's done jobs, which garbage collection removes after a week (Node). */
   doneJobs?: GcDeps['doneJobs'];
   /** The client's address for the anonymous rate limit; else the Node socket's. */
@@ -77,7 +79,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
   const { catalog, store, queue, log } = parts;
   const clock = parts.clock ?? systemClock;
   const metrics = parts.metrics ?? noopMetrics;
-  const upstreams = new Map<string, Upstream>(Object.entries(config.upstreams).map(([host, u]) => [host, new UpstreamRegistry(host, u, { now: clock, ...parts.upstream })]));
+  const upstreams = new Map<string, Upstream>(Object.entries(config.upstreams).map(([host, u]) => [host, new UpstreamRegistry(host, u, { now: clock, metrics, ...parts.upstream })]));
   const pulls = new PullCounter(catalog, clock, config.pullFlushSeconds * 1000);
   const tagFlights = new Flights<string>();
   const manifests = {
@@ -95,6 +97,27 @@ export function buildDeps(config: Config, parts: Parts): Deps {
   const leaseMs = config.jobLeaseSeconds * 1000;
   const transfers = new Transfers({ catalog, store, upstreams, spool: parts.spool, leaseMs, clock, log, ...parts.transfer });
   const plan = { manifests, extractOff: config.extract === 'off', presignTtlSeconds: config.presignTtlSeconds };
+  // Gauges are computed when scraped: from the catalog, this process's transfers, the queue.
+  const gauges: GaugeSource[] = [
+    async () => {
+      const u = await catalog.usage();
+      return [
+        { name: 'pullthrough_stored_bytes', labels: { kind: 'blob' }, value: u.blobBytes },
+        { name: 'pullthrough_stored_bytes', labels: { kind: 'layer' }, value: u.layerBytes },
+        { name: 'pullthrough_stored_objects', labels: { kind: 'blob' }, value: u.blobs },
+        { name: 'pullthrough_stored_objects', labels: { kind: 'layer' }, value: u.layers },
+      ];
+    },
+    async () => {
+      const t = transfers.stats();
+      return [
+        { name: 'pullthrough_transfers_in_flight', value: t.inFlight },
+        { name: 'pullthrough_transfer_clients', value: t.clients },
+      ];
+    },
+    async () => (await (parts.jobCounts?.() ?? Promise.resolve([]))).map((j) => ({ name: 'pullthrough_jobs', labels: { kind: j.kind, state: j.state }, value: j.n })),
+  ];
+  const metricsExposition = () => (metrics instanceof PrometheusMetrics ? metrics : new PrometheusMetrics()).exposition(gauges);
   const gc: GcDeps = {
     catalog,
     store,
@@ -104,6 +127,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
     leaseMs,
     log,
     retention: config.retention,
+    metrics,
     guardMs: (config.presignTtlSeconds + config.pullFlushSeconds + 60) * 1000,
   };
   return {
@@ -121,6 +145,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
         log,
       },
       gc,
+      metricsExposition,
       log,
       metrics,
     },

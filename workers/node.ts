@@ -16,6 +16,7 @@ import { StoreUnavailableError, redactUrls } from '../core/oci/errors.ts';
 import { buildDeps, storeFor } from './deps.ts';
 import { handleJob } from './jobs.ts';
 import { runGc } from '../core/cache/gc.ts';
+import { PrometheusMetrics } from '../core/ports/metrics.ts';
 
 // Bundled as dist/server.mjs, one folder down like this file: schema/ is a sibling either way.
 const MIGRATIONS = new URL('../schema/migrations', import.meta.url);
@@ -53,7 +54,7 @@ async function main(): Promise<void> {
   });
   const queue = new LibsqlJobQueue(db);
   const spool = await FilesystemSpool.forProcess(join(config.dataDir, 'spool'));
-  const deps = buildDeps(config, { catalog: new LibsqlCatalog(db), store, queue, spool, log, doneJobs: queue });
+  const deps = buildDeps(config, { catalog: new LibsqlCatalog(db), store, queue, spool, log, doneJobs: queue, metrics: new PrometheusMetrics(), jobCounts: () => queue.counts() });
   const app = createApp(deps.app);
   const tls = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined;
   const server = serve({

@@ -1,3 +1,4 @@
+import type { Metrics } from '../ports/metrics.ts';
 import { OciError, redactUrls } from '../oci/errors.ts';
 import { isTransientStatus, tooManyRequests, type Upstream, type UpstreamConfig } from '../ports/upstream.ts';
 
@@ -10,6 +11,8 @@ export interface UpstreamOptions {
   attempts?: number;
   backoffBaseMs?: number;
   now?: () => number;
+  /** Counts every request to the registry (`pullthrough_upstream_requests_total`, by host and status). */
+  metrics?: Metrics;
 }
 
 interface CachedToken {
@@ -49,9 +52,14 @@ export class UpstreamRegistry implements Upstream {
   readonly #now: () => number;
   readonly #tokens = new Map<string, CachedToken>();
   #basicOnly = false;
+  readonly #metrics: Metrics | undefined;
+  /** The registry's own origin: requests elsewhere (redirects to blob storage, the token realm) are not counted as upstream requests. */
+  readonly #origin: string;
 
   constructor(host: string, config: UpstreamConfig, options: UpstreamOptions = {}) {
     this.host = host;
+    this.#metrics = options.metrics;
+    this.#origin = new URL(config.url).origin;
     this.#config = { ...config, url: config.url.replace(/\/+$/, '') };
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.#attempts = options.attempts ?? 3;
@@ -134,12 +142,17 @@ export class UpstreamRegistry implements Upstream {
         let target = url;
         let auth = authorization;
         for (let hop = 0; ; hop++) {
+          const toRegistry = new URL(target).origin === this.#origin;
           const res = await this.#fetch(target, {
             method,
             headers: { ...headers, ...(auth ? { authorization: auth } : {}) },
             redirect: 'manual',
             signal,
+          }).catch((e: unknown) => {
+            if (toRegistry) this.#metrics?.count('pullthrough_upstream_requests_total', { host: this.host, status: 'error' });
+            throw e;
           });
+          if (toRegistry) this.#metrics?.count('pullthrough_upstream_requests_total', { host: this.host, status: String(res.status) });
           const location = res.headers.get('location');
           if (followRedirects && location && res.status >= 300 && res.status < 400 && hop < MAX_REDIRECTS) {
             await res.body?.cancel();

@@ -36,6 +36,12 @@ export class LibsqlJobQueue implements JobQueue {
   }
 
   /** Claims the next runnable job for `owner` with a lease of `leaseMs`, or undefined. */
+  /** How many jobs there are by kind and state (the metrics' queue depth). */
+  async counts(): Promise<Array<{ kind: string; state: string; n: number }>> {
+    const rows = await this.#db.select({ kind: jobs.kind, state: jobs.state, n: count() }).from(jobs).groupBy(jobs.kind, jobs.state);
+    return rows.map((r) => ({ kind: r.kind, state: r.state, n: Number(r.n) }));
+  }
+
   /** Jobs done before `before` (epoch ms): counted, and removed unless `dryRun` (garbage collection). */
   async removeDone(before: number, dryRun: boolean): Promise<number> {
     const old = and(eq(jobs.state, 'done'), lt(jobs.updatedAt, before));

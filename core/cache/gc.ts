@@ -48,6 +48,7 @@ import type { Catalog } from '../ports/catalog.ts';
 import type { BlobStore, Leftover } from '../ports/blob-store.ts';
 import type { Spool } from '../ports/spool.ts';
 import type { Clock } from '../ports/clock.ts';
+import type { Metrics } from '../ports/metrics.ts';
 import type { RetentionConfig } from '../config.ts';
 import { matchesPattern } from '../auth/patterns.ts';
 import { whileLeased } from './lease.ts';
@@ -71,6 +72,7 @@ export interface GcDeps {
   leaseMs: number;
   log: (entry: Record<string, unknown>) => void;
   retention: RetentionConfig;
+  metrics?: Metrics | undefined;
   /** Nothing pulled (or handed out in a plan) this recently is evicted: PRESIGN_TTL_SECONDS + PULL_FLUSH_SECONDS + a minute. */
   guardMs: number;
 }
@@ -184,6 +186,8 @@ async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, 
         await catalog.endEviction('blob', row.digest, owner, deps.clock());
       }
       count({ kind: 'blob', key: row.digest, bytes: candidate.size, reason: bySize ? 'size' : 'age' });
+      deps.metrics?.count('pullthrough_evictions_total', { kind: 'blob' });
+      deps.metrics?.count('pullthrough_evicted_bytes_total', { kind: 'blob' }, candidate.size);
       stored -= candidate.size;
       // Its layers now belong to a blob that is not ready: removed below, and counted now for the stop condition.
       stored -= freed - candidate.size;
@@ -209,6 +213,8 @@ async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, 
           await catalog.endEviction('layer', row.diffId, owner, deps.clock());
         }
         count({ kind: 'layer', key: row.diffId, bytes: layer.size ?? 0 });
+        deps.metrics?.count('pullthrough_evictions_total', { kind: 'layer' });
+        deps.metrics?.count('pullthrough_evicted_bytes_total', { kind: 'layer' }, layer.size ?? 0);
         removed++;
       }
       if (layers.length < LAYER_PAGE || removed === 0) return;

@@ -81,6 +81,7 @@ const resumable = (e: unknown): boolean => {
 export class Transfers {
   readonly #deps: TransferDeps;
   readonly #running = new Map<string, Promise<Transfer | undefined>>();
+  readonly #live = new Set<Transfer>();
 
   constructor(deps: TransferDeps) {
     this.#deps = deps;
@@ -132,8 +133,19 @@ export class Transfers {
     const forget = () => {
       if (this.#running.get(digest) === pending) this.#running.delete(digest);
     };
-    pending.then((t) => (t ? t.ended.then(forget) : forget()), forget);
+    pending.then((t) => {
+      if (!t) return forget();
+      this.#live.add(t);
+      void t.ended.then(() => (this.#live.delete(t), forget()));
+    }, forget);
     return pending;
+  }
+
+  /** Transfers running in this process and the clients reading them now (the metrics' gauges). */
+  stats(): { inFlight: number; clients: number } {
+    let clients = 0;
+    for (const t of this.#live) clients += t.readers;
+    return { inFlight: this.#live.size, clients };
   }
 
   async #start(digest: string): Promise<Transfer | undefined> {
@@ -226,6 +238,10 @@ class Transfer {
   #error: unknown;
   #readers = 0;
   #wake: Array<() => void> = [];
+  /** Clients reading this transfer now. */
+  get readers(): number {
+    return this.#readers;
+  }
   /** With a spool: the copy of the spool into the staging, its failure, and when to stop it. */
   #fed: Promise<void> | undefined;
   #feedError: unknown;

@@ -36,7 +36,7 @@ export interface BlobDeps extends RegistryDeps {
 }
 
 export type BlobAnswer = (
-  | { kind: 'redirect'; url: string; digest: string }
+  | { kind: 'redirect'; url: string; digest: string; size: number }
   | { kind: 'stored'; digest: string; size: number; range?: ByteRange; body?: ReadableStream<Uint8Array> }
   | { kind: 'upstream'; digest: string; response: Response }
   /** Fed from the one transfer of the blob (its size when known; `range` when one was asked). */
@@ -67,7 +67,7 @@ export async function getBlob(deps: BlobDeps, target: RepositoryTarget, referenc
     const background = method === 'GET' ? deps.pulls.count('blob', digest.value) : undefined;
     if (method === 'GET' && deps.delivery === 'redirect') {
       const url = await deps.store.presign(row.storageKey, deps.presignTtlSeconds);
-      if (url) return { kind: 'redirect', url, digest: digest.value, background };
+      if (url) return { kind: 'redirect', url, digest: digest.value, size: row.size, background };
     }
     const range = resolveRange(rangeHeader, row.size);
     if (method === 'HEAD') return { kind: 'stored', digest: digest.value, size: row.size };

@@ -32,6 +32,8 @@ export interface ResolvedManifest {
   size: number;
   /** Absent for HEAD. */
   bytes?: Uint8Array;
+  /** Served from the store (a cache hit), not fetched from the upstream now. */
+  fromStore: boolean;
   /** Bookkeeping to finish after the response (a batch of pull counts), when some is due. */
   background?: Promise<void> | undefined;
 }
@@ -57,12 +59,12 @@ export async function getManifest(deps: ManifestDeps, target: RepositoryTarget, 
     if (method === 'HEAD' || bytes) {
       await enqueueMissingBlobs(deps, digest.value);
       const background = method === 'GET' ? deps.pulls.count('manifest', digest.value) : undefined;
-      return { digest: digest.value, mediaType: stored.mediaType, size: stored.size, bytes, background };
+      return { digest: digest.value, mediaType: stored.mediaType, size: stored.size, bytes, background, fromStore: true };
     }
   }
   const fetched = await deps.manifestFlights.run(`${target.upstream}/${target.name}@${digest.value}`, () => fetchManifest(deps, target, reference, digest));
   const background = method === 'GET' ? deps.pulls.count('manifest', digest.value) : undefined;
-  return { digest: digest.value, mediaType: fetched.mediaType, size: fetched.bytes.length, bytes: method === 'GET' ? fetched.bytes : undefined, background };
+  return { digest: digest.value, mediaType: fetched.mediaType, size: fetched.bytes.length, bytes: method === 'GET' ? fetched.bytes : undefined, background, fromStore: false };
 }
 
 /**

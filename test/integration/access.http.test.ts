@@ -175,7 +175,7 @@ async function waitReady(app: TestApp, digest: string): Promise<void> {
   await until(async () => (await app.deps.app.blobs.catalog.blob(digest))?.state === 'ready', 30_000, `${digest} stored`);
 }
 
-test('the admin grant: anonymous is asked to authenticate, a user without it is denied, alice sees names and no secret', async () => {
+test('the admin grant (GET /api/access, /metrics): anonymous is asked to authenticate, a user without it is denied, alice sees names and no secret', async () => {
   const anonymous = await t.app.request('/api/access');
   assert.equal(anonymous.status, 401);
   assert.equal((await t.app.request('/api/access', { headers: basic('bob', passwords.bob) })).status, 403);
@@ -189,6 +189,13 @@ test('the admin grant: anonymous is asked to authenticate, a user without it is 
   assert.deepEqual(body.token_keys, ['k1']);
   assert.equal(body.rules.length, 3);
   for (const secret of [ci.token, ci.hash, JSON.parse(env.AUTH_USERS!).alice, env.AUTH_TOKEN_KEYS!.slice(3), 'pbkdf2']) assert.ok(!text.includes(secret));
+  // /metrics is an operator endpoint too once access control is on.
+  assert.equal((await t.app.request('/metrics')).status, 401);
+  assert.equal((await t.app.request('/metrics', { headers: basic('bob', passwords.bob) })).status, 403);
+  const metrics = await t.app.request('/metrics', { headers: basic('alice', passwords.alice) });
+  assert.equal(metrics.status, 200);
+  assert.equal(metrics.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
+  assert.match(await metrics.text(), /^pullthrough_stored_objects\{kind="blob"\} \d+$/m);
 });
 
 test('the cold-work limit: past the rate a caller gets 429 with Retry-After for what needs the upstream, not for what is cached; others are not held', async () => {
