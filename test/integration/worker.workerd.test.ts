@@ -312,9 +312,11 @@ test('access control in workerd: without AUTH_RULES every request is 503 naming 
     assert.match(other.headers.get('www-authenticate')!, /error="insufficient_scope"/);
     await other.body?.cancel();
     // The cold-work limit through the COLD_RATE_LIMITER binding (wrangler.toml: 120 a
-    // minute): tags nobody has, each an upstream question, until the binding says no.
+    // minute): tags nobody has, each an upstream question, until the binding says no. Its
+    // windows are fixed minutes, so 400 (two windows at most, at this pace) make sure one
+    // window sees more than 120 whatever minute boundary falls among them.
     let refused: Response | undefined;
-    for (let i = 0; i < 200 && !refused; i++) {
+    for (let i = 0; i < 400 && !refused; i++) {
       const res = await fetch(new URL(`/v2/library/small/manifests/nope-${i}`, ruled.url), { headers: { authorization: basic } });
       if (res.status === 429) refused = res;
       else assert.equal(res.status, 404, `request ${i}`);
