@@ -16,6 +16,7 @@ import type { IngestDeps } from '../../core/cache/ingest.ts';
 import type { BlobStore } from '../../core/ports/blob-store.ts';
 import type { TransferDeps } from '../../core/cache/transfer.ts';
 import { buildDeps, type Deps } from '../../workers/deps.ts';
+import { until } from './process.ts';
 
 export interface TestApp {
   app: ReturnType<typeof createApp>;
@@ -74,6 +75,10 @@ export async function createTestApp(upstream: string | UpstreamConfig, tagTtlSec
     ingestDeps: deps.ingest,
     advance: (ms) => void (now += ms),
     async close() {
+      // A transfer whose client has its last byte still renames into the store and marks
+      // the row ready: let it finish before the directory goes (rm would race the rename).
+      // (A transfer a test left stalled on purpose is not waited for past the deadline.)
+      await until(async () => deps.app.blobs.transfers.stats().inFlight === 0, 30_000, 'the transfers of the test app to end').catch(() => {});
       close();
       await rm(dir, { recursive: true, force: true });
     },
