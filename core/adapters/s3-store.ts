@@ -381,6 +381,12 @@ class S3Staging implements Staging {
     const prefix = this.#prefix;
     const get = async (key: string, from: number, to: number) => {
       const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=${from}-${to}` })).catch((e) => (isNotFound(e) ? undefined : Promise.reject(this.#store.fault(e))));
+      // A reader counts on exactly the bytes it asked for: an answer of another length (a
+      // range ignored, an object shorter than staged) would shift every byte after it.
+      if (res && res.ContentLength !== to - from + 1) {
+        await (res.Body as { transformToWebStream?: () => ReadableStream } | undefined)?.transformToWebStream?.().cancel().catch(() => {});
+        throw new Error(`the store answered ${res.ContentLength} bytes for the ${to - from + 1} of bytes ${from}-${to} of ${key}`);
+      }
       return res?.Body?.transformToWebStream() as ReadableStream<Uint8Array> | undefined;
     };
     // Chunks are removed once composed, and the last part is never one: then the published object has the bytes.
