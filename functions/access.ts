@@ -92,11 +92,15 @@ export function authorize(c: Context<AppEnv>, deps: AccessDeps, target: Reposito
   throw new OciError('UNAUTHORIZED', 'authentication required', { name: scopeName(target) });
 }
 
-/** Middleware for operator endpoints: the caller needs `grant` (admin, or warm), which anonymous never has. */
-export function requireGrant(deps: AccessDeps, grant: Exclude<Grant, 'pull'>): MiddlewareHandler<AppEnv> {
+/**
+ * Middleware for operator endpoints: the caller needs `grant` (admin, or warm), which
+ * anonymous never has. `openWhenAnonymousOnly`: with no users or tokens configured
+ * (everyone anonymous), anyone passes (`/metrics`, like the rest of such a mirror).
+ */
+export function requireGrant(deps: AccessDeps, grant: Exclude<Grant, 'pull'>, options: { openWhenAnonymousOnly?: boolean } = {}): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const { caller } = c.var;
-    if (!deps.access.may(caller.identity, grant)) {
+    if (!(options.openWhenAnonymousOnly && deps.access.anonymousOnly) && !deps.access.may(caller.identity, grant)) {
       if (caller.identity.kind === 'anonymous') throw new OciError('UNAUTHORIZED', 'authentication required');
       throw new OciError('DENIED', 'requested access to the resource is denied', { grant });
     }

@@ -68,10 +68,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   });
   // Prometheus scrapes here: with access control, with the admin grant (its scrape config
   // sends Basic credentials or a CI token); anyone when everyone is anonymous.
-  app.get('/metrics', async (c) => {
-    if (!deps.access.access.anonymousOnly && !deps.access.access.may(c.var.caller.identity, 'admin')) {
-      throw new OciError(c.var.caller.identity.kind === 'anonymous' ? 'UNAUTHORIZED' : 'DENIED', c.var.caller.identity.kind === 'anonymous' ? 'authentication required' : 'requested access to the resource is denied');
-    }
+  app.get('/metrics', requireGrant(deps.access, 'admin', { openWhenAnonymousOnly: true }), async (c) => {
     return c.body(await deps.metricsExposition(), 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8', 'Cache-Control': 'no-store' });
   });
   // What the rules are, for an operator (names only: no hash, no key).
