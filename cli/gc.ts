@@ -1,9 +1,7 @@
 // `pullthrough gc [--dry-run]`: asks the server for one garbage-collection run
 // (`POST /api/gc`, the admin grant) and prints what it removed, or would remove, and what
 // that frees.
-import type { WireGcReport } from '../functions/wire.ts';
-
-const kB = (bytes: number) => (bytes >= 1e6 ? `${(bytes / 1e6).toFixed(1)} MB` : `${(bytes / 1e3).toFixed(1)} kB`);
+import { formatBytes, type WireGcReport } from '../functions/wire.ts';
 
 /** The report as lines: one per kind, then each thing named. */
 export function formatGcReport(report: WireGcReport): string[] {
@@ -11,10 +9,10 @@ export function formatGcReport(report: WireGcReport): string[] {
   const verb = report.dry_run ? 'would remove' : 'removed';
   const kinds = Object.entries(report.totals);
   const freed = kinds.reduce((n, [, t]) => n + t.bytes, 0);
-  const lines = kinds.map(([kind, t]) => `${verb} ${t.count} ${kind} (${kB(t.bytes)})`);
+  const lines = kinds.map(([kind, t]) => `${verb} ${t.count} ${kind} (${formatBytes(t.bytes)})`);
   if (report.done_jobs > 0) lines.push(`${verb} ${report.done_jobs} done jobs`);
   if (lines.length === 0) lines.push(`nothing to remove`);
-  else lines.push(`${report.dry_run ? 'would free' : 'freed'} ${kB(freed)}`);
+  else lines.push(`${report.dry_run ? 'would free' : 'freed'} ${formatBytes(freed)}`);
   for (const item of report.items) lines.push(`  ${item.kind} ${item.key} ${item.bytes}`);
   const named = report.items.length;
   const counted = kinds.reduce((n, [, t]) => n + t.count, 0);

@@ -9,12 +9,14 @@ import { errorCodeIn } from '../core/oci/errors.ts';
 import { hashPassword } from '../core/auth/password.ts';
 import { newStaticToken } from '../core/auth/access.ts';
 import { gcCommand } from './gc.ts';
+import { statusCommand } from './status.ts';
 import { credentialHeaders } from './rootfs.ts';
 
 const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platform os/arch[/variant]] [--concurrency N]
        pullthrough hash-password   (reads the password from standard input, prints its hash for AUTH_USERS)
        pullthrough new-token       (prints a new CI token, then its hash for AUTH_TOKENS)
        pullthrough gc [--dry-run] [--server URL]   (one garbage collection on the server; admin)
+       pullthrough status [--server URL]   (what the server stores, its hit ratio, upstreams and failures)
 
   <image>   e.g. alpine:3.20, docker.io/library/alpine@sha256:..., ghcr.io/org/app:1
   <dir>     the root filesystem to build (created; should be empty)
@@ -109,6 +111,15 @@ async function main(argv: string[]): Promise<number> {
       return await gcCommand(server, parsed.values['dry-run'] ?? false, credentialHeaders());
     } catch (e) {
       console.error(`pullthrough gc: ${unreachable(e, server) ?? (e as Error).message}`);
+      return 1;
+    }
+  }
+  if (command === 'status' && !image) {
+    const server = parsed.values.server ?? process.env.PULLTHROUGH_URL ?? 'http://127.0.0.1:5000';
+    try {
+      return await statusCommand(server, credentialHeaders());
+    } catch (e) {
+      console.error(`pullthrough status: ${unreachable(e, server) ?? (e as Error).message}`);
       return 1;
     }
   }

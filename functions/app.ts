@@ -19,6 +19,8 @@ import { layerRoutes } from './layers.ts';
 import { tokenRoutes } from './token.ts';
 import { gcRoutes } from './gc.ts';
 import type { GcDeps } from '../core/cache/gc.ts';
+import type { StatusDeps } from '../core/registry/status.ts';
+import { statusRoutes } from './status.ts';
 import { challenge, identify, requireGrant, type AccessDeps } from './access.ts';
 
 export interface AppDeps {
@@ -31,6 +33,7 @@ export interface AppDeps {
   /** Who may pull what: identities, rules, token keys, the cold-work limit. */
   access: AccessDeps;
   gc: GcDeps;
+  status: StatusDeps;
   /** The Prometheus exposition of `/metrics`, where the runtime keeps metrics (Node); else only the catalog's gauges. */
   metricsExposition: () => Promise<string>;
   /** The access log: one entry per request (the path has no credentials; headers are not logged). */
@@ -58,6 +61,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/api', rootfsRoutes(deps.plan, deps.routing, deps.access));
   app.route('/api', layerRoutes(deps.layers, deps.routing, deps.metrics));
   app.route('/api', gcRoutes(deps.gc, deps.access));
+  app.route('/', statusRoutes(deps.status, deps.access));
   // The version check clients make first: where anonymous is not all there is, anonymous
   // is told to authenticate, so that clients with credentials send them.
   app.get('/v2/', (c) => {

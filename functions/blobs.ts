@@ -53,5 +53,5 @@ function countServed(metrics: Metrics, kind: 'blob', answer: BlobAnswer): void {
         : answer.range
           ? answer.range.end - answer.range.start + 1
           : (answer.size ?? 0);
-  metrics.count('pullthrough_served_bytes_total', { source: answer.kind }, bytes);
+  metrics.count('pullthrough_served_bytes_total', { source: answer.kind === 'stored' ? 'store' : answer.kind }, bytes);
 }

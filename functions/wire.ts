@@ -2,6 +2,7 @@
 // reads it. Core speaks camelCase; the conversion is here.
 import type { RootfsPlan } from '../core/sandbox/plan.ts';
 import type { GcReport } from '../core/cache/gc.ts';
+import type { Status } from '../core/registry/status.ts';
 
 export interface WireLayer {
   /** The compressed blob, as in the manifest. */
@@ -51,12 +52,13 @@ export interface WireGcReport {
   ms: number;
   totals: Record<string, { count: number; bytes: number }>;
   done_jobs: number;
+  activity_windows: number;
   items: Array<{ kind: string; key: string; bytes: number; reason?: string }>;
   stored_bytes: { before: number; after: number };
 }
 
 export function wireGcReport(report: GcReport): WireGcReport {
-  return { ran: report.ran, dry_run: report.dryRun, started_at: report.startedAt, ms: report.ms, totals: report.totals, done_jobs: report.doneJobs, items: report.items, stored_bytes: report.storedBytes };
+  return { ran: report.ran, dry_run: report.dryRun, started_at: report.startedAt, ms: report.ms, totals: report.totals, done_jobs: report.doneJobs, activity_windows: report.activityWindows, items: report.items, stored_bytes: report.storedBytes };
 }
 
 /** A token the plan's own URLs carry, and when it expires (epoch ms). */
@@ -99,4 +101,36 @@ export function wirePlan(plan: RootfsPlan, origin: string, access?: PlanAccess):
       return { ...layer, tar_url: l.tarUrl ?? `${base}/tar${query}`, toc_url: l.tocUrl ?? `${base}/toc${query}`, files_url: `${base}/files/` };
     }),
   };
+}
+
+/** camelCase → snake_case, as a type. */
+type Snake<S extends string> = S extends `${infer H}${infer T}` ? `${H extends Lowercase<H> ? H : `_${Lowercase<H>}`}${Snake<T>}` : S;
+/** The wire form of a core value: snake_case keys, `…At` times as ISO strings. */
+export type Wire<T> = T extends Array<infer U> ? Array<Wire<U>> : T extends object ? { [K in keyof T as Snake<K & string>]: K extends `${string}At` ? (null extends T[K] ? string | null : string) : Wire<T[K]> } : T;
+
+/** Converts a core value (plain data) to its wire form (see `Wire`). */
+export function toWire<T>(value: T): Wire<T> {
+  const convert = (v: unknown, key = ''): unknown => {
+    if (Array.isArray(v)) return v.map((x) => convert(x));
+    if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), convert(x, k)]));
+    if (key.endsWith('At') && typeof v === 'number') return new Date(v).toISOString();
+    return v;
+  };
+  return convert(value) as Wire<T>;
+}
+
+/** `GET /api/status`: what core/registry/status.ts summarises. */
+export type WireStatus = Wire<Status>;
+
+/** Bytes for people: `0 B`, `812 B`, `4.2 kB`, `1.3 GB` (decimal units, as registries report sizes). */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1000) return `${bytes} B`;
+  const units = ['kB', 'MB', 'GB', 'TB', 'PB'];
+  let value = bytes;
+  let unit = -1;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit++;
+  }
+  return `${value >= 100 ? value.toFixed(0) : value.toFixed(1)} ${units[unit]}`;
 }

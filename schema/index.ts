@@ -8,3 +8,4 @@ export * from './jobs.ts';
 export * from './layers.ts';
 export * from './repository-content.ts';
 export * from './maintenance.ts';
+export * from './activity.ts';

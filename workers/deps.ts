@@ -13,6 +13,7 @@ import { systemClock, type Clock } from '../core/ports/clock.ts';
 import type { IngestDeps } from '../core/cache/ingest.ts';
 import type { PlanDeps } from '../core/sandbox/plan.ts';
 import { PullCounter } from '../core/registry/pulls.ts';
+import { ActivityRecorder } from '../core/registry/activity.ts';
 import { Flights } from '../core/registry/flights.ts';
 import type { FetchedManifest } from '../core/registry/manifests.ts';
 import { UpstreamRegistry, type UpstreamOptions } from '../core/adapters/http-upstream.ts';
@@ -78,9 +79,11 @@ export function storeFor(config: Config): BlobStore {
 export function buildDeps(config: Config, parts: Parts): Deps {
   const { catalog, store, queue, log } = parts;
   const clock = parts.clock ?? systemClock;
-  const metrics = parts.metrics ?? noopMetrics;
+  // Every count also goes to the status page's activity windows, written with the pull counts.
+  const activity = new ActivityRecorder(parts.metrics ?? noopMetrics, clock);
+  const metrics: Metrics = activity;
   const upstreams = new Map<string, Upstream>(Object.entries(config.upstreams).map(([host, u]) => [host, new UpstreamRegistry(host, u, { now: clock, metrics, ...parts.upstream })]));
-  const pulls = new PullCounter(catalog, clock, config.pullFlushSeconds * 1000);
+  const pulls = new PullCounter(catalog, clock, config.pullFlushSeconds * 1000, activity);
   const tagFlights = new Flights<string>();
   const manifests = {
     catalog,
@@ -117,7 +120,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
     },
     async () => (await (parts.jobCounts?.() ?? Promise.resolve([]))).map((j) => ({ name: 'pullthrough_jobs', labels: { kind: j.kind, state: j.state }, value: j.n })),
   ];
-  const metricsExposition = () => (metrics instanceof PrometheusMetrics ? metrics : new PrometheusMetrics()).exposition(gauges);
+  const metricsExposition = () => (activity.inner instanceof PrometheusMetrics ? activity.inner : new PrometheusMetrics()).exposition(gauges);
   const gc: GcDeps = {
     catalog,
     store,
@@ -145,6 +148,15 @@ export function buildDeps(config: Config, parts: Parts): Deps {
         log,
       },
       gc,
+      status: {
+        catalog,
+        clock,
+        capBytes: config.retention.maxBytes,
+        lowWaterBytes: Math.floor((config.retention.maxBytes * config.retention.lowWaterPercent) / 100),
+        upstreamHosts: [...upstreams.keys()],
+        localTransfers: parts.spool ? () => transfers.stats() : undefined,
+        flush: () => pulls.flush(),
+      },
       metricsExposition,
       log,
       metrics,

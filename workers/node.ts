@@ -126,6 +126,10 @@ async function main(): Promise<void> {
         }, config.gcIntervalSeconds * 1000)
       : undefined;
   gcTimer?.unref();
+  // Pull counts and activity are also written every PULL_FLUSH_SECONDS when nothing is
+  // pulled (a request due for a flush starts one itself).
+  const flushTimer = config.pullFlushSeconds > 0 ? setInterval(() => void deps.pulls.flush(), config.pullFlushSeconds * 1000) : undefined;
+  flushTimer?.unref();
 
   // Stop: accept nothing new, let requests and jobs finish within the grace, give back the
   // jobs still running (another process, or the next start, takes them at once), close
@@ -137,6 +141,7 @@ async function main(): Promise<void> {
     }
     stopping = true;
     clearInterval(gcTimer);
+    clearInterval(flushTimer);
     log({ msg: 'stopping', signal, graceSeconds: config.stopGraceSeconds });
     for (const wake of [...sleeping]) wake();
     const closed = new Promise<void>((r) => server.close(() => r()));

@@ -2,7 +2,7 @@
 // cache is here. Statements are single UPDATE/INSERT … RETURNING where two processes may
 // race, so the database decides who wins; the connection waits for a busy file (see
 // libsql.ts) instead of failing.
-import { and, eq, inArray, isNull, lte, or, sql } from 'drizzle-orm';
+import { and, desc, eq, gt, gte, inArray, isNull, lt, lte, or, sql } from 'drizzle-orm';
 import type { Database } from './libsql.ts';
 import { repositories } from '../../schema/repositories.ts';
 import { tags } from '../../schema/tags.ts';
@@ -13,7 +13,8 @@ import { blobs } from '../../schema/blobs.ts';
 import { layers } from '../../schema/layers.ts';
 import { repositoryContent } from '../../schema/repository-content.ts';
 import { maintenance } from '../../schema/maintenance.ts';
-import type { Blob, BlobSource, Catalog, Claim, Layer, LayerSource, LeasedKind, Manifest, ManifestReference, PullTally } from '../ports/catalog.ts';
+import { activity, upstreamHealth } from '../../schema/activity.ts';
+import type { ActivityBatch, ActivityRow, Blob, BlobSource, Catalog, Claim, Failure, KeyHolder, Layer, LayerSource, LeasedKind, Manifest, ManifestReference, PullTally, RepositoryUse, UpstreamHealthRow } from '../ports/catalog.ts';
 import type { RepositoryTarget } from '../oci/reference.ts';
 
 /** The two leased tables, seen through the columns a lease uses. */
@@ -364,5 +365,135 @@ export class LibsqlCatalog implements Catalog {
       .orderBy(lastPulledAt, blobs.digest)
       .limit(limit);
     return rows.map((r) => ({ digest: r.digest, size: r.size ?? 0, lastPulledAt: Number(r.lastPulledAt) }));
+  }
+
+  async keyHolders(keys: readonly string[], now: number): Promise<Map<string, KeyHolder>> {
+    const found = new Map<string, KeyHolder>();
+    if (keys.length === 0) return found;
+    const live = (expires: number | null) => expires !== null && expires > now;
+    for (const b of await this.#db.select({ digest: blobs.digest, key: blobs.storageKey, state: blobs.state, expires: blobs.leaseExpiresAt }).from(blobs).where(inArray(blobs.storageKey, [...keys]))) {
+      const held = b.state === 'ready' || (b.state === 'fetching' && live(b.expires));
+      found.set(b.key, { kind: 'blob', id: b.digest, state: held ? 'held' : 'idle' });
+    }
+    for (const m of await this.#db.select({ digest: manifests.digest, key: manifests.storageKey }).from(manifests).where(inArray(manifests.storageKey, [...keys]))) {
+      found.set(m.key, { kind: 'manifest', id: m.digest, state: 'held' });
+    }
+    const layerRows = await this.#db
+      .select({ diffId: layers.diffId, tarKey: layers.tarKey, tocKey: layers.tocKey, state: layers.state, expires: layers.leaseExpiresAt })
+      .from(layers)
+      .where(or(inArray(layers.tarKey, [...keys]), inArray(layers.tocKey, [...keys])));
+    for (const l of layerRows) {
+      const holder: KeyHolder = { kind: 'layer', id: l.diffId, state: l.state === 'ready' || (l.state === 'extracting' && live(l.expires)) ? 'held' : 'idle' };
+      found.set(l.tarKey, holder);
+      found.set(l.tocKey, holder);
+    }
+    return found;
+  }
+
+  async beginSweep(kind: LeasedKind, id: string, owner: string, leaseMs: number, now: number): Promise<boolean> {
+    const lease = { leaseOwner: owner, leaseExpiresAt: now + leaseMs, updatedAt: now };
+    if (kind === 'blob') {
+      const rows = await this.#db
+        .update(blobs)
+        .set({ state: 'evicted', readyAt: null, ...lease })
+        .where(and(eq(blobs.digest, id), inArray(blobs.state, ['pending', 'failed', 'evicted', 'fetching']), or(isNull(blobs.leaseExpiresAt), lte(blobs.leaseExpiresAt, now))))
+        .returning({ id: blobs.digest });
+      return rows.length > 0;
+    }
+    const rows = await this.#db
+      .update(layers)
+      .set({ state: 'extracting', ...lease })
+      .where(and(eq(layers.diffId, id), inArray(layers.state, ['pending', 'failed', 'extracting']), or(isNull(layers.leaseExpiresAt), lte(layers.leaseExpiresAt, now))))
+      .returning({ id: layers.diffId });
+    return rows.length > 0;
+  }
+
+  async recordActivity(batch: ActivityBatch): Promise<void> {
+    if (batch.rows.length > 0) {
+      await this.#db
+        .insert(activity)
+        .values(batch.rows.map((r) => ({ bucket: r.bucket, metric: r.metric, value: r.value })))
+        .onConflictDoUpdate({ target: [activity.bucket, activity.metric], set: { value: sql`${activity.value} + excluded.value` } });
+    }
+    for (const h of batch.health) {
+      await this.#db
+        .insert(upstreamHealth)
+        .values(h)
+        .onConflictDoUpdate({
+          target: upstreamHealth.host,
+          set: {
+            lastSuccessAt: sql`max(coalesce(${upstreamHealth.lastSuccessAt}, 0), coalesce(excluded.last_success_at, 0))`,
+            lastError: sql`CASE WHEN coalesce(excluded.last_error_at, 0) >= coalesce(${upstreamHealth.lastErrorAt}, 0) AND excluded.last_error_at IS NOT NULL THEN excluded.last_error ELSE ${upstreamHealth.lastError} END`,
+            lastErrorAt: sql`CASE WHEN coalesce(excluded.last_error_at, 0) >= coalesce(${upstreamHealth.lastErrorAt}, 0) AND excluded.last_error_at IS NOT NULL THEN excluded.last_error_at ELSE ${upstreamHealth.lastErrorAt} END`,
+          },
+        });
+    }
+  }
+
+  async activitySince(since: number): Promise<ActivityRow[]> {
+    return this.#db.select().from(activity).where(gte(activity.bucket, since)).orderBy(activity.bucket);
+  }
+
+  async removeActivity(before: number, dryRun: boolean): Promise<number> {
+    if (dryRun) {
+      const [row] = await this.#db.select({ n: sql<number>`count(*)` }).from(activity).where(lt(activity.bucket, before));
+      return Number(row?.n ?? 0);
+    }
+    const removed = await this.#db.delete(activity).where(lt(activity.bucket, before)).returning({ bucket: activity.bucket });
+    return removed.length;
+  }
+
+  async upstreamHealth(): Promise<UpstreamHealthRow[]> {
+    const rows = await this.#db.select().from(upstreamHealth).orderBy(upstreamHealth.host);
+    return rows.map((r) => ({ ...r, lastSuccessAt: r.lastSuccessAt || null }));
+  }
+
+  async recentFailures(limit: number): Promise<Failure[]> {
+    const failedBlobs = await this.#db
+      .select({ id: blobs.digest, upstream: blobs.upstream, name: blobs.name, error: blobs.error, retryable: blobs.errorRetryable, attempts: blobs.attempts, at: blobs.updatedAt })
+      .from(blobs)
+      .where(eq(blobs.state, 'failed'))
+      .orderBy(desc(blobs.updatedAt))
+      .limit(limit);
+    const failedLayers = await this.#db
+      .select({ id: layers.diffId, source: layers.blobDigest, error: layers.error, retryable: layers.errorRetryable, attempts: layers.attempts, at: layers.updatedAt })
+      .from(layers)
+      .where(eq(layers.state, 'failed'))
+      .orderBy(desc(layers.updatedAt))
+      .limit(limit);
+    const all: Failure[] = [
+      ...failedBlobs.map((b) => ({ kind: 'blob' as const, id: b.id, source: `${b.upstream}/${b.name}`, error: b.error ?? '', retryable: b.retryable ?? false, attempts: b.attempts, at: b.at })),
+      ...failedLayers.map((l) => ({ kind: 'layer' as const, id: l.id, source: l.source, error: l.error ?? '', retryable: l.retryable ?? false, attempts: l.attempts, at: l.at })),
+    ];
+    return all.sort((a, b) => b.at - a.at).slice(0, limit);
+  }
+
+  async topRepositories(limit: number): Promise<RepositoryUse[]> {
+    // What a repository reaches: its content, the blobs of its manifests, and of their children (an index's).
+    const rows = await this.#db.all<{ upstream: string; name: string; pulls: number; bytes: number; last_pulled_at: number | null }>(sql`
+      WITH reach AS (
+        SELECT c.repository_id AS rid, c.digest AS digest FROM repository_content c
+        UNION SELECT c.repository_id, mb.blob_digest FROM repository_content c JOIN manifest_blobs mb ON mb.manifest_digest = c.digest
+        UNION SELECT c.repository_id, child.blob_digest FROM repository_content c
+          JOIN manifest_blobs mb ON mb.manifest_digest = c.digest AND mb.kind = 'manifest'
+          JOIN manifest_blobs child ON child.manifest_digest = mb.blob_digest
+      )
+      SELECT r.upstream AS upstream, r.name AS name,
+        coalesce(sum(m.pull_count), 0) AS pulls,
+        coalesce(sum(CASE WHEN b.state = 'ready' THEN b.size END), 0) AS bytes,
+        max(m.last_pulled_at) AS last_pulled_at
+      FROM reach JOIN repositories r ON r.id = reach.rid
+      LEFT JOIN manifests m ON m.digest = reach.digest
+      LEFT JOIN blobs b ON b.digest = reach.digest
+      GROUP BY r.id
+      ORDER BY pulls DESC, bytes DESC, r.upstream, r.name
+      LIMIT ${limit}`);
+    return rows.map((r) => ({ upstream: r.upstream, name: r.name, pulls: Number(r.pulls), bytes: Number(r.bytes), lastPulledAt: r.last_pulled_at === null ? null : Number(r.last_pulled_at) }));
+  }
+
+  async inFlight(now: number): Promise<{ transfers: number; extractions: number }> {
+    const [b] = await this.#db.select({ n: sql<number>`count(*)` }).from(blobs).where(and(eq(blobs.state, 'fetching'), gt(blobs.leaseExpiresAt, now)));
+    const [l] = await this.#db.select({ n: sql<number>`count(*)` }).from(layers).where(and(eq(layers.state, 'extracting'), gt(layers.leaseExpiresAt, now)));
+    return { transfers: Number(b?.n ?? 0), extractions: Number(l?.n ?? 0) };
   }
 }

@@ -29,7 +29,8 @@
  *   `.staging/` files, S3's `_staging/` chunk objects and follower announcements, and S3
  *   multipart uploads (aborted) — a day;
  * - spool entries of processes of this host that are gone (`Spool.leftovers`) — a day;
- * - jobs done for more than a week (the libSQL queue) — a week.
+ * - jobs done for more than a week (the libSQL queue) — a week;
+ * - the status page's activity windows — eight days.
  *
  * What it races with, and why that is safe:
  * - a transfer writing a staging, an upload or a spool entry: it touches them at least
@@ -58,6 +59,8 @@ export const DAY_MS = 24 * 3600 * 1000;
 export const LEFTOVER_AGE_MS = DAY_MS;
 /** Done jobs older than this are removed. */
 export const DONE_JOB_AGE_MS = 7 * DAY_MS;
+/** Activity windows (the status page) older than this are removed. */
+export const ACTIVITY_AGE_MS = 8 * DAY_MS;
 /** At most this many removed things are named in a report (the totals count them all). */
 const REPORTED_ITEMS = 1000;
 
@@ -91,6 +94,8 @@ export interface GcReport {
   /** Per kind of leftover: how many and their bytes (removed, or that would be with a dry run). */
   totals: Record<string, { count: number; bytes: number }>;
   doneJobs: number;
+  /** Activity windows of the status page removed (kept ACTIVITY_AGE_MS). */
+  activityWindows: number;
   /** The first REPORTED_ITEMS removed things. */
   items: Array<Leftover | Evicted>;
   /** What the catalog counted stored (ready blobs and layers) before the run, and after it (or after it would have run). */
@@ -110,7 +115,7 @@ export interface Evicted {
 export async function runGc(deps: GcDeps, options: { dryRun?: boolean; owner: string }): Promise<GcReport> {
   const dryRun = options.dryRun ?? false;
   const started = deps.clock();
-  const report: GcReport = { ran: false, dryRun, startedAt: new Date(started).toISOString(), ms: 0, totals: {}, doneJobs: 0, items: [], storedBytes: { before: 0, after: 0 } };
+  const report: GcReport = { ran: false, dryRun, startedAt: new Date(started).toISOString(), ms: 0, totals: {}, doneJobs: 0, activityWindows: 0, items: [], storedBytes: { before: 0, after: 0 } };
   if (!(await deps.catalog.claimMaintenance('gc', options.owner, deps.leaseMs, started))) {
     deps.log({ msg: 'gc', outcome: 'another run holds the lease' });
     return report;
@@ -135,6 +140,7 @@ export async function runGc(deps: GcDeps, options: { dryRun?: boolean; owner: st
         if (deps.spool) for (const item of await deps.spool.leftovers(before, dryRun)) count(item);
         signal.throwIfAborted();
         if (deps.doneJobs) report.doneJobs = await deps.doneJobs.removeDone(started - DONE_JOB_AGE_MS, dryRun);
+        report.activityWindows = await deps.catalog.removeActivity(started - ACTIVITY_AGE_MS, dryRun);
       },
     );
   } finally {

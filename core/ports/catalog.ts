@@ -3,8 +3,41 @@ import type { Layer } from '../../schema/layers.ts';
 import type { Manifest } from '../../schema/manifests.ts';
 import type { RepositoryTarget } from '../oci/reference.ts';
 import type { Compression } from '../layer/decompress.ts';
+import type { ActivityBatch, ActivityRow, UpstreamHealthRow } from '../registry/activity.ts';
 
 export type { Blob, Layer, Manifest };
+export type { ActivityBatch, ActivityRow, UpstreamHealthRow };
+
+/** A row under a final key, as the orphan sweep sees it (see `keyHolders`). */
+export interface KeyHolder {
+  kind: 'blob' | 'layer' | 'manifest';
+  id: string;
+  /** `held`: it serves the object or is writing it; `idle`: it names the key but does not (evicted, pending, failed). */
+  state: 'held' | 'idle';
+}
+
+/** A blob or layer that failed, for the status page. */
+export interface Failure {
+  kind: 'blob' | 'layer';
+  id: string;
+  /** The repository it was fetched through (blobs), or its blob (layers). */
+  source: string;
+  error: string;
+  retryable: boolean;
+  attempts: number;
+  at: number;
+}
+
+/** A repository with what its pulls and content add up to, for the status page. */
+export interface RepositoryUse {
+  upstream: string;
+  name: string;
+  /** Manifest pulls counted through any repository reaching them. */
+  pulls: number;
+  /** Ready blobs it reaches, summed. */
+  bytes: number;
+  lastPulledAt: number | null;
+}
 
 /** Where a blob can be fetched from, as the manifest that introduced it says. */
 export interface BlobSource {
@@ -149,4 +182,27 @@ export interface Catalog {
   beginEviction<K extends LeasedKind>(kind: K, id: string, owner: string, leaseMs: number, notPulledSince: number, now: number): Promise<(K extends 'blob' ? Blob : Layer) | undefined>;
   /** Its objects are gone: the lease is freed; a layer goes back to pending (extracted again when a plan asks). */
   endEviction(kind: LeasedKind, id: string, owner: string, now: number): Promise<void>;
+  /** The rows naming each of `keys` (final keys the orphan sweep listed); a key no row names is absent. */
+  keyHolders(keys: readonly string[], now: number): Promise<Map<string, KeyHolder>>;
+  /**
+   * The orphan sweep takes a row that does not serve its object (an eviction killed before
+   * its delete, a failed fetch): a blob becomes `evicted`, a layer `extracting`, leased to
+   * `owner` while the object goes; released with `endEviction`. False when it serves it
+   * now or someone else holds its lease.
+   */
+  beginSweep(kind: LeasedKind, id: string, owner: string, leaseMs: number, now: number): Promise<boolean>;
+
+  /** Adds a flush's activity windows (summing into what other processes wrote) and upstream health. */
+  recordActivity(batch: ActivityBatch): Promise<void>;
+  /** Activity windows starting at `since` or later. */
+  activitySince(since: number): Promise<ActivityRow[]>;
+  /** Removes windows that started before `before` (GC); how many there were. */
+  removeActivity(before: number, dryRun: boolean): Promise<number>;
+  upstreamHealth(): Promise<UpstreamHealthRow[]>;
+  /** Blobs and layers failed now, the latest first. */
+  recentFailures(limit: number): Promise<Failure[]>;
+  /** Repositories by manifest pulls, the most pulled first. */
+  topRepositories(limit: number): Promise<RepositoryUse[]>;
+  /** Blob transfers and layer extractions under a live lease, across processes. */
+  inFlight(now: number): Promise<{ transfers: number; extractions: number }>;
 }

@@ -1,5 +1,6 @@
 import type { Catalog, PullTally } from '../ports/catalog.ts';
 import type { Clock } from '../ports/clock.ts';
+import type { ActivityRecorder } from './activity.ts';
 
 /** Distinct digests counted before a flush is due whatever the interval: bounds the memory. */
 const MAX_PENDING_DIGESTS = 10_000;
@@ -10,18 +11,21 @@ const MAX_PENDING_DIGESTS = 10_000;
  * every `intervalMs` (or sooner when many digests are pending). `count` hands back the
  * flush when one is due, for the caller to run in the background (a Worker passes it to
  * `waitUntil`); `flush` writes what is pending now (a stopping server calls it). A failed
- * write keeps its tallies for the next flush.
+ * write keeps its tallies for the next flush. The activity windows of the status page
+ * (core/registry/activity.ts) go in the same flush.
  */
 export class PullCounter {
   readonly #catalog: Catalog;
   readonly #clock: Clock;
   readonly #intervalMs: number;
+  readonly #activity: ActivityRecorder | undefined;
   #pending = new Map<string, PullTally>();
   #lastFlush: number;
   #flushing: Promise<void> | undefined;
 
-  constructor(catalog: Catalog, clock: Clock, intervalMs: number) {
+  constructor(catalog: Catalog, clock: Clock, intervalMs: number, activity?: ActivityRecorder) {
     this.#catalog = catalog;
+    this.#activity = activity;
     this.#clock = clock;
     this.#intervalMs = intervalMs;
     this.#lastFlush = clock();
@@ -44,20 +48,23 @@ export class PullCounter {
   /** Writes every pending tally. Never rejects: what could not be written waits for the next flush. */
   async flush(): Promise<void> {
     if (this.#flushing) await this.#flushing;
-    if (this.#pending.size === 0) return;
+    if (this.#pending.size === 0 && !this.#activity?.pending) return;
     const batch = [...this.#pending.values()];
     this.#pending = new Map();
     this.#lastFlush = this.#clock();
-    this.#flushing = this.#catalog.recordPulls(batch).then(
-      () => undefined,
-      () => {
-        for (const t of batch) {
-          const key = `${t.kind} ${t.digest}`;
-          const newer = this.#pending.get(key);
-          this.#pending.set(key, newer ? { ...t, count: t.count + newer.count, lastPulledAt: Math.max(t.lastPulledAt, newer.lastPulledAt) } : t);
-        }
-      },
-    );
+    const activity = this.#activity?.drain();
+    const pulls =
+      batch.length === 0
+        ? undefined
+        : this.#catalog.recordPulls(batch).catch(() => {
+            for (const t of batch) {
+              const key = `${t.kind} ${t.digest}`;
+              const newer = this.#pending.get(key);
+              this.#pending.set(key, newer ? { ...t, count: t.count + newer.count, lastPulledAt: Math.max(t.lastPulledAt, newer.lastPulledAt) } : t);
+            }
+          });
+    const recorded = activity ? this.#catalog.recordActivity(activity).catch(() => this.#activity?.restore(activity)) : undefined;
+    this.#flushing = Promise.all([pulls, recorded]).then(() => undefined);
     try {
       await this.#flushing;
     } finally {

@@ -248,6 +248,71 @@ for (const adapter of adapters) {
       }
     });
 
+    test('activity windows sum what every flush adds; upstream health keeps the latest success and error; old windows go', async () => {
+      const fresh = await adapter.database('activity');
+      const { db, close: closeFresh } = await openDatabase(fresh.url, fresh.authToken);
+      const c = new LibsqlCatalog(db);
+      try {
+        await c.recordActivity({ rows: [{ bucket: 0, metric: 'cache:blob:hit', value: 2 }, { bucket: 300_000, metric: 'cache:blob:hit', value: 1 }], health: [{ host: 'docker.io', lastSuccessAt: 100, lastErrorAt: 50, lastError: 'HTTP 503' }] });
+        await c.recordActivity({ rows: [{ bucket: 0, metric: 'cache:blob:hit', value: 3 }], health: [{ host: 'docker.io', lastSuccessAt: 90, lastErrorAt: 200, lastError: 'HTTP 429' }] });
+        await c.recordActivity({ rows: [], health: [{ host: 'docker.io', lastSuccessAt: 300, lastErrorAt: null, lastError: null }] });
+        assert.deepEqual(await c.activitySince(0), [
+          { bucket: 0, metric: 'cache:blob:hit', value: 5 },
+          { bucket: 300_000, metric: 'cache:blob:hit', value: 1 },
+        ]);
+        assert.deepEqual(await c.activitySince(1), [{ bucket: 300_000, metric: 'cache:blob:hit', value: 1 }]);
+        assert.deepEqual(await c.upstreamHealth(), [{ host: 'docker.io', lastSuccessAt: 300, lastErrorAt: 200, lastError: 'HTTP 429' }]);
+        assert.equal(await c.removeActivity(300_000, true), 1, 'a dry run counts');
+        assert.equal((await c.activitySince(0)).length, 2);
+        assert.equal(await c.removeActivity(300_000, false), 1);
+        assert.deepEqual((await c.activitySince(0)).map((r) => r.bucket), [300_000]);
+      } finally {
+        closeFresh();
+      }
+    });
+
+    test('key holders: a ready or leased row holds its key, others are idle and the sweep takes them under a lease; the status reads', async () => {
+      const fresh = await adapter.database('holders');
+      const { db, close: closeFresh } = await openDatabase(fresh.url, fresh.authToken);
+      const c = new LibsqlCatalog(db);
+      try {
+        for (const n of [800, 801, 802]) await c.recordBlob(blobSource(n, 10), 0);
+        await c.claim('blob', digest(800), 'w', 10_000, 0);
+        await c.blobStored(digest(800), 'w', 10, 0);
+        await c.claim('blob', digest(801), 'w', 10_000, 0);
+        await c.recordLayer(layerSource(810, 800), 0);
+        const key = (n: number) => blobKey(parseDigest(digest(n)));
+        const layer = layerSource(810, 800);
+        const holders = await c.keyHolders([key(800), key(801), key(802), key(899), layer.tarKey, layer.tocKey], 5000);
+        assert.deepEqual(Object.fromEntries([...holders].map(([k, h]) => [k, h.state])), { [key(800)]: 'held', [key(801)]: 'held', [key(802)]: 'idle', [layer.tarKey]: 'idle', [layer.tocKey]: 'idle' });
+        assert.equal((await c.keyHolders([key(801)], 20_000)).get(key(801))?.state, 'idle', 'a lease that ran out holds nothing');
+        assert.equal(await c.beginSweep('blob', digest(800), 'gc', 1000, 5000), false, 'a ready blob is never swept');
+        assert.equal(await c.beginSweep('blob', digest(801), 'gc', 1000, 5000), false, 'nor one being fetched');
+        assert.equal(await c.beginSweep('blob', digest(802), 'gc', 1000, 5000), true);
+        assert.equal((await c.blob(digest(802)))?.state, 'evicted');
+        assert.equal((await c.claim('blob', digest(802), 't', 1000, 5500)).claimed, undefined, 'no transfer while the sweep holds it');
+        await c.endEviction('blob', digest(802), 'gc', 5500);
+        assert.equal((await c.claim('blob', digest(802), 't', 1000, 5500)).claimed?.state, 'fetching');
+        assert.equal(await c.beginSweep('layer', digest(810), 'gc', 1000, 5000), true);
+        assert.equal((await c.claim('layer', digest(810), 'x', 1000, 5500)).claimed, undefined);
+        await c.endEviction('layer', digest(810), 'gc', 5500);
+        assert.equal((await c.layer(digest(810)))?.state, 'pending');
+
+        assert.deepEqual(await c.inFlight(5600), { transfers: 2, extractions: 0 }, '801 and 802 under live leases');
+        await c.fail('blob', digest(802), 't', { message: 'UPSTREAM_INVALID: content does not match its digest', retryable: true }, 6000);
+        assert.deepEqual(
+          (await c.recentFailures(5)).map((f) => [f.kind, f.id, f.source, f.error]),
+          [['blob', digest(802), 'docker.io/library/conformance', 'UPSTREAM_INVALID: content does not match its digest']],
+        );
+        await c.recordManifest({ digest: digest(820), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 100, storageKey: 'manifests/sha256/x' }, [{ digest: digest(800), kind: 'layer', position: 0 }], 0);
+        await c.putTag(target, 'v1', digest(820), 0);
+        await c.recordPulls([{ kind: 'manifest', digest: digest(820), count: 3, lastPulledAt: 7000 }]);
+        assert.deepEqual(await c.topRepositories(5), [{ ...target, pulls: 3, bytes: 10, lastPulledAt: 7000 }]);
+      } finally {
+        closeFresh();
+      }
+    });
+
     test('several processes writing at once lose nothing: every call succeeds and each row has one winner', async () => {
       const db = await adapter.database('processes');
       // Migrate once, as the first server to start does.

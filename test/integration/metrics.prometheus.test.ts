@@ -78,7 +78,7 @@ test('Prometheus scrapes /metrics: cache hits and misses, bytes by source, upstr
   await expect('pullthrough_cache_requests_total{kind="manifest",result="miss"}', 1);
   await expect('pullthrough_cache_requests_total{kind="manifest",result="hit"}', 1);
   await expect('pullthrough_served_bytes_total{source="upstream"}', total);
-  await expect('pullthrough_served_bytes_total{source="stored"}', total);
+  await expect('pullthrough_served_bytes_total{source="store"}', total);
   // Upstream: two blob GETs passed through, two by the ingest jobs, the tag's HEAD and the manifest's GET; one 404.
   await expect('pullthrough_upstream_requests_total{host="docker.io",status="200"}', 6);
   await expect('pullthrough_upstream_requests_total{host="docker.io",status="404"}', 1);
