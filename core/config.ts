@@ -87,6 +87,7 @@ export const VARIABLES = [
   { name: 'CACHE_MAX_BYTES', default: '`0` (no cap)', doc: 'when the stored blobs and extracted layers add up to more, garbage collection evicts the least recently pulled down to `CACHE_LOW_WATER_PERCENT` of it', runtime: 'both' },
   { name: 'CACHE_LOW_WATER_PERCENT', default: '`90`', doc: 'where eviction past `CACHE_MAX_BYTES` stops, in percent of it', runtime: 'both' },
   { name: 'CACHE_MAX_AGE_SECONDS', default: '`0` (none)', doc: 'blobs not pulled for this long are evicted (with their extracted layers)', runtime: 'both' },
+  { name: 'CACHE_EVICT_LAYERS', default: '`with-blobs`', doc: 'how extracted layers are evicted past `CACHE_MAX_BYTES`: `with-blobs` (each with its blob), or `first` (the least recently pulled layers go before any blob, which sandboxes then extract again)', runtime: 'both' },
   { name: 'CACHE_PINNED', default: 'none', doc: 'repository patterns never evicted, comma-separated, as in `AUTH_RULES`: e.g. `docker.io/library/*, ghcr.io/acme/**`', runtime: 'both' },
   { name: 'GC_INTERVAL_SECONDS', default: '`3600`', doc: 'how often the Node server runs garbage collection (sweeps of temporaries, stagings, uploads and spools a day old, done jobs a week old); `0`: only on demand (`POST /api/gc`, `pullthrough gc`). Workers run it from the cron trigger', runtime: 'node' },
   { name: 'COLD_RATE_PER_MINUTE', default: '`0` (off) when `HOST` is a loopback address, else `120`', doc: 'requests a minute per identity (per address for anonymous) that may make the mirror contact an upstream; more answer 429 (`0`: no limit)', runtime: 'both' },
@@ -156,7 +157,12 @@ export interface RetentionConfig {
   maxAgeSeconds: number;
   /** Repository patterns (core/auth/patterns.ts) never evicted. */
   pinned: string[];
+  /** `first`: past the cap, extracted layers go before any blob; `with-blobs`: each with its blob. */
+  evictLayers: EvictLayers;
 }
+
+export const EVICT_LAYERS = ['with-blobs', 'first'] as const;
+export type EvictLayers = (typeof EVICT_LAYERS)[number];
 
 export const EXTRACT_MODES = ['eager', 'on-demand', 'off'] as const;
 export type ExtractMode = (typeof EXTRACT_MODES)[number];
@@ -247,8 +253,7 @@ export function parseConfig(env: Env): Config {
   const tlsCert = read(env, 'TLS_CERT');
   const tlsKey = read(env, 'TLS_KEY');
   if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new ConfigError(tlsCert ? 'TLS_KEY' : 'TLS_CERT', 'set both TLS_CERT and TLS_KEY, or neither');
-  const extract = (read(env, 'EXTRACT') ?? 'on-demand') as ExtractMode;
-  if (!EXTRACT_MODES.includes(extract)) throw new ConfigError('EXTRACT', `must be one of ${EXTRACT_MODES.join(', ')}, got ${JSON.stringify(extract)}`);
+  const extract = oneOf(env, 'EXTRACT', EXTRACT_MODES, 'on-demand');
   const libsqlUrl = read(env, 'LIBSQL_URL') ?? `file:${dataDir.replace(/\/+$/, '')}/pullthrough.db`;
   const publicUrl = read(env, 'PUBLIC_URL') ? originOf('PUBLIC_URL', read(env, 'PUBLIC_URL')!) : undefined;
   if (!/^(file|libsql|https?|wss?):/.test(libsqlUrl)) throw new ConfigError('LIBSQL_URL', 'must be a file:, libsql:, http(s): or ws(s): URL');
@@ -282,9 +287,17 @@ export function parseConfig(env: Env): Config {
       lowWaterPercent: integer(env, 'CACHE_LOW_WATER_PERCENT', 90, 1, 100),
       maxAgeSeconds: integer(env, 'CACHE_MAX_AGE_SECONDS', 0, 0),
       pinned: pinnedPatterns(env),
+      evictLayers: oneOf(env, 'CACHE_EVICT_LAYERS', EVICT_LAYERS, 'with-blobs'),
     },
     coldRatePerMinute: integer(env, 'COLD_RATE_PER_MINUTE', isLoopback(read(env, 'HOST') ?? '127.0.0.1') ? 0 : 120, 0, 1_000_000),
   };
+}
+
+/** A variable whose value is one of `values`. */
+function oneOf<T extends string>(env: Env, name: VariableName, values: readonly T[], fallback: T): T {
+  const value = (read(env, name) ?? fallback) as T;
+  if (!values.includes(value)) throw new ConfigError(name, `must be one of ${values.join(', ')}, got ${JSON.stringify(value)}`);
+  return value;
 }
 
 function pinnedPatterns(env: Env): string[] {

@@ -88,7 +88,7 @@ export class LibsqlCatalog implements Catalog {
     return rows.map((r) => r.layer);
   }
 
-  async beginEviction<K extends LeasedKind>(kind: K, id: string, owner: string, leaseMs: number, notPulledSince: number, now: number): Promise<(K extends 'blob' ? Blob : Layer) | undefined> {
+  async beginEviction<K extends LeasedKind>(kind: K, id: string, owner: string, leaseMs: number, notPulledSince: number, now: number, options: { alone?: boolean } = {}): Promise<(K extends 'blob' ? Blob : Layer) | undefined> {
     type Row = K extends 'blob' ? Blob : Layer;
     const lease = { leaseOwner: owner, leaseExpiresAt: now + leaseMs, updatedAt: now };
     if (kind === 'blob') {
@@ -107,7 +107,9 @@ export class LibsqlCatalog implements Catalog {
           eq(layers.diffId, id),
           eq(layers.state, 'ready'),
           lte(sql`coalesce(${layers.readyAt}, 0)`, notPulledSince),
-          sql`NOT EXISTS (SELECT 1 FROM blobs WHERE blobs.digest = ${layers.blobDigest} AND blobs.state = 'ready')`,
+          options.alone
+            ? sql`NOT EXISTS (SELECT 1 FROM blobs WHERE blobs.digest = ${layers.blobDigest} AND coalesce(blobs.last_pulled_at, 0) > ${notPulledSince})`
+            : sql`NOT EXISTS (SELECT 1 FROM blobs WHERE blobs.digest = ${layers.blobDigest} AND blobs.state = 'ready')`,
         ),
       )
       .returning();
@@ -353,6 +355,18 @@ export class LibsqlCatalog implements Catalog {
       .from(layers)
       .where(eq(layers.state, 'ready'));
     return { blobs: Number(b?.n ?? 0), blobBytes: Number(b?.bytes ?? 0), layers: Number(l?.n ?? 0), layerBytes: Number(l?.bytes ?? 0) };
+  }
+
+  async leastRecentlyPulledLayers(limit: number, after?: { lastPulledAt: number; diffId: string }): Promise<Array<{ diffId: string; blobDigest: string; size: number; lastPulledAt: number }>> {
+    // A layer is used when a plan hands it out, which counts a pull of its blob.
+    const lastPulledAt = sql<number>`max(coalesce(${layers.readyAt}, 0), coalesce((SELECT last_pulled_at FROM blobs WHERE blobs.digest = ${layers.blobDigest}), 0))`;
+    const rows = await this.#db
+      .select({ diffId: layers.diffId, blobDigest: layers.blobDigest, size: layers.size, lastPulledAt })
+      .from(layers)
+      .where(and(eq(layers.state, 'ready'), after ? sql`(${lastPulledAt}, ${layers.diffId}) > (${after.lastPulledAt}, ${after.diffId})` : undefined))
+      .orderBy(lastPulledAt, layers.diffId)
+      .limit(limit);
+    return rows.map((r) => ({ diffId: r.diffId, blobDigest: r.blobDigest, size: r.size ?? 0, lastPulledAt: Number(r.lastPulledAt) }));
   }
 
   async leastRecentlyPulled(limit: number, after?: { lastPulledAt: number; digest: string }): Promise<Array<{ digest: string; size: number; lastPulledAt: number }>> {

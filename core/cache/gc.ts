@@ -19,7 +19,7 @@
  *      from here no client is served its object, and no transfer can write it (the lease);
  *   2. the object is deleted; 3. the lease is freed: a later pull fetches it again.
  *   Killed after 1 or 2: the lease runs out and the row is an ordinary evicted one; an
- *   object left under its key is rewritten by the next fetch.
+ *   object left under its key is rewritten by the next fetch, or swept as an orphan.
  * Its extracted layers follow (any ready layer whose blob is not ready): the layer row goes
  * `ready → extracting` under the lease (no extraction can start), its layer.tar and
  * toc.json are deleted, the row goes back to pending.
@@ -42,11 +42,26 @@
  *   under it is the same as a writer that discarded it (it falls back to the upstream).
  * - another GC run: the `gc` lease in the catalog; a second run finds it held and stops,
  *   reporting so. A run killed half-way leaves only what it had not removed yet: every
- *   step is one delete of one thing, and nothing it removes is under a final key.
- * - objects under final keys (`blobs/`, `manifests/`, `layers/`) are never touched here.
+ *   step is one delete of one thing, and a final key is deleted only under its row's lease
+ *   or when no row names it (see Orphans).
+ *
+ * Orphans: objects under the final keys (`blobs/`, `manifests/`, `layers/`, the bucket
+ * listed) that no row serves, written more than a day ago: left by a process killed
+ * between its write and its row, by an eviction killed before its delete, by a failed
+ * fetch, or by hand. A key whose row is ready (or being written under a live lease) is
+ * never touched. One whose row does not serve it (evicted, pending, failed) is deleted
+ * under that row's lease, taken for the sweep (`beginSweep`), so that no transfer or
+ * extraction writes it meanwhile. One no row names at all is deleted as it is: every
+ * writer of a final key holds a lease on a row that exists before it writes (blobs,
+ * layers), or writes the row right after the object (manifests); a write younger than a
+ * day is not a candidate, and a manifest written again while its old copy is deleted is
+ * fetched again by the next GET that finds its object missing.
+ * - Layers first (CACHE_EVICT_LAYERS=first): past the cap, the least recently used
+ *   extracted layers go before any blob, each `ready → extracting` under the lease while
+ *   its blob stays ready, then back to pending; a plan extracts it again.
  */
 import type { Catalog } from '../ports/catalog.ts';
-import type { BlobStore, Leftover } from '../ports/blob-store.ts';
+import type { BlobStore, Leftover, ListedObject } from '../ports/blob-store.ts';
 import type { Spool } from '../ports/spool.ts';
 import type { Clock } from '../ports/clock.ts';
 import type { Metrics } from '../ports/metrics.ts';
@@ -133,6 +148,7 @@ export async function runGc(deps: GcDeps, options: { dryRun?: boolean; owner: st
         };
         await evict(deps, options.owner, dryRun, started, report, count, signal);
         const before = started - LEFTOVER_AGE_MS;
+        await sweepOrphans(deps, options.owner, dryRun, before, count, signal);
         for await (const item of deps.store.leftovers(before, dryRun)) {
           signal.throwIfAborted();
           count(item);
@@ -151,6 +167,57 @@ export async function runGc(deps: GcDeps, options: { dryRun?: boolean; owner: st
   return report;
 }
 
+/** The prefixes of the final keys (core/oci/keys.ts). */
+const FINAL_PREFIXES = ['blobs/', 'manifests/', 'layers/'];
+/** Listed keys looked up in the catalog at a time. */
+const ORPHAN_PAGE = 200;
+
+/** Objects under final keys that no row serves, last written before `before`: see the header. */
+async function sweepOrphans(deps: GcDeps, owner: string, dryRun: boolean, before: number, count: (item: Leftover) => void, signal: AbortSignal): Promise<void> {
+  const { catalog, store } = deps;
+  const sweep = async (page: ListedObject[]) => {
+    const holders = await catalog.keyHolders(
+      page.map((o) => o.key),
+      deps.clock(),
+    );
+    for (const o of page) {
+      signal.throwIfAborted();
+      const holder = holders.get(o.key);
+      if (holder?.state === 'held' || holder?.kind === 'manifest') continue;
+      const item: Leftover = { kind: 'orphan', key: o.key, bytes: o.size };
+      if (dryRun) {
+        count(item);
+        continue;
+      }
+      if (!holder) {
+        await store.delete(o.key);
+        count(item);
+        continue;
+      }
+      if (!(await catalog.beginSweep(holder.kind, holder.id, owner, deps.leaseMs, deps.clock()))) continue;
+      try {
+        await store.delete(o.key);
+      } finally {
+        await catalog.endEviction(holder.kind, holder.id, owner, deps.clock());
+      }
+      count(item);
+    }
+  };
+  for (const prefix of FINAL_PREFIXES) {
+    let page: ListedObject[] = [];
+    for await (const o of store.list(prefix)) {
+      signal.throwIfAborted();
+      if (o.modifiedAt >= before) continue;
+      page.push(o);
+      if (page.length >= ORPHAN_PAGE) {
+        await sweep(page);
+        page = [];
+      }
+    }
+    await sweep(page);
+  }
+}
+
 /** Retention's part of a run: see the header. */
 async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, report: GcReport, count: (item: Evicted) => void, signal: AbortSignal): Promise<void> {
   const { catalog, store, retention } = deps;
@@ -165,6 +232,10 @@ async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, 
   const pinned = async (digest: string) =>
     retention.pinned.length > 0 && (await catalog.repositoriesReaching(digest)).some((r) => retention.pinned.some((p) => matchesPattern(p, r.upstream, r.name)));
 
+  // Layers a dry run already counted (CACHE_EVICT_LAYERS=first), not counted again with their blobs.
+  const counted = new Set<string>();
+  if (overCap && retention.evictLayers === 'first') await layersFirst();
+
   let after: { lastPulledAt: number; digest: string } | undefined;
   for (;;) {
     const page = await catalog.leastRecentlyPulled(EVICTION_PAGE, after);
@@ -176,7 +247,7 @@ async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, 
       const byAge = ageCutoff !== undefined && candidate.lastPulledAt < ageCutoff;
       if (!bySize && !byAge) return finishLayers();
       if (candidate.lastPulledAt > guard || (await pinned(candidate.digest))) continue;
-      const layers = await catalog.readyLayersOf(candidate.digest);
+      const layers = (await catalog.readyLayersOf(candidate.digest)).filter((l) => !counted.has(l.diffId));
       const freed = candidate.size + layers.reduce((n, l) => n + (l.size ?? 0), 0);
       if (dryRun) {
         count({ kind: 'blob', key: candidate.digest, bytes: candidate.size, reason: bySize ? 'size' : 'age' });
@@ -200,6 +271,39 @@ async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, 
     }
   }
   return finishLayers();
+
+  /** CACHE_EVICT_LAYERS=first: past the cap, the least recently used extracted layers go first, their blobs staying. */
+  async function layersFirst(): Promise<void> {
+    let after: { lastPulledAt: number; diffId: string } | undefined;
+    for (;;) {
+      const page = await catalog.leastRecentlyPulledLayers(EVICTION_PAGE, after);
+      if (page.length === 0) return;
+      for (const candidate of page) {
+        signal.throwIfAborted();
+        after = candidate;
+        if (stored <= lowWater) return;
+        if (candidate.lastPulledAt > guard || (await pinned(candidate.blobDigest))) continue;
+        if (dryRun) {
+          count({ kind: 'layer', key: candidate.diffId, bytes: candidate.size, reason: 'size' });
+          counted.add(candidate.diffId);
+          stored -= candidate.size;
+          continue;
+        }
+        const row = await catalog.beginEviction('layer', candidate.diffId, owner, deps.leaseMs, guard, deps.clock(), { alone: true });
+        if (!row) continue;
+        try {
+          await store.delete(row.tarKey);
+          await store.delete(row.tocKey);
+        } finally {
+          await catalog.endEviction('layer', row.diffId, owner, deps.clock());
+        }
+        count({ kind: 'layer', key: row.diffId, bytes: candidate.size, reason: 'size' });
+        deps.metrics?.count('pullthrough_evictions_total', { kind: 'layer' });
+        deps.metrics?.count('pullthrough_evicted_bytes_total', { kind: 'layer' }, candidate.size);
+        stored -= candidate.size;
+      }
+    }
+  }
 
   /** Extracted layers whose blob is evicted: removed (after the blobs of this run). */
   async function finishLayers(): Promise<void> {

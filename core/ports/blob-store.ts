@@ -21,8 +21,8 @@ export interface ListedObject {
 
 /** Something a store left behind that a GC run removes (core/cache/gc.ts). */
 export interface Leftover {
-  /** `temporary` (a write's scratch file), `staging` (a staged write, a chunk, an announcement), `upload` (an S3 multipart upload), `spool`. */
-  kind: 'temporary' | 'staging' | 'upload' | 'spool';
+  /** `temporary` (a write's scratch file), `staging` (a staged write, a chunk, an announcement), `upload` (an S3 multipart upload), `spool`, `orphan` (an object under a final key no row serves: core/cache/gc.ts). */
+  kind: 'temporary' | 'staging' | 'upload' | 'spool' | 'orphan';
   /** Where it is, relative to the store (a path, a key, `<key>#<upload id>`). */
   key: string;
   bytes: number;

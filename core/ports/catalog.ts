@@ -167,6 +167,8 @@ export interface Catalog {
    * an eviction, counts as a pull), at most `limit`, after `after` when given: retention's eviction order.
    */
   leastRecentlyPulled(limit: number, after?: { lastPulledAt: number; digest: string }): Promise<Array<{ digest: string; size: number; lastPulledAt: number }>>;
+  /** Ready layers, least recently used first (their readiness, or a pull of their blob): CACHE_EVICT_LAYERS=first. */
+  leastRecentlyPulledLayers(limit: number, after?: { lastPulledAt: number; diffId: string }): Promise<Array<{ diffId: string; blobDigest: string; size: number; lastPulledAt: number }>>;
   /** The repositories that reach a digest (the reverse of `inRepository`): retention's pins. */
   repositoriesReaching(digest: string): Promise<RepositoryTarget[]>;
   /** Extracted layers of a blob (ready), for what evicting it frees. */
@@ -177,9 +179,11 @@ export interface Catalog {
    * Retention takes a blob or a layer away: a ready blob not pulled since `notPulledSince`
    * becomes `evicted`, a ready layer of a blob that is not ready becomes `extracting`, each
    * leased to `owner` while its objects are removed, so that no transfer or extraction
-   * writes them meanwhile. Undefined when the row no longer qualifies.
+   * writes them meanwhile. Undefined when the row no longer qualifies. `alone` (layers,
+   * CACHE_EVICT_LAYERS=first): the layer goes while its blob stays, if the blob was not
+   * pulled since the bound either.
    */
-  beginEviction<K extends LeasedKind>(kind: K, id: string, owner: string, leaseMs: number, notPulledSince: number, now: number): Promise<(K extends 'blob' ? Blob : Layer) | undefined>;
+  beginEviction<K extends LeasedKind>(kind: K, id: string, owner: string, leaseMs: number, notPulledSince: number, now: number, options?: { alone?: boolean }): Promise<(K extends 'blob' ? Blob : Layer) | undefined>;
   /** Its objects are gone: the lease is freed; a layer goes back to pending (extracted again when a plan asks). */
   endEviction(kind: LeasedKind, id: string, owner: string, now: number): Promise<void>;
   /** The rows naming each of `keys` (final keys the orphan sweep listed); a key no row names is absent. */

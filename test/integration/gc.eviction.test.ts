@@ -1,6 +1,7 @@
 // Retention (core/cache/gc.ts) on real pulls: past CACHE_MAX_BYTES the least recently
 // pulled image goes, with its extracted layer; a pinned one and one in flight stay; a
-// pull of the evicted image works and stores it again; CACHE_MAX_AGE_SECONDS evicts by age.
+// pull of the evicted image works and stores it again; CACHE_MAX_AGE_SECONDS evicts by age;
+// CACHE_EVICT_LAYERS=first takes extracted layers before any blob.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -107,6 +108,38 @@ test('past CACHE_MAX_BYTES the least recently pulled image goes with its extract
     assert.ok(registry.requests().filter((r) => r.path.endsWith(oldLayer.digest) && r.method === 'GET').length > fetchedBefore, 'fetched again from the upstream');
   } finally {
     proxy.fault = 'none';
+    await t.close();
+  }
+});
+
+test('CACHE_EVICT_LAYERS=first: past the cap the least recently used extracted layer goes and every blob stays; a plan extracts it again', async () => {
+  const t = await createTestApp(proxy.url, 60, undefined, { env: { CACHE_EVICT_LAYERS: 'first', CACHE_LOW_WATER_PERCENT: '100', CACHE_MAX_BYTES: '1' } });
+  try {
+    const diffIds: Record<string, string> = {};
+    for (const name of ['old', 'middle']) {
+      await pull(t, name);
+      const plan = await t.app.request(`/api/rootfs/library/${name}:1`);
+      assert.equal(plan.status, 202);
+      diffIds[name] = ((await plan.json()) as { layers: Array<{ diff_id: string }> }).layers[0]!.diff_id;
+      assert.equal((await extractLayer(t.deps.ingest, diffIds[name]!, 'test')).ok, true);
+      await t.deps.pulls.flush();
+      t.advance(10 * MINUTE);
+    }
+    // The cap one byte under what is stored: one layer has to go, the least recently used.
+    const usage = await t.deps.gc.catalog.usage();
+    t.deps.gc.retention.maxBytes = usage.blobBytes + usage.layerBytes - 1;
+    const run = await runGc(t.deps.gc, { owner: 'layers-first' });
+    assert.deepEqual(run.items.map((i) => [i.kind, i.key]), [['layer', diffIds.old]], 'only the old layer goes');
+    const old = await t.deps.gc.catalog.layer(diffIds.old!);
+    assert.equal(old?.state, 'pending');
+    assert.equal(await t.store.stat(old!.tarKey), undefined, 'its layer.tar is gone');
+    assert.equal((await t.deps.gc.catalog.layer(diffIds.middle!))?.state, 'ready');
+    for (const name of ['old', 'middle']) for (const d of blobsOf(images[name]!)) assert.equal(await state(t, d), 'ready', `${name}'s blobs stay`);
+    // A sandbox asking again gets it extracted again, from the blob still stored.
+    assert.equal((await t.app.request('/api/rootfs/library/old:1')).status, 202);
+    assert.equal((await extractLayer(t.deps.ingest, diffIds.old!, 'test')).ok, true);
+    assert.equal((await t.deps.gc.catalog.layer(diffIds.old!))?.state, 'ready');
+  } finally {
     await t.close();
   }
 });

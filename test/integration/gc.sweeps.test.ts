@@ -1,6 +1,7 @@
 // Garbage collection's sweeps (core/cache/gc.ts) on real stores: the filesystem store's
 // temporaries, Ceph RGW's staging chunks and multipart uploads, dead processes' spool
-// entries and old done jobs; never an object under a final key. One run at a time
+// entries and old done jobs; objects under final keys that no row serves (orphans), never
+// one a ready row holds. One run at a time
 // (the lease); `POST /api/gc` behind the admin grant; `pullthrough gc` over HTTP.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -35,14 +36,39 @@ const old = async (path: string, bytes: number) => {
 };
 const exists = (path: string) => stat(path).then(() => true, () => false);
 
-test('filesystem store: temporaries and stagings a day old, dead processes\' spool entries and done jobs a week old go; fresh ones and final keys stay; a dry run removes nothing', async () => {
+/** A blob row for `hex` in the test app's catalog: ready, or evicted (its object to go). */
+async function blobRow(t: Awaited<ReturnType<typeof createTestApp>>, hex: string, state: 'ready' | 'evicted', size: number) {
+  const catalog = t.deps.gc.catalog;
+  const digest = `sha256:${hex}`;
+  const now = t.deps.gc.clock();
+  await catalog.recordBlob({ digest, upstream: 'docker.io', name: 'library/kept', size, storageKey: `blobs/sha256/${hex}` }, now);
+  await catalog.claim('blob', digest, 'writer', 10_000, now);
+  await catalog.blobStored(digest, 'writer', size, now);
+  if (state === 'evicted') {
+    await catalog.beginEviction('blob', digest, 'gc-killed', 1, now, now);
+    await catalog.endEviction('blob', digest, 'gc-killed', now);
+  }
+}
+
+test('filesystem store: temporaries and stagings a day old, dead processes\' spool entries, done jobs a week old and orphans go; fresh ones and what a row holds stay; a dry run removes nothing', async () => {
   const t = await createTestApp('http://127.0.0.1:9');
   try {
     const store = join(t.dir, 'store');
     await old(join(store, '.tmp', 'crashed-upload'), 1000);
     await old(join(store, '.staging', `blobs_sha256_${'a'.repeat(64)}`), 2000);
     await writeFile(join(store, '.tmp', 'in-flight'), 'fresh');
-    await old(join(store, 'blobs', 'sha256', 'b'.repeat(64)), 300); // a final key: never a leftover
+    // Under final keys: a ready blob's object stays; one no row names, an evicted blob's
+    // (an eviction killed before its delete), a manifest and a layer no row names go; a
+    // fresh one with no row stays (its writer may be about to record it).
+    await old(join(store, 'blobs', 'sha256', 'e'.repeat(64)), 310);
+    await blobRow(t, 'e'.repeat(64), 'ready', 310);
+    await old(join(store, 'blobs', 'sha256', 'f'.repeat(64)), 320);
+    await blobRow(t, 'f'.repeat(64), 'evicted', 320);
+    await old(join(store, 'blobs', 'sha256', 'b'.repeat(64)), 300);
+    await old(join(store, 'manifests', 'sha256', '7'.repeat(64)), 30);
+    await old(join(store, 'layers', 'sha256', '8'.repeat(64), 'layer.tar'), 3000);
+    await mkdir(join(store, 'blobs', 'sha256'), { recursive: true });
+    await writeFile(join(store, 'blobs', 'sha256', '1'.repeat(64)), 'fresh');
     // A spool entry of a process of this host that is gone (pid 2^22+1 is never alive).
     const deadSpool = join(t.dir, 'spool', `${hostname().replace(/[^A-Za-z0-9.-]/g, '_')}-4194305`);
     await old(join(deadSpool, 'sha256-abc'), 400);
@@ -53,7 +79,7 @@ test('filesystem store: temporaries and stagings a day old, dead processes\' spo
 
     const dry = await runGc(t.deps.gc, { dryRun: true, owner: 'test-dry' });
     assert.equal(dry.ran, true);
-    assert.deepEqual(dry.totals, { temporary: { count: 1, bytes: 1000 }, staging: { count: 1, bytes: 2000 }, spool: { count: 1, bytes: 400 } });
+    assert.deepEqual(dry.totals, { orphan: { count: 4, bytes: 320 + 300 + 30 + 3000 }, temporary: { count: 1, bytes: 1000 }, staging: { count: 1, bytes: 2000 }, spool: { count: 1, bytes: 400 } });
     assert.equal(dry.doneJobs, 1);
     assert.equal(await exists(join(store, '.tmp', 'crashed-upload')), true, 'a dry run removes nothing');
     assert.equal(await exists(join(deadSpool, 'sha256-abc')), true);
@@ -61,12 +87,19 @@ test('filesystem store: temporaries and stagings a day old, dead processes\' spo
     const run = await runGc(t.deps.gc, { owner: 'test' });
     assert.deepEqual(run.totals, dry.totals);
     assert.equal(run.doneJobs, 1);
-    assert.deepEqual(run.items.map((i) => i.kind).sort(), ['spool', 'staging', 'temporary']);
+    assert.deepEqual(run.items.map((i) => i.kind).sort(), ['orphan', 'orphan', 'orphan', 'orphan', 'spool', 'staging', 'temporary']);
     assert.equal(await exists(join(store, '.tmp', 'crashed-upload')), false);
     assert.equal(await exists(join(store, '.staging', `blobs_sha256_${'a'.repeat(64)}`)), false);
     assert.equal(await exists(join(deadSpool, 'sha256-abc')), false);
     assert.equal(await exists(join(store, '.tmp', 'in-flight')), true, 'fresh temporaries stay');
-    assert.equal(await exists(join(store, 'blobs', 'sha256', 'b'.repeat(64))), true, 'final keys stay');
+    assert.equal(await exists(join(store, 'blobs', 'sha256', 'e'.repeat(64))), true, 'a ready blob\'s object stays');
+    assert.equal(await exists(join(store, 'blobs', 'sha256', '1'.repeat(64))), true, 'a fresh object stays');
+    for (const gone of [join('blobs', 'sha256', 'b'.repeat(64)), join('blobs', 'sha256', 'f'.repeat(64)), join('manifests', 'sha256', '7'.repeat(64)), join('layers', 'sha256', '8'.repeat(64), 'layer.tar')]) {
+      assert.equal(await exists(join(store, gone)), false, `${gone} swept`);
+    }
+    const evicted = await t.deps.gc.catalog.blob(`sha256:${'f'.repeat(64)}`);
+    assert.deepEqual([evicted?.state, evicted?.leaseOwner], ['evicted', null], 'the evicted row stays, its lease given back');
+    assert.equal((await t.deps.gc.catalog.blob(`sha256:${'e'.repeat(64)}`))?.state, 'ready');
     const again = await runGc(t.deps.gc, { owner: 'test-again' });
     assert.deepEqual([again.totals, again.doneJobs], [{}, 0], 'nothing left the second time');
   } finally {
@@ -88,7 +121,7 @@ test('two runs at once: one does the work, the other reports the lease held', as
   }
 });
 
-test('Ceph RGW: staging chunks and follower announcements a day old are deleted, multipart uploads a day old aborted; objects under final keys stay', async (ctx) => {
+test('Ceph RGW: staging chunks and follower announcements a day old are deleted, multipart uploads a day old aborted, an orphan under a final key deleted; a ready blob\'s object stays', async (ctx) => {
   const s3 = await s3TestBucket('gc');
   if (!s3) return ctx.skip('needs Ceph RGW (npm test starts it)');
   const store = new S3BlobStore(s3.client, { bucket: s3.bucket, partSizeBytes: 5 * 1024 * 1024, queueSize: 2 });
@@ -96,6 +129,9 @@ test('Ceph RGW: staging chunks and follower announcements a day old are deleted,
   try {
     const key = `blobs/sha256/${'d'.repeat(64)}`;
     await s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: key, Body: 'final' }));
+    await blobRow(t, 'd'.repeat(64), 'ready', 5);
+    const orphan = `blobs/sha256/${'9'.repeat(64)}`;
+    await s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: orphan, Body: 'orphan!' }));
     await s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: `_staging/${key}/0`, Body: randomBytes(1234) }));
     await s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: `_staging/${key}/follower-x`, Body: '' }));
     const upload = await s3.client.send(new CreateMultipartUploadCommand({ Bucket: s3.bucket, Key: key }));
@@ -104,13 +140,13 @@ test('Ceph RGW: staging chunks and follower announcements a day old are deleted,
     assert.deepEqual((await runGc(t.deps.gc, { owner: 'early' })).totals, {});
     t.advance(DAY_MS + 60_000);
     const dry = await runGc(t.deps.gc, { dryRun: true, owner: 'dry' });
-    assert.deepEqual(dry.totals, { staging: { count: 2, bytes: 1234 }, upload: { count: 1, bytes: 4321 } });
+    assert.deepEqual(dry.totals, { orphan: { count: 1, bytes: 7 }, staging: { count: 2, bytes: 1234 }, upload: { count: 1, bytes: 4321 } });
     assert.equal((await s3.client.send(new ListMultipartUploadsCommand({ Bucket: s3.bucket }))).Uploads?.length, 1, 'a dry run aborts nothing');
     const run = await runGc(t.deps.gc, { owner: 'run' });
     assert.deepEqual(run.totals, dry.totals);
     assert.equal((await s3.client.send(new ListMultipartUploadsCommand({ Bucket: s3.bucket }))).Uploads?.length ?? 0, 0);
     const keys = ((await s3.client.send(new ListObjectsV2Command({ Bucket: s3.bucket }))).Contents ?? []).map((o) => o.Key);
-    assert.deepEqual(keys, [key], 'only the final object is left');
+    assert.deepEqual(keys, [key], 'only the ready blob\'s object is left');
   } finally {
     await t.close();
   }
