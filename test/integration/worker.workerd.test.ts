@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
-import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { openDatabase, type Database } from '../../core/adapters/libsql.ts';
 import { blobs } from '../../schema/blobs.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
@@ -258,6 +258,57 @@ test('a bucket the Worker cannot use (missing bucket, wrong secret): the request
   }
   const healthy = await fetch(new URL(`/v2/nobucket/manifests/${fresh.manifestDigest}`, worker.url));
   assert.equal(healthy.status, 200, 'the same request on the well-configured Worker');
+});
+
+test('the cron trigger runs garbage collection in the Worker: past CACHE_MAX_BYTES the least recently pulled blob leaves the bucket; the status page and /api/status count what the Worker served', { skip, timeout: 180_000 }, async () => {
+  // A Worker, database and bucket of its own: two blobs stored two days ago, room for one.
+  const gcHrana = await startHranaServer(join(dir, 'gc.sqlite'));
+  const gcBucket = (await s3TestBucket('worker-gc'))!;
+  const { db: gcDb, close: closeGcDb } = await openDatabase(gcHrana.url, gcHrana.authToken);
+  const gcWorker = await startLocalWorker({
+    persistDir: join(dir, 'wrangler-gc'),
+    vars: {
+      LIBSQL_URL: gcHrana.url, LIBSQL_AUTH_TOKEN: gcHrana.authToken, S3_ENDPOINT: process.env.S3_TEST_ENDPOINT!, S3_BUCKET: gcBucket.bucket, S3_REGION: 'us-east-1',
+      S3_ACCESS_KEY_ID: process.env.S3_TEST_ACCESS_KEY_ID!, S3_SECRET_ACCESS_KEY: process.env.S3_TEST_SECRET_ACCESS_KEY!,
+      UPSTREAMS: JSON.stringify({ 'docker.io': { url: proxy.url } }),
+      CACHE_MAX_BYTES: '150', CACHE_LOW_WATER_PERCENT: '100',
+    },
+  });
+  try {
+    const seeded: string[] = [];
+    for (const [i, ago] of [[0, 3], [1, 2]] as const) {
+      const bytes = randomBytes(100);
+      const hex = createHash('sha256').update(bytes).digest('hex');
+      await gcBucket.client.send(new PutObjectCommand({ Bucket: gcBucket.bucket, Key: `blobs/sha256/${hex}`, Body: bytes }));
+      const at = Date.now() - ago * 86400_000;
+      await gcDb.insert(blobs).values({ digest: `sha256:${hex}`, state: 'ready', size: 100, storageKey: `blobs/sha256/${hex}`, upstream: 'docker.io', name: `library/seeded${i}`, createdAt: at, updatedAt: at, readyAt: at, lastPulledAt: at });
+      seeded.push(`sha256:${hex}`);
+    }
+    const [older, newer] = seeded as [string, string];
+    // What a deployed cron does: Miniflare's trigger runs the Worker's `scheduled` handler.
+    const cron = await fetch(new URL('/cdn-cgi/local/scheduled', gcWorker.url));
+    assert.equal(cron.status, 200, await cron.text());
+    const state = async (digest: string) => (await gcDb.select().from(blobs).where(eq(blobs.digest, digest)))[0]?.state;
+    assert.equal(await state(older), 'evicted');
+    assert.equal(await state(newer), 'ready');
+    const keys = ((await gcBucket.client.send(new ListObjectsV2Command({ Bucket: gcBucket.bucket }))).Contents ?? []).map((o) => o.Key);
+    assert.deepEqual(keys, [keyOf(newer)], 'the evicted blob left the bucket');
+
+    // The status: one manifest fetched through this Worker (a miss), one blob stored.
+    assert.equal((await fetch(new URL('/v2/library/small/manifests/1', gcWorker.url), { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).status, 200);
+    const status = (await (await fetch(new URL('/api/status', gcWorker.url))).json()) as { hour: { by_kind: { manifest: { misses: number } } }; stored: { blobs: number; cap_bytes: number }; upstreams?: Array<{ host: string; last_success_at: string | null }> };
+    assert.equal(status.hour.by_kind.manifest.misses, 1);
+    assert.deepEqual([status.stored.blobs, status.stored.cap_bytes], [1, 150]);
+    // No users or tokens: everyone is anonymous and sees the details, as with /metrics.
+    assert.ok(status.upstreams?.find((u) => u.host === 'docker.io')?.last_success_at, 'the upstream\'s last success, written by the Worker');
+    const page = await fetch(new URL('/', gcWorker.url));
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /<title>pullthrough status<\/title>[\s\S]*data-stat="hour-misses">1</);
+  } finally {
+    await gcWorker.dispose();
+    closeGcDb();
+    await gcHrana.stop();
+  }
 });
 
 test('access control in workerd: without AUTH_RULES every request is 503 naming it; with users, the token flow (PBKDF2 and HMAC in Web Crypto) opens only what the rules grant', { skip, timeout: 180_000 }, async () => {
