@@ -289,20 +289,26 @@ async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, 
           stored -= candidate.size;
           continue;
         }
-        const row = await catalog.beginEviction('layer', candidate.diffId, owner, deps.leaseMs, guard, deps.clock(), { alone: true });
-        if (!row) continue;
-        try {
-          await store.delete(row.tarKey);
-          await store.delete(row.tocKey);
-        } finally {
-          await catalog.endEviction('layer', row.diffId, owner, deps.clock());
-        }
-        count({ kind: 'layer', key: row.diffId, bytes: candidate.size, reason: 'size' });
-        deps.metrics?.count('pullthrough_evictions_total', { kind: 'layer' });
-        deps.metrics?.count('pullthrough_evicted_bytes_total', { kind: 'layer' }, candidate.size);
+        if (!(await evictLayer(candidate.diffId, candidate.size, true))) continue;
+        count({ kind: 'layer', key: candidate.diffId, bytes: candidate.size, reason: 'size' });
         stored -= candidate.size;
       }
     }
+  }
+
+  /** One extracted layer's objects deleted under the eviction lease; false when its row no longer qualifies. `alone`: its blob stays. */
+  async function evictLayer(diffId: string, size: number, alone: boolean): Promise<boolean> {
+    const row = await catalog.beginEviction('layer', diffId, owner, deps.leaseMs, guard, deps.clock(), { alone });
+    if (!row) return false;
+    try {
+      await store.delete(row.tarKey);
+      await store.delete(row.tocKey);
+    } finally {
+      await catalog.endEviction('layer', row.diffId, owner, deps.clock());
+    }
+    deps.metrics?.count('pullthrough_evictions_total', { kind: 'layer' });
+    deps.metrics?.count('pullthrough_evicted_bytes_total', { kind: 'layer' }, size);
+    return true;
   }
 
   /** Extracted layers whose blob is evicted: removed (after the blobs of this run). */
@@ -314,17 +320,8 @@ async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, 
       let removed = 0;
       for (const layer of layers) {
         signal.throwIfAborted();
-        const row = await catalog.beginEviction('layer', layer.diffId, owner, deps.leaseMs, guard, deps.clock());
-        if (!row) continue;
-        try {
-          await store.delete(row.tarKey);
-          await store.delete(row.tocKey);
-        } finally {
-          await catalog.endEviction('layer', row.diffId, owner, deps.clock());
-        }
-        count({ kind: 'layer', key: row.diffId, bytes: layer.size ?? 0 });
-        deps.metrics?.count('pullthrough_evictions_total', { kind: 'layer' });
-        deps.metrics?.count('pullthrough_evicted_bytes_total', { kind: 'layer' }, layer.size ?? 0);
+        if (!(await evictLayer(layer.diffId, layer.size ?? 0, false))) continue;
+        count({ kind: 'layer', key: layer.diffId, bytes: layer.size ?? 0 });
         removed++;
       }
       if (layers.length < LAYER_PAGE || removed === 0) return;

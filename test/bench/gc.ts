@@ -6,9 +6,8 @@ import { execFileSync } from 'node:child_process';
 import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { seedStoredBlobs } from '../setup/seed.ts';
+import { gcServerEnv, seedStoredBlobs } from '../setup/seed.ts';
 import { startServer } from '../setup/server.ts';
-import { hashPassword } from '../../core/auth/password.ts';
 import { cleanups, hwmOf, report, runBench, seconds } from './harness.ts';
 
 const BLOBS = 10_000;
@@ -25,17 +24,9 @@ await runBench(async () => {
   const doomed = seeded.digests.slice(0, BLOBS - KEEP).map((d) => join(copy, d.slice(7)));
   const rmSeconds = await seconds(async () => execFileSync('xargs', ['rm', '-f'], { input: doomed.join('\n') }));
 
-  const server = await startServer({
-    DATA_DIR: data,
-    UPSTREAMS: JSON.stringify({ 'docker.io': { url: 'http://127.0.0.1:9' } }),
-    AUTH_USERS: JSON.stringify({ op: await hashPassword('bench-gc') }),
-    AUTH_RULES: 'admin to op',
-    CACHE_MAX_BYTES: String(KEEP * seeded.size),
-    CACHE_LOW_WATER_PERCENT: '100',
-    GC_INTERVAL_SECONDS: '0',
-  });
+  const { env, admin: headers } = await gcServerEnv(data, KEEP * seeded.size, 'bench-gc');
+  const server = await startServer(env);
   cleanups.push(() => server.stop());
-  const headers = { authorization: `Basic ${Buffer.from('op:bench-gc').toString('base64')}` };
   const idle = await hwmOf(server);
   let evicted = 0;
   const evicting = await seconds(async () => {

@@ -155,15 +155,15 @@ test('a blob or manifest cached through one repository is not served under anoth
     assert.equal((await errors(manifest))[0]!.code, 'MANIFEST_UNKNOWN');
     // A repository whose upstream has the same layer gets it, from the store, once the
     // upstream has said so; the answer is remembered (no second question).
-    const asked = () => registry.requests().filter((r) => r.path === `/v2/library/twin/blobs/${layer}`).length;
-    const before = asked();
+    const asked = async () => (await registry.settledRequests()).filter((r) => r.path === `/v2/library/twin/blobs/${layer}`).length;
+    const before = await asked();
     const first = await open.app.request(`/v2/library/twin/blobs/${layer}`, { method: 'HEAD' });
     assert.equal(first.status, 200);
-    assert.equal(asked(), before + 1);
+    assert.equal(await asked(), before + 1);
     const second = await open.app.request(`/v2/library/twin/blobs/${layer}`);
     assert.equal(second.status, 200);
     await second.arrayBuffer();
-    assert.equal(asked(), before + 1, 'the confirmation is cached');
+    assert.equal(await asked(), before + 1, 'the confirmation is cached');
     assert.equal(twin.layers[0]!.digest, layer);
   } finally {
     await open.close();

@@ -9,11 +9,10 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql } from 'drizzle-orm';
-import { seedStoredBlobs, type Seeded } from '../setup/seed.ts';
+import { gcServerEnv, seedStoredBlobs, type Seeded } from '../setup/seed.ts';
 import { startServer, type Server } from '../setup/server.ts';
 import { until } from '../setup/process.ts';
 import { openDatabase, type Database } from '../../core/adapters/libsql.ts';
-import { hashPassword } from '../../core/auth/password.ts';
 
 const BLOBS = 3000;
 const KEEP = 300;
@@ -24,7 +23,7 @@ let server: Server | undefined;
 let db: Database;
 let closeDb: () => void;
 
-const admin = { authorization: `Basic ${Buffer.from('op:gc-crash-pass').toString('base64')}` };
+let admin: Record<string, string>;
 const exists = (path: string) => stat(path).then(() => true, () => false);
 const objectOf = (digest: string) => join(dir, 'store', 'blobs', 'sha256', digest.slice(7));
 const rows = async () => db.all<{ digest: string; state: string }>(sql`SELECT digest, state FROM blobs`);
@@ -32,16 +31,9 @@ const rows = async () => db.all<{ digest: string; state: string }>(sql`SELECT di
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'pt-gc-crash-'));
   seeded = await seedStoredBlobs(dir, BLOBS);
-  env = {
-    DATA_DIR: dir,
-    UPSTREAMS: JSON.stringify({ 'docker.io': { url: 'http://127.0.0.1:9' } }),
-    AUTH_USERS: JSON.stringify({ op: await hashPassword('gc-crash-pass') }),
-    AUTH_RULES: 'admin to op',
-    CACHE_MAX_BYTES: String(KEEP * seeded.size),
-    CACHE_LOW_WATER_PERCENT: '100',
-    GC_INTERVAL_SECONDS: '0',
-    JOB_LEASE_SECONDS: '3',
-  };
+  const gc = await gcServerEnv(dir, KEEP * seeded.size, 'gc-crash-pass');
+  env = { ...gc.env, JOB_LEASE_SECONDS: '3' };
+  admin = gc.admin;
   ({ db, close: closeDb } = await openDatabase(`file:${join(dir, 'pullthrough.db')}`));
 });
 after(async () => {

@@ -1,5 +1,6 @@
 // Starts Debian's docker-registry (distribution) as a real upstream for tests.
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -21,6 +22,11 @@ export interface Registry {
   host: string;
   /** Request lines the registry logged so far (method and path). */
   requests(): Array<{ method: string; path: string }>;
+  /**
+   * Every request answered so far, once its log line is in: the registry logs a request
+   * after answering it, so a marker request is sent and waited for (the log is in order).
+   */
+  settledRequests(): Promise<Array<{ method: string; path: string }>>;
   stop(): Promise<void>;
 }
 
@@ -117,6 +123,12 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Regi
     url,
     host: `127.0.0.1:${port}`,
     requests: () => [...log],
+    async settledRequests() {
+      const marker = `/v2/?settled=${randomUUID()}`;
+      await fetch(`${url}${marker}`).then((res) => res.arrayBuffer());
+      await until(async () => log.some((r) => r.path === marker), 10_000, 'the registry to log the marker request');
+      return log.filter((r) => r.path !== marker);
+    },
     async stop() {
       await stopProcess(child);
       await rm(dir, { recursive: true, force: true });

@@ -6,6 +6,7 @@ import { mkdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openDatabase } from '../../core/adapters/libsql.ts';
 import { blobs } from '../../schema/blobs.ts';
+import { hashPassword } from '../../core/auth/password.ts';
 
 export interface Seeded {
   digests: string[];
@@ -38,4 +39,20 @@ export async function seedStoredBlobs(dataDir: string, count: number, options: {
     close();
   }
   return { digests, size };
+}
+
+/** A server on a seeded DATA_DIR with room for `keepBytes`, no timer run, and `op` (password `password`) the admin who asks for runs. */
+export async function gcServerEnv(dataDir: string, keepBytes: number, password: string): Promise<{ env: Record<string, string>; admin: Record<string, string> }> {
+  return {
+    env: {
+      DATA_DIR: dataDir,
+      UPSTREAMS: JSON.stringify({ 'docker.io': { url: 'http://127.0.0.1:9' } }),
+      AUTH_USERS: JSON.stringify({ op: await hashPassword(password) }),
+      AUTH_RULES: 'admin to op',
+      CACHE_MAX_BYTES: String(keepBytes),
+      CACHE_LOW_WATER_PERCENT: '100',
+      GC_INTERVAL_SECONDS: '0',
+    },
+    admin: { authorization: `Basic ${Buffer.from(`op:${password}`).toString('base64')}` },
+  };
 }
