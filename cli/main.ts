@@ -10,6 +10,7 @@ import { hashPassword } from '../core/auth/password.ts';
 import { newStaticToken } from '../core/auth/access.ts';
 import { gcCommand } from './gc.ts';
 import { statusCommand } from './status.ts';
+import { referencesIn, warmCommand } from './warm.ts';
 import { credentialHeaders } from './rootfs.ts';
 
 const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platform os/arch[/variant]] [--concurrency N]
@@ -17,6 +18,8 @@ const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platfor
        pullthrough new-token       (prints a new CI token, then its hash for AUTH_TOKENS)
        pullthrough gc [--dry-run] [--server URL]   (one garbage collection on the server; admin)
        pullthrough status [--server URL]   (what the server stores, its hit ratio, upstreams and failures)
+       pullthrough warm <image>... [--platform os/arch]... [--extract] [--wait] [--timeout SECONDS] [--from-file FILE] [--server URL]
+                   (puts images in the cache ahead of their pulls; --wait exits 0 once all are stored, 1 naming what failed)
 
   <image>   e.g. alpine:3.20, docker.io/library/alpine@sha256:..., ghcr.io/org/app:1
   <dir>     the root filesystem to build (created; should be empty)
@@ -90,7 +93,17 @@ async function main(argv: string[]): Promise<number> {
     parsed = parseArgs({
       args: argv,
       allowPositionals: true,
-      options: { server: { type: 'string' }, platform: { type: 'string' }, concurrency: { type: 'string' }, 'dry-run': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        server: { type: 'string' },
+        platform: { type: 'string', multiple: true },
+        concurrency: { type: 'string' },
+        'dry-run': { type: 'boolean' },
+        extract: { type: 'boolean' },
+        wait: { type: 'boolean' },
+        timeout: { type: 'string' },
+        'from-file': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
     });
   } catch (e) {
     console.error(`${(e as Error).message}\n\n${USAGE}`);
@@ -114,6 +127,19 @@ async function main(argv: string[]): Promise<number> {
       return 1;
     }
   }
+  if (command === 'warm') {
+    const server = parsed.values.server ?? process.env.PULLTHROUGH_URL ?? 'http://127.0.0.1:5000';
+    const timeout = parsed.values.timeout === undefined ? undefined : Number(parsed.values.timeout);
+    if (timeout !== undefined && !(timeout > 0)) return console.error(`--timeout must be a number of seconds > 0\n\n${USAGE}`), 2;
+    try {
+      const images = [...parsed.positionals.slice(1), ...(parsed.values['from-file'] ? await referencesIn(parsed.values['from-file']) : [])];
+      if (images.length === 0) return console.error(`pullthrough warm: name at least one image, or --from-file\n\n${USAGE}`), 2;
+      return await warmCommand({ server, images, platforms: parsed.values.platform ?? [], extract: parsed.values.extract ?? false, wait: parsed.values.wait ?? false, timeoutSeconds: timeout, headers: credentialHeaders(), out: process.stderr });
+    } catch (e) {
+      console.error(`pullthrough warm: ${unreachable(e, server) ?? (e as Error).message}`);
+      return 1;
+    }
+  }
   if (command === 'status' && !image) {
     const server = parsed.values.server ?? process.env.PULLTHROUGH_URL ?? 'http://127.0.0.1:5000';
     try {
@@ -129,7 +155,8 @@ async function main(argv: string[]): Promise<number> {
   const server = parsed.values.server ?? process.env.PULLTHROUGH_URL ?? 'http://127.0.0.1:5000';
   const started = performance.now();
   try {
-    const report = await buildRootfs({ server, image, dir, platform: parsed.values.platform, concurrency, progress: progressDisplay(process.stderr) });
+    if ((parsed.values.platform?.length ?? 0) > 1) return console.error(`rootfs builds one platform: give --platform once\n\n${USAGE}`), 2;
+    const report = await buildRootfs({ server, image, dir, platform: parsed.values.platform?.[0], concurrency, progress: progressDisplay(process.stderr) });
     for (const s of report.skipped) console.error(`skipped: layer ${s.layer + 1}: ${s.path}: ${s.reason}`);
     for (const r of report.rejected) console.error(`rejected: layer ${r.layer + 1}: ${r.path}: ${r.reason}`);
     const seconds = ((performance.now() - started) / 1000).toFixed(2);

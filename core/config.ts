@@ -4,6 +4,7 @@ import { parseTokenHash, type AuthConfig } from './auth/access.ts';
 import { ANONYMOUS, AUTHENTICATED, defaultRules, parseRules } from './auth/rules.ts';
 import { patternProblem } from './auth/patterns.ts';
 import type { SigningKey } from './auth/token.ts';
+import { parsePlatform, type Platform } from './oci/manifest.ts';
 
 export const DEFAULT_UPSTREAMS: Readonly<Record<string, UpstreamConfig>> = {
   'docker.io': { url: 'https://registry-1.docker.io' },
@@ -84,6 +85,7 @@ export const VARIABLES = [
   { name: 'AUTH_TOKEN_KEYS', default: 'made at start (a Worker with users or tokens needs it set)', doc: 'keys that sign the tokens of `GET /token`: `<key id>:<secret, base64url of ≥ 32 bytes>`, comma-separated; the first signs, all verify', runtime: 'both', secret: true },
   { name: 'AUTH_TOKEN_TTL_SECONDS', default: '`900`', doc: 'lifetime of the tokens of `GET /token`', runtime: 'both' },
   { name: 'AUTH_SERVICE', default: '`pullthrough`', doc: 'the `service` of the token flow (challenges and token audience)', runtime: 'both' },
+  { name: 'WARM_PLATFORMS', default: '`linux/amd64`', doc: 'the platforms a warm-up takes from an image index when the request names none, comma-separated', runtime: 'both' },
   { name: 'CACHE_MAX_BYTES', default: '`0` (no cap)', doc: 'when the stored blobs and extracted layers add up to more, garbage collection evicts the least recently pulled down to `CACHE_LOW_WATER_PERCENT` of it', runtime: 'both' },
   { name: 'CACHE_LOW_WATER_PERCENT', default: '`90`', doc: 'where eviction past `CACHE_MAX_BYTES` stops, in percent of it', runtime: 'both' },
   { name: 'CACHE_MAX_AGE_SECONDS', default: '`0` (none)', doc: 'blobs not pulled for this long are evicted (with their extracted layers)', runtime: 'both' },
@@ -147,6 +149,8 @@ export interface Config {
   /** Seconds between garbage collections on Node; 0: on demand only. */
   gcIntervalSeconds: number;
   retention: RetentionConfig;
+  /** WARM_PLATFORMS: what a warm-up takes from an index by default. */
+  warmPlatforms: Platform[];
 }
 
 export interface RetentionConfig {
@@ -282,6 +286,7 @@ export function parseConfig(env: Env): Config {
     publicUrl,
     auth: auth(env, ups),
     gcIntervalSeconds: integer(env, 'GC_INTERVAL_SECONDS', 3600, 0, 30 * 24 * 3600),
+    warmPlatforms: platforms(env, 'WARM_PLATFORMS', 'linux/amd64'),
     retention: {
       maxBytes: integer(env, 'CACHE_MAX_BYTES', 0, 0),
       lowWaterPercent: integer(env, 'CACHE_LOW_WATER_PERCENT', 90, 1, 100),
@@ -291,6 +296,19 @@ export function parseConfig(env: Env): Config {
     },
     coldRatePerMinute: integer(env, 'COLD_RATE_PER_MINUTE', isLoopback(read(env, 'HOST') ?? '127.0.0.1') ? 0 : 120, 0, 1_000_000),
   };
+}
+
+/** A comma-separated list of platforms (`os/arch[/variant]`). */
+function platforms(env: Env, name: VariableName, fallback: string): Platform[] {
+  const items = (read(env, name) ?? fallback).split(',').map((p) => p.trim()).filter(Boolean);
+  if (items.length === 0) throw new ConfigError(name, 'must name at least one platform, e.g. linux/amd64');
+  return items.map((p) => {
+    try {
+      return parsePlatform(p);
+    } catch {
+      throw new ConfigError(name, `${JSON.stringify(p)} is not a platform: expected os/arch[/variant], e.g. linux/arm64/v8`);
+    }
+  });
 }
 
 /** A variable whose value is one of `values`. */

@@ -25,6 +25,8 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   FILE_UNKNOWN: 404,
   PLATFORM_INVALID: 400,
   PLATFORM_UNKNOWN: 404,
+  REQUEST_INVALID: 400,
+  WARM_UNKNOWN: 404,
 };
 
 export const statusOf = (code: ErrorCode): ContentfulStatusCode => STATUS[code];

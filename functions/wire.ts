@@ -3,6 +3,7 @@
 import type { RootfsPlan } from '../core/sandbox/plan.ts';
 import type { GcReport } from '../core/cache/gc.ts';
 import type { Status } from '../core/registry/status.ts';
+import type { WarmStatus } from '../core/cache/warm.ts';
 
 export interface WireLayer {
   /** The compressed blob, as in the manifest. */
@@ -53,12 +54,13 @@ export interface WireGcReport {
   totals: Record<string, { count: number; bytes: number }>;
   done_jobs: number;
   activity_windows: number;
+  warm_runs: number;
   items: Array<{ kind: string; key: string; bytes: number; reason?: string }>;
   stored_bytes: { before: number; after: number };
 }
 
 export function wireGcReport(report: GcReport): WireGcReport {
-  return { ran: report.ran, dry_run: report.dryRun, started_at: report.startedAt, ms: report.ms, totals: report.totals, done_jobs: report.doneJobs, activity_windows: report.activityWindows, items: report.items, stored_bytes: report.storedBytes };
+  return { ran: report.ran, dry_run: report.dryRun, started_at: report.startedAt, ms: report.ms, totals: report.totals, done_jobs: report.doneJobs, activity_windows: report.activityWindows, warm_runs: report.warmRuns, items: report.items, stored_bytes: report.storedBytes };
 }
 
 /** A token the plan's own URLs carry, and when it expires (epoch ms). */
@@ -118,6 +120,9 @@ export function toWire<T>(value: T): Wire<T> {
   };
   return convert(value) as Wire<T>;
 }
+
+/** `GET /api/warm/<id>`: a warm-up's progress (core/cache/warm.ts). */
+export type WireWarmStatus = Wire<WarmStatus>;
 
 /** `GET /api/status`: what core/registry/status.ts summarises. */
 export type WireStatus = Wire<Status>;

@@ -9,3 +9,4 @@ export * from './layers.ts';
 export * from './repository-content.ts';
 export * from './maintenance.ts';
 export * from './activity.ts';
+export * from './warm-runs.ts';

@@ -14,6 +14,7 @@ import type { IngestDeps } from '../core/cache/ingest.ts';
 import type { PlanDeps } from '../core/sandbox/plan.ts';
 import { PullCounter } from '../core/registry/pulls.ts';
 import { ActivityRecorder } from '../core/registry/activity.ts';
+import type { WarmDeps } from '../core/cache/warm.ts';
 import { Flights } from '../core/registry/flights.ts';
 import type { FetchedManifest } from '../core/registry/manifests.ts';
 import { UpstreamRegistry, type UpstreamOptions } from '../core/adapters/http-upstream.ts';
@@ -33,6 +34,7 @@ export interface Deps {
   plan: PlanDeps;
   /** Garbage collection (the Node scheduler, the Worker's cron, `POST /api/gc`). */
   gc: GcDeps;
+  warm: WarmDeps;
   /** Pull counts waiting for their batch write: a stopping runtime flushes them. */
   pulls: PullCounter;
   log: Log;
@@ -121,6 +123,17 @@ export function buildDeps(config: Config, parts: Parts): Deps {
     async () => (await (parts.jobCounts?.() ?? Promise.resolve([]))).map((j) => ({ name: 'pullthrough_jobs', labels: { kind: j.kind, state: j.state }, value: j.n })),
   ];
   const metricsExposition = () => (activity.inner instanceof PrometheusMetrics ? activity.inner : new PrometheusMetrics()).exposition(gauges);
+  const warm: WarmDeps = {
+    catalog,
+    queue,
+    clock,
+    manifests,
+    plan,
+    defaultPlatforms: config.warmPlatforms,
+    maxAttempts: config.ingestMaxAttempts,
+    routing: { upstreamHosts: new Set(upstreams.keys()), defaultUpstream: config.defaultUpstream },
+    localProgress: (digests) => transfers.progress(digests),
+  };
   const gc: GcDeps = {
     catalog,
     store,
@@ -148,6 +161,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
         log,
       },
       gc,
+      warm,
       status: {
         catalog,
         clock,
@@ -164,6 +178,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
     ingest: { catalog, store, upstreams, leaseMs, clock, transfers },
     plan,
     gc,
+    warm,
     pulls,
     log,
     metrics,

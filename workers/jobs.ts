@@ -7,6 +7,7 @@ import { failureOf, nextStep, type JobResult, type Next } from '../core/cache/re
 import { ingestBlob } from '../core/cache/ingest.ts';
 import { extractLayer } from '../core/cache/extract.ts';
 import { rootfsPlan } from '../core/sandbox/plan.ts';
+import { resolveWarm } from '../core/cache/warm.ts';
 import type { Deps } from './deps.ts';
 
 type Handler<K extends JobKind> = (deps: Deps, message: Extract<JobMessage, { kind: K }>, owner: string, signal: AbortSignal | undefined) => Promise<JobResult>;
@@ -18,6 +19,7 @@ const HANDLERS: { [K in JobKind]: Handler<K> } = {
     await rootfsPlan({ ...deps.plan, extractOff: false }, { upstream: m.upstream, name: m.name }, m.manifest);
     return { ok: true, outcome: 'scheduled' };
   },
+  warm: (deps, m) => resolveWarm(deps.warm, m.id),
 };
 
 /** What a log line says a job was about. */
@@ -29,6 +31,8 @@ function subjectOf(m: JobMessage): Record<string, string> {
       return { diff_id: m.diffId };
     case 'prepare-layers':
       return { manifest: m.manifest };
+    case 'warm':
+      return { warm: m.id };
   }
 }
 

@@ -14,7 +14,8 @@ import { layers } from '../../schema/layers.ts';
 import { repositoryContent } from '../../schema/repository-content.ts';
 import { maintenance } from '../../schema/maintenance.ts';
 import { activity, upstreamHealth } from '../../schema/activity.ts';
-import type { ActivityBatch, ActivityRow, Blob, BlobSource, Catalog, Claim, Failure, KeyHolder, Layer, LayerSource, LeasedKind, Manifest, ManifestReference, PullTally, RepositoryUse, UpstreamHealthRow } from '../ports/catalog.ts';
+import { warmRuns } from '../../schema/warm-runs.ts';
+import type { ActivityBatch, ActivityRow, Blob, BlobSource, Catalog, Claim, Failure, KeyHolder, Layer, LayerSource, LeasedKind, Manifest, ManifestReference, PullTally, RepositoryUse, UpstreamHealthRow, WarmRun } from '../ports/catalog.ts';
 import type { RepositoryTarget } from '../oci/reference.ts';
 
 /** The two leased tables, seen through the columns a lease uses. */
@@ -509,5 +510,41 @@ export class LibsqlCatalog implements Catalog {
     const [b] = await this.#db.select({ n: sql<number>`count(*)` }).from(blobs).where(and(eq(blobs.state, 'fetching'), gt(blobs.leaseExpiresAt, now)));
     const [l] = await this.#db.select({ n: sql<number>`count(*)` }).from(layers).where(and(eq(layers.state, 'extracting'), gt(layers.leaseExpiresAt, now)));
     return { transfers: Number(b?.n ?? 0), extractions: Number(l?.n ?? 0) };
+  }
+
+  async createWarmRun(run: { id: string; request: string; requestedBy: string }, now: number): Promise<void> {
+    await this.#db.insert(warmRuns).values({ ...run, createdAt: now });
+  }
+
+  async warmRun(id: string): Promise<WarmRun | undefined> {
+    return (await this.#db.select().from(warmRuns).where(eq(warmRuns.id, id)))[0];
+  }
+
+  async resolveWarmRun(id: string, images: string, now: number): Promise<void> {
+    await this.#db.update(warmRuns).set({ images, resolvedAt: now }).where(eq(warmRuns.id, id));
+  }
+
+  async removeWarmRuns(before: number, dryRun: boolean): Promise<number> {
+    if (dryRun) {
+      const [row] = await this.#db.select({ n: sql<number>`count(*)` }).from(warmRuns).where(lt(warmRuns.createdAt, before));
+      return Number(row?.n ?? 0);
+    }
+    return (await this.#db.delete(warmRuns).where(lt(warmRuns.createdAt, before)).returning({ id: warmRuns.id })).length;
+  }
+
+  async manifestBlobs(manifestDigests: readonly string[]): Promise<Array<{ manifest: string; kind: 'config' | 'layer'; blob: Blob }>> {
+    if (manifestDigests.length === 0) return [];
+    const rows = await this.#db
+      .select({ manifest: manifestBlobs.manifestDigest, kind: manifestBlobs.kind, blob: blobs })
+      .from(manifestBlobs)
+      .innerJoin(blobs, eq(blobs.digest, manifestBlobs.blobDigest))
+      .where(and(inArray(manifestBlobs.manifestDigest, [...manifestDigests]), inArray(manifestBlobs.kind, ['config', 'layer'])))
+      .orderBy(manifestBlobs.manifestDigest, manifestBlobs.position);
+    return rows.map((r) => ({ manifest: r.manifest, kind: r.kind as 'config' | 'layer', blob: r.blob }));
+  }
+
+  async layersOfBlobs(blobDigests: readonly string[]): Promise<Layer[]> {
+    if (blobDigests.length === 0) return [];
+    return this.#db.select().from(layers).where(inArray(layers.blobDigest, [...blobDigests]));
   }
 }

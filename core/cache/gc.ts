@@ -30,7 +30,7 @@
  *   multipart uploads (aborted) — a day;
  * - spool entries of processes of this host that are gone (`Spool.leftovers`) — a day;
  * - jobs done for more than a week (the libSQL queue) — a week;
- * - the status page's activity windows — eight days.
+ * - the status page's activity windows — eight days; warm-up runs — a week.
  *
  * What it races with, and why that is safe:
  * - a transfer writing a staging, an upload or a spool entry: it touches them at least
@@ -111,6 +111,8 @@ export interface GcReport {
   doneJobs: number;
   /** Activity windows of the status page removed (kept ACTIVITY_AGE_MS). */
   activityWindows: number;
+  /** Warm-up runs removed (kept a week, as done jobs). */
+  warmRuns: number;
   /** The first REPORTED_ITEMS removed things. */
   items: Array<Leftover | Evicted>;
   /** What the catalog counted stored (ready blobs and layers) before the run, and after it (or after it would have run). */
@@ -130,7 +132,7 @@ export interface Evicted {
 export async function runGc(deps: GcDeps, options: { dryRun?: boolean; owner: string }): Promise<GcReport> {
   const dryRun = options.dryRun ?? false;
   const started = deps.clock();
-  const report: GcReport = { ran: false, dryRun, startedAt: new Date(started).toISOString(), ms: 0, totals: {}, doneJobs: 0, activityWindows: 0, items: [], storedBytes: { before: 0, after: 0 } };
+  const report: GcReport = { ran: false, dryRun, startedAt: new Date(started).toISOString(), ms: 0, totals: {}, doneJobs: 0, activityWindows: 0, warmRuns: 0, items: [], storedBytes: { before: 0, after: 0 } };
   if (!(await deps.catalog.claimMaintenance('gc', options.owner, deps.leaseMs, started))) {
     deps.log({ msg: 'gc', outcome: 'another run holds the lease' });
     return report;
@@ -157,6 +159,7 @@ export async function runGc(deps: GcDeps, options: { dryRun?: boolean; owner: st
         signal.throwIfAborted();
         if (deps.doneJobs) report.doneJobs = await deps.doneJobs.removeDone(started - DONE_JOB_AGE_MS, dryRun);
         report.activityWindows = await deps.catalog.removeActivity(started - ACTIVITY_AGE_MS, dryRun);
+        report.warmRuns = await deps.catalog.removeWarmRuns(started - DONE_JOB_AGE_MS, dryRun);
       },
     );
   } finally {

@@ -8,7 +8,7 @@ import { isOciError, redactUrls } from '../oci/errors.ts';
  * write that broke) is retried, within the attempts.
  */
 export type JobResult =
-  | { ok: true; outcome: 'already-ready' | 'leased-elsewhere' | 'scheduled' }
+  | { ok: true; outcome: 'already-ready' | 'leased-elsewhere' | 'scheduled' | 'resolved' | 'gone' }
   | { ok: true; outcome: 'stored'; bytes: number }
   /** Not ready to run (waiting for another consumer's work): run again later, not counted as an attempt. */
   | { ok: true; outcome: 'deferred'; waitMs: number; reason: string }

@@ -141,6 +141,14 @@ export class Transfers {
     return pending;
   }
 
+  /** Bytes staged so far by this process's transfer of each digest asked about that has one (warm-up progress). */
+  progress(digests: Iterable<string>): Map<string, number> {
+    const wanted = new Set(digests);
+    const found = new Map<string, number>();
+    for (const t of this.#live) if (wanted.has(t.digest)) found.set(t.digest, t.written);
+    return found;
+  }
+
   /** Transfers running in this process and the clients reading them now (the metrics' gauges). */
   stats(): { inFlight: number; clients: number } {
     let clients = 0;
@@ -241,6 +249,13 @@ class Transfer {
   /** Clients reading this transfer now. */
   get readers(): number {
     return this.#readers;
+  }
+  get digest(): string {
+    return this.#row.digest;
+  }
+  /** Bytes received, verified so far and staged. */
+  get written(): number {
+    return this.#written;
   }
   /** With a spool: the copy of the spool into the staging, its failure, and when to stop it. */
   #fed: Promise<void> | undefined;

@@ -25,7 +25,10 @@ export type ErrorCode =
   | 'LAYER_INVALID'
   | 'FILE_UNKNOWN'
   | 'PLATFORM_INVALID'
-  | 'PLATFORM_UNKNOWN';
+  | 'PLATFORM_UNKNOWN'
+  // Ours, for the operator API (/api/warm, /api/import).
+  | 'REQUEST_INVALID'
+  | 'WARM_UNKNOWN';
 
 export type ErrorDetail = Record<string, unknown>;
 

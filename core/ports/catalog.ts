@@ -1,11 +1,12 @@
 import type { Blob } from '../../schema/blobs.ts';
 import type { Layer } from '../../schema/layers.ts';
 import type { Manifest } from '../../schema/manifests.ts';
+import type { WarmRun } from '../../schema/warm-runs.ts';
 import type { RepositoryTarget } from '../oci/reference.ts';
 import type { Compression } from '../layer/decompress.ts';
 import type { ActivityBatch, ActivityRow, UpstreamHealthRow } from '../registry/activity.ts';
 
-export type { Blob, Layer, Manifest };
+export type { Blob, Layer, Manifest, WarmRun };
 export type { ActivityBatch, ActivityRow, UpstreamHealthRow };
 
 /** A row under a final key, as the orphan sweep sees it (see `keyHolders`). */
@@ -209,4 +210,16 @@ export interface Catalog {
   topRepositories(limit: number): Promise<RepositoryUse[]>;
   /** Blob transfers and layer extractions under a live lease, across processes. */
   inFlight(now: number): Promise<{ transfers: number; extractions: number }>;
+
+  /** A warm-up asked for (schema/warm-runs.ts); `request` as JSON text. */
+  createWarmRun(run: { id: string; request: string; requestedBy: string }, now: number): Promise<void>;
+  warmRun(id: string): Promise<WarmRun | undefined>;
+  /** Its `warm` job resolved it to these images (JSON text). */
+  resolveWarmRun(id: string, images: string, now: number): Promise<void>;
+  /** Removes runs asked for before `before` (GC); how many there were. */
+  removeWarmRuns(before: number, dryRun: boolean): Promise<number>;
+  /** The config and layer blobs of each manifest with their rows, in manifest order (warm-up progress). */
+  manifestBlobs(manifestDigests: readonly string[]): Promise<Array<{ manifest: string; kind: 'config' | 'layer'; blob: Blob }>>;
+  /** Extracted-layer rows of these compressed blobs. */
+  layersOfBlobs(blobDigests: readonly string[]): Promise<Layer[]>;
 }

@@ -9,7 +9,9 @@ export type JobMessage =
   /** Extract a stored layer blob into layer.tar + toc.json. */
   | { kind: 'extract'; diffId: string }
   /** Plan an image's layers (records them, sends their extract jobs): EXTRACT=eager. */
-  | { kind: 'prepare-layers'; upstream: string; name: string; manifest: string };
+  | { kind: 'prepare-layers'; upstream: string; name: string; manifest: string }
+  /** Resolve a warm-up's images and schedule their blobs (and layers): core/cache/warm.ts. */
+  | { kind: 'warm'; id: string };
 
 export type JobKind = JobMessage['kind'];
 
@@ -29,6 +31,8 @@ export function jobKey(m: JobMessage): string {
       return `extract:${m.diffId}`;
     case 'prepare-layers':
       return `prepare:${m.manifest}`;
+    case 'warm':
+      return `warm:${m.id}`;
   }
 }
 
@@ -55,6 +59,10 @@ export function fromWire(kind: unknown, payload: unknown): JobMessage | undefine
   if (kind === 'prepare-layers') {
     const [upstream, name, manifest] = [text(payload, 'upstream'), text(payload, 'name'), text(payload, 'manifest')];
     return upstream && name && manifest ? { kind, upstream, name, manifest } : undefined;
+  }
+  if (kind === 'warm') {
+    const id = text(payload, 'id');
+    return id ? { kind, id } : undefined;
   }
   return undefined;
 }
