@@ -11,6 +11,7 @@ import { newStaticToken } from '../core/auth/access.ts';
 import { gcCommand } from './gc.ts';
 import { statusCommand } from './status.ts';
 import { referencesIn, warmCommand } from './warm.ts';
+import { importCommand } from './import.ts';
 import { credentialHeaders } from './rootfs.ts';
 
 const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platform os/arch[/variant]] [--concurrency N]
@@ -20,6 +21,8 @@ const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platfor
        pullthrough status [--server URL]   (what the server stores, its hit ratio, upstreams and failures)
        pullthrough warm <image>... [--platform os/arch]... [--extract] [--wait] [--timeout SECONDS] [--from-file FILE] [--server URL]
                    (puts images in the cache ahead of their pulls; --wait exits 0 once all are stored, 1 naming what failed)
+       pullthrough import <archive.tar|layout-dir> --as <repository>[:<tag>] [--server URL]
+                   (an OCI layout or docker save archive into the cache, verified, with no upstream; admin)
 
   <image>   e.g. alpine:3.20, docker.io/library/alpine@sha256:..., ghcr.io/org/app:1
   <dir>     the root filesystem to build (created; should be empty)
@@ -102,6 +105,7 @@ async function main(argv: string[]): Promise<number> {
         wait: { type: 'boolean' },
         timeout: { type: 'string' },
         'from-file': { type: 'string' },
+        as: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -137,6 +141,16 @@ async function main(argv: string[]): Promise<number> {
       return await warmCommand({ server, images, platforms: parsed.values.platform ?? [], extract: parsed.values.extract ?? false, wait: parsed.values.wait ?? false, timeoutSeconds: timeout, headers: credentialHeaders(), out: process.stderr });
     } catch (e) {
       console.error(`pullthrough warm: ${unreachable(e, server) ?? (e as Error).message}`);
+      return 1;
+    }
+  }
+  if (command === 'import') {
+    const server = parsed.values.server ?? process.env.PULLTHROUGH_URL ?? 'http://127.0.0.1:5000';
+    if (!image || dir || !parsed.values.as) return console.error(`pullthrough import: give one archive (or layout directory) and --as <repository>[:<tag>]\n\n${USAGE}`), 2;
+    try {
+      return await importCommand(server, image, parsed.values.as, credentialHeaders());
+    } catch (e) {
+      console.error(`pullthrough import: ${unreachable(e, server) ?? (e as Error).message}`);
       return 1;
     }
   }

@@ -22,6 +22,8 @@ import type { GcDeps } from '../core/cache/gc.ts';
 import type { StatusDeps } from '../core/registry/status.ts';
 import type { WarmDeps } from '../core/cache/warm.ts';
 import { warmRoutes } from './warm.ts';
+import type { ImportDeps } from '../core/cache/import.ts';
+import { importRoutes } from './import.ts';
 import { statusRoutes } from './status.ts';
 import { challenge, identify, requireGrant, type AccessDeps } from './access.ts';
 
@@ -36,6 +38,7 @@ export interface AppDeps {
   access: AccessDeps;
   gc: GcDeps;
   warm: WarmDeps;
+  import: ImportDeps;
   status: StatusDeps;
   /** The Prometheus exposition of `/metrics`, where the runtime keeps metrics (Node); else only the catalog's gauges. */
   metricsExposition: () => Promise<string>;
@@ -65,6 +68,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/api', layerRoutes(deps.layers, deps.routing, deps.metrics));
   app.route('/api', gcRoutes(deps.gc, deps.access));
   app.route('/api', warmRoutes(deps.warm, deps.access));
+  app.route('/api', importRoutes(deps.import, deps.routing, deps.access));
   app.route('/', statusRoutes(deps.status, deps.access));
   // The version check clients make first: where anonymous is not all there is, anonymous
   // is told to authenticate, so that clients with credentials send them.

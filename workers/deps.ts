@@ -162,6 +162,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
       },
       gc,
       warm,
+      import: { catalog, store, clock, leaseMs, log },
       status: {
         catalog,
         clock,

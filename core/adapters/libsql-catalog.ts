@@ -405,6 +405,10 @@ export class LibsqlCatalog implements Catalog {
     return found;
   }
 
+  async releaseClaim(digest: string, owner: string, now: number): Promise<void> {
+    await this.#db.update(blobs).set({ state: 'pending', leaseOwner: null, leaseExpiresAt: null, updatedAt: now }).where(and(eq(blobs.digest, digest), eq(blobs.leaseOwner, owner)));
+  }
+
   async beginSweep(kind: LeasedKind, id: string, owner: string, leaseMs: number, now: number): Promise<boolean> {
     const lease = { leaseOwner: owner, leaseExpiresAt: now + leaseMs, updatedAt: now };
     if (kind === 'blob') {

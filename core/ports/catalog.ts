@@ -189,6 +189,8 @@ export interface Catalog {
   endEviction(kind: LeasedKind, id: string, owner: string, now: number): Promise<void>;
   /** The rows naming each of `keys` (final keys the orphan sweep listed); a key no row names is absent. */
   keyHolders(keys: readonly string[], now: number): Promise<Map<string, KeyHolder>>;
+  /** Gives back a blob leased by a writer that wrote nothing in the end (an import that failed): pending again. */
+  releaseClaim(digest: string, owner: string, now: number): Promise<void>;
   /**
    * The orphan sweep takes a row that does not serve its object (an eviction killed before
    * its delete, a failed fetch): a blob becomes `evicted`, a layer `extracting`, leased to
