@@ -11,7 +11,7 @@ import { newStaticToken } from '../core/auth/access.ts';
 import { gcCommand } from './gc.ts';
 import { statusCommand } from './status.ts';
 import { referencesIn, warmCommand } from './warm.ts';
-import { importCommand } from './import.ts';
+import { exportCommand, importCommand } from './import.ts';
 import { credentialHeaders } from './rootfs.ts';
 
 const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platform os/arch[/variant]] [--concurrency N]
@@ -23,6 +23,8 @@ const USAGE = `usage: pullthrough rootfs <image> <dir> [--server URL] [--platfor
                    (puts images in the cache ahead of their pulls; --wait exits 0 once all are stored, 1 naming what failed)
        pullthrough import <archive.tar|layout-dir> --as <repository>[:<tag>] [--server URL]
                    (an OCI layout or docker save archive into the cache, verified, with no upstream; admin)
+       pullthrough export <image> <file.tar> [--platform os/arch] [--server URL]
+                   (a cached image as an OCI image layout tar, for an import elsewhere or skopeo's oci-archive:)
 
   <image>   e.g. alpine:3.20, docker.io/library/alpine@sha256:..., ghcr.io/org/app:1
   <dir>     the root filesystem to build (created; should be empty)
@@ -151,6 +153,16 @@ async function main(argv: string[]): Promise<number> {
       return await importCommand(server, image, parsed.values.as, credentialHeaders());
     } catch (e) {
       console.error(`pullthrough import: ${unreachable(e, server) ?? (e as Error).message}`);
+      return 1;
+    }
+  }
+  if (command === 'export') {
+    const server = parsed.values.server ?? process.env.PULLTHROUGH_URL ?? 'http://127.0.0.1:5000';
+    if (!image || !dir || rest.length > 0) return console.error(`pullthrough export: give the image and the file to write\n\n${USAGE}`), 2;
+    try {
+      return await exportCommand(server, image, dir, parsed.values.platform?.[0], credentialHeaders());
+    } catch (e) {
+      console.error(`pullthrough export: ${unreachable(e, server) ?? (e as Error).message}`);
       return 1;
     }
   }

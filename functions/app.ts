@@ -24,6 +24,7 @@ import type { WarmDeps } from '../core/cache/warm.ts';
 import { warmRoutes } from './warm.ts';
 import type { ImportDeps } from '../core/cache/import.ts';
 import { importRoutes } from './import.ts';
+import { exportRoutes } from './export.ts';
 import { statusRoutes } from './status.ts';
 import { challenge, identify, requireGrant, type AccessDeps } from './access.ts';
 
@@ -69,6 +70,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/api', gcRoutes(deps.gc, deps.access));
   app.route('/api', warmRoutes(deps.warm, deps.access));
   app.route('/api', importRoutes(deps.import, deps.routing, deps.access));
+  app.route('/api', exportRoutes(deps.manifests, deps.routing));
   app.route('/', statusRoutes(deps.status, deps.access));
   // The version check clients make first: where anonymous is not all there is, anonymous
   // is told to authenticate, so that clients with credentials send them.

@@ -353,3 +353,31 @@ export function normalizeTarPath(name: string): string {
   if (absolute) return `/${path}`;
   return path === '' ? '.' : path;
 }
+
+/** The ustar header of a regular file (mode 0644, owner 0, mtime 0), for archives we write. Names up to 100 bytes. */
+export function tarFileHeader(name: string, size: number): Uint8Array {
+  const encoded = new TextEncoder().encode(name);
+  if (encoded.length > 100) throw new TarError(`${name}: the name is too long for a ustar header`);
+  const block = new Uint8Array(BLOCK);
+  const ascii = (text: string, at: number) => block.set(new TextEncoder().encode(text), at);
+  const octal = (value: number, at: number, length: number) => ascii(`${value.toString(8).padStart(length - 1, '0')}\0`, at);
+  block.set(encoded, 0);
+  octal(0o644, 100, 8);
+  octal(0, 108, 8);
+  octal(0, 116, 8);
+  octal(size, 124, 12);
+  octal(0, 136, 12);
+  block.fill(0x20, 148, 156);
+  ascii('0', 156);
+  ascii('ustar\0', 257);
+  ascii('00', 263);
+  let sum = 0;
+  for (const byte of block) sum += byte;
+  ascii(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+  return block;
+}
+
+/** Zeros that pad a member of `size` bytes to its 512-byte block. */
+export const tarPadding = (size: number): Uint8Array => new Uint8Array((BLOCK - (size % BLOCK)) % BLOCK);
+/** The two zero blocks that end an archive. */
+export const TAR_END = new Uint8Array(2 * BLOCK);

@@ -13,11 +13,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startRegistry } from '../setup/registry.ts';
-import { pushImage, type BuiltImage } from '../setup/images.ts';
+import { pushImage, pushIndex, type BuiltImage, type BuiltIndex } from '../setup/images.ts';
 import { startServer, type Server } from '../setup/server.ts';
 import { skopeoPull, podmanWithMirror } from '../setup/clients.ts';
 import { hashPassword } from '../../core/auth/password.ts';
 import { buildCli } from '../../scripts/build.ts';
+import { digestOf } from '../../core/oci/digest.ts';
 
 const run = promisify(execFile);
 const password = 'import-admin-pass';
@@ -25,6 +26,7 @@ let dir: string;
 let server: Server;
 let image: BuiltImage;
 let other: BuiltImage;
+let multi: BuiltIndex;
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'pt-import-'));
@@ -38,6 +40,11 @@ before(async () => {
     await copy('library/src:1', `docker-archive:${join(dir, 'docker.tar')}:library/src:1`);
     await copy('library/src:1', `oci:${join(dir, 'layout')}:1`);
     await copy('library/other:1', `oci-archive:${join(dir, 'other.tar')}:1`);
+    multi = await pushIndex(registry, 'library/multi', '1', [
+      { platform: { os: 'linux', architecture: 'amd64' }, layerFiles: [{ 'etc/arch': 'amd64\n' }] },
+      { platform: { os: 'linux', architecture: 'arm64' }, layerFiles: [{ 'etc/arch': 'arm64\n' }] },
+    ]);
+    await run('skopeo', ['copy', '--quiet', '--all', '--src-tls-verify=false', `docker://${registry.host}/library/multi:1`, `oci-archive:${join(dir, 'multi.tar')}:1`]);
   } finally {
     await registry.stop();
   }
@@ -53,10 +60,12 @@ after(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-async function pullthroughImport(source: string, as: string, env: Record<string, string> = { PULLTHROUGH_USER: 'op', PULLTHROUGH_PASSWORD: password }) {
+const pullthroughImport = (source: string, as: string) => pullthrough(['import', source, '--as', as], { PULLTHROUGH_USER: 'op', PULLTHROUGH_PASSWORD: password });
+
+async function pullthrough(args: string[], env: Record<string, string> = {}) {
   const cli = await buildCli();
   return new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-    execFile(process.execPath, [cli, 'import', source, '--as', as, '--server', server.url], { env: { ...process.env, ...env } }, (error, stdout, stderr) =>
+    execFile(process.execPath, [cli, ...args, '--server', server.url], { env: { ...process.env, ...env } }, (error, stdout, stderr) =>
       resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     ),
   );
@@ -134,4 +143,24 @@ test('a truncated archive and one with a corrupted layer import nothing and name
   assert.equal(anonymous.status, 401);
   const noTarget = await fetch(`${server.url}/api/import`, { method: 'POST', body: bytes, headers: { authorization: `Basic ${Buffer.from(`op:${password}`).toString('base64')}` } });
   assert.equal(noTarget.status, 400);
+});
+
+test('an index archive (skopeo --all) imports whole; `pullthrough export` writes cached images back as OCI layout tars skopeo reads with the same digests', async () => {
+  const imported = await pullthroughImport(join(dir, 'multi.tar'), 'library/multi:1');
+  assert.equal(imported.code, 0, imported.stderr);
+  assert.equal(imported.stdout.trim(), `docker.io/library/multi:1 ${multi.manifestDigest}`);
+  assert.equal(await skopeoPull(server.host, 'library/multi:1', join(dir, 'pulled-multi'), true), multi.manifestDigest, 'every platform served');
+
+  for (const [name, digest, all] of [['library/imported:1', image.manifestDigest, false], ['library/multi:1', multi.manifestDigest, true]] as const) {
+    const file = join(dir, `${name.replace(/[/:]/g, '_')}.tar`);
+    const exported = await pullthrough(['export', name, file]);
+    assert.equal(exported.code, 0, exported.stderr);
+    assert.equal(exported.stdout.trim(), `${file} ${digest}`);
+    const out = join(dir, `read-${name.replace(/[/:]/g, '_')}`);
+    await run('skopeo', ['copy', '--quiet', ...(all ? ['--all'] : []), `oci-archive:${file}:1`, `dir:${out}`]);
+    assert.equal(digestOf(await readFile(join(out, 'manifest.json'))), digest, `${name} read back by skopeo`);
+  }
+  const missing = await pullthrough(['export', 'library/nothere:1', join(dir, 'nothere.tar')]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /nothing written/);
 });
