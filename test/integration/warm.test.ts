@@ -31,6 +31,7 @@ let base: BuiltImage;
 let tool: BuiltImage;
 let multi: BuiltIndex;
 let extracted: BuiltImage;
+let slow: BuiltImage;
 const password = 'warm-admin-pass';
 
 before(async () => {
@@ -43,6 +44,7 @@ before(async () => {
     { platform: { os: 'linux', architecture: 'arm64' }, layerFiles: [{ 'etc/arch': 'arm64\n', 'opt/b.bin': randomBytes(300_000) }] },
   ]);
   extracted = await pushImage(registry, 'library/extracted', '1', [{ 'etc/hello': 'extracted ahead\n' }, { 'usr/share/data.bin': randomBytes(400_000) }]);
+  slow = await pushImage(registry, 'library/slow', '1', [{ 'opt/slow.bin': randomBytes(30_000_000) }]);
   proxy = await startFaultyProxy(registry.url);
   ci = await newStaticToken();
   server = await startServer({
@@ -140,6 +142,20 @@ test('a warm-up that cannot finish exits 1 naming the image and its error; witho
   assert.match(queued.stdout, /warm-up [0-9a-f-]{36} started/);
   const usage = await warm([]);
   assert.equal(usage.code, 2);
+});
+
+test('--timeout: a warm-up not done in time exits 1 naming what is still running; waiting again sees it through', async () => {
+  proxy.fault = 'slow'; // 10 MB/s: the 30 MB layer takes seconds
+  try {
+    const late = await warm(['library/slow:1', '--wait', '--timeout', '1']);
+    assert.equal(late.code, 1);
+    assert.match(late.stderr, /not done after 1 s; still waiting for:\n {2}library\/slow:1: running/);
+  } finally {
+    proxy.fault = 'none';
+  }
+  const done = await warm(['library/slow:1', '--wait']);
+  assert.equal(done.code, 0, done.stderr);
+  assert.ok(slow.layers[0]!.size > 1_000_000);
 });
 
 test('`warm --extract`, then the upstream goes away: `pullthrough rootfs` builds the image and skopeo, podman and ctr pull every warmed image with the upstream digests', async () => {
