@@ -1,7 +1,7 @@
 // `pullthrough gc [--dry-run]`: asks the server for one garbage-collection run
 // (`POST /api/gc`, the admin grant) and prints what it removed, or would remove, and what
 // that frees.
-import { formatBytes, type WireGcReport } from '../functions/wire.ts';
+import { describeErrorBody, formatBytes, type WireGcReport } from '../functions/wire.ts';
 
 /** The report as lines: one per kind, then each thing named. */
 export function formatGcReport(report: WireGcReport): string[] {
@@ -27,10 +27,7 @@ export async function gcCommand(server: string, dryRun: boolean, headers: Record
   const res = await fetch(url, { method: 'POST', headers });
   const text = await res.text();
   if (!res.ok) {
-    let detail = text.slice(0, 500);
-    try {
-      detail = JSON.stringify((JSON.parse(text) as { errors?: unknown }).errors ?? detail);
-    } catch {}
+    const detail = describeErrorBody(text);
     console.error(`pullthrough gc: the server refused (${res.status}): ${detail}`);
     return 1;
   }

@@ -7,7 +7,7 @@ import { readdir, rename, stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { join, relative } from 'node:path';
 import { Readable } from 'node:stream';
-import { formatBytes } from '../functions/wire.ts';
+import { describeErrorBody, formatBytes } from '../functions/wire.ts';
 import { TAR_END, tarFileHeader, tarPadding } from '../core/layer/tar.ts';
 
 /** Every regular file under `root`, as paths relative to it, in order. */
@@ -42,11 +42,7 @@ export async function importCommand(server: string, source: string, as: string, 
   const res = await fetch(url, { method: 'POST', headers: { ...headers, 'content-type': 'application/x-tar' }, body, duplex: 'half' } as RequestInit);
   const text = await res.text();
   if (res.status !== 201) {
-    let detail = text.slice(0, 500);
-    try {
-      const [error] = (JSON.parse(text) as { errors: Array<{ code: string; message: string; detail: unknown }> }).errors;
-      detail = `${error!.code}: ${error!.message}${error!.detail ? ` ${JSON.stringify(error!.detail)}` : ''}`;
-    } catch {}
+    const detail = describeErrorBody(text);
     console.error(`pullthrough import: nothing imported (${res.status}): ${detail}`);
     return 1;
   }
@@ -63,11 +59,7 @@ export async function exportCommand(server: string, image: string, file: string,
   const res = await fetch(url, { headers });
   if (res.status !== 200) {
     const text = await res.text();
-    let detail = text.slice(0, 500);
-    try {
-      const [error] = (JSON.parse(text) as { errors: Array<{ code: string; message: string; detail: unknown }> }).errors;
-      detail = `${error!.code}: ${error!.message}${error!.detail ? ` ${JSON.stringify(error!.detail)}` : ''}`;
-    } catch {}
+    const detail = describeErrorBody(text);
     console.error(`pullthrough export: nothing written (${res.status}): ${detail}`);
     return 1;
   }

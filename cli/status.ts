@@ -1,5 +1,5 @@
 // `pullthrough status`: the status page's summary in the terminal (`GET /api/status`).
-import { formatBytes, type WireStatus } from '../functions/wire.ts';
+import { describeErrorBody, formatBytes, type WireStatus } from '../functions/wire.ts';
 
 const percent = (ratio: number | null) => (ratio === null ? '–' : `${(ratio * 100).toFixed(1)}%`);
 
@@ -49,7 +49,7 @@ export async function statusCommand(server: string, headers: Record<string, stri
   const res = await fetch(new URL('/api/status', server), { headers });
   const text = await res.text();
   if (!res.ok) {
-    console.error(`pullthrough status: the server answered ${res.status}: ${text.slice(0, 500)}`);
+    console.error(`pullthrough status: the server answered ${res.status}: ${describeErrorBody(text)}`);
     return 1;
   }
   for (const line of formatStatus(JSON.parse(text) as WireStatus)) console.log(line);

@@ -2,7 +2,7 @@
 // [--from-file FILE]`: asks the server to warm images (`POST /api/warm`); with --wait,
 // follows the run's events until every image is stored (and extracted) or failed.
 import { readFile } from 'node:fs/promises';
-import { formatBytes, type WireWarmStatus } from '../functions/wire.ts';
+import { describeErrorBody, formatBytes, type WireWarmStatus } from '../functions/wire.ts';
 
 export interface WarmOptions {
   server: string;
@@ -103,11 +103,7 @@ export async function warmCommand(options: WarmOptions): Promise<number> {
   });
   const text = await res.text();
   if (res.status !== 202) {
-    let detail = text.slice(0, 500);
-    try {
-      const [error] = (JSON.parse(text) as { errors: Array<{ code: string; message: string; detail: unknown }> }).errors;
-      detail = `${error!.code}: ${error!.message}${error!.detail ? ` ${JSON.stringify(error!.detail)}` : ''}`;
-    } catch {}
+    const detail = describeErrorBody(text);
     console.error(`pullthrough warm: the server refused (${res.status}): ${detail}`);
     return 1;
   }

@@ -139,3 +139,13 @@ export function formatBytes(bytes: number): string {
   }
   return `${value >= 100 ? value.toFixed(0) : value.toFixed(1)} ${units[unit]}`;
 }
+
+/** An error response's body for people: `CODE: message {detail}` from the OCI envelope, else its first 500 characters. */
+export function describeErrorBody(text: string): string {
+  try {
+    const [error] = (JSON.parse(text) as { errors: Array<{ code: string; message: string; detail?: unknown }> }).errors;
+    return `${error!.code}: ${error!.message}${error!.detail ? ` ${JSON.stringify(error!.detail)}` : ''}`;
+  } catch {
+    return text.slice(0, 500);
+  }
+}
