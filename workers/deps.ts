@@ -14,6 +14,7 @@ import type { IngestDeps } from '../core/cache/ingest.ts';
 import type { PlanDeps } from '../core/sandbox/plan.ts';
 import { PullCounter } from '../core/registry/pulls.ts';
 import { ActivityRecorder } from '../core/registry/activity.ts';
+import type { NativeDecoders } from '../core/layer/decompress.ts';
 import type { WarmDeps } from '../core/cache/warm.ts';
 import { Flights } from '../core/registry/flights.ts';
 import type { FetchedManifest } from '../core/registry/manifests.ts';
@@ -47,6 +48,8 @@ export interface Parts {
   queue: JobQueue;
   log: Log;
   metrics?: Metrics;
+  /** Layer decoders the runtime has natively (Node passes its zlib: core/adapters/node-zlib.ts). */
+  decoders?: NativeDecoders;
   clock?: Clock;
   /** Local scratch space for blobs in flight (Node, with an S3 store): readers here read it at the upstream's pace. */
   spool?: Spool;
@@ -176,7 +179,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
       log,
       metrics,
     },
-    ingest: { catalog, store, upstreams, leaseMs, clock, transfers },
+    ingest: { catalog, store, upstreams, leaseMs, clock, transfers, decoders: parts.decoders },
     plan,
     gc,
     warm,

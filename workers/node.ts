@@ -17,6 +17,7 @@ import { buildDeps, storeFor } from './deps.ts';
 import { handleJob } from './jobs.ts';
 import { runGc } from '../core/cache/gc.ts';
 import { PrometheusMetrics } from '../core/ports/metrics.ts';
+import { nodeDecoders } from '../core/adapters/node-zlib.ts';
 
 // Bundled as dist/server.mjs, one folder down like this file: schema/ is a sibling either way.
 const MIGRATIONS = new URL('../schema/migrations', import.meta.url);
@@ -54,7 +55,7 @@ async function main(): Promise<void> {
   });
   const queue = new LibsqlJobQueue(db);
   const spool = await FilesystemSpool.forProcess(join(config.dataDir, 'spool'));
-  const deps = buildDeps(config, { catalog: new LibsqlCatalog(db), store, queue, spool, log, doneJobs: queue, metrics: new PrometheusMetrics(), jobCounts: () => queue.counts() });
+  const deps = buildDeps(config, { catalog: new LibsqlCatalog(db), store, queue, spool, log, doneJobs: queue, metrics: new PrometheusMetrics(), jobCounts: () => queue.counts(), decoders: nodeDecoders });
   const app = createApp(deps.app);
   const tls = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined;
   const server = serve({

@@ -102,7 +102,7 @@ async function extractIntoStore(deps: ExtractDeps, row: Layer, signal: AbortSign
   tocPut.catch(() => {});
   let size: number;
   try {
-    const tar = decompressed(object.body, row.compression, signal).pipeThrough(reader);
+    const tar = decompressed(object.body, row.compression, signal, deps.decoders).pipeThrough(reader);
     ({ size } = await deps.store.put(row.tarKey, tar, { expected: { digest: row.diffId }, contentType: 'application/x-tar' }));
   } catch (e) {
     toc.fail(e);

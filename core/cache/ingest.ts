@@ -1,3 +1,4 @@
+import type { NativeDecoders } from '../layer/decompress.ts';
 import type { Catalog } from '../ports/catalog.ts';
 import type { BlobStore } from '../ports/blob-store.ts';
 import type { Upstreams } from '../ports/upstream.ts';
@@ -13,6 +14,8 @@ export interface IngestDeps {
   clock: Clock;
   /** The job's fetch is the blob's one transfer, which clients join. */
   transfers: Transfers;
+  /** Layer decoders the runtime has natively (Node's zlib), used by extraction. */
+  decoders?: NativeDecoders | undefined;
 }
 
 /**

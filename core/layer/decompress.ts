@@ -1,6 +1,7 @@
-// Layer decompression by media type, the same code on Node and in workerd: gzip through
-// fflate and zstd through fzstd (both pure JS and streaming; Node 20's zlib and workerd's
-// DecompressionStream have no zstd, and Node's DecompressionStream does not hold back its
+// Layer decompression by media type: natively where the runtime wires decoders in (Node's
+// zlib, for gzip and, on releases that have it, zstd: core/adapters/node-zlib.ts), else
+// gzip through fflate and zstd through fzstd (pure JS and streaming: workerd, whose
+// DecompressionStream has no zstd; Node's DecompressionStream does not hold back its
 // output when the reader is slower: a 1 GiB gzip layer into S3 grew the process to 700 MB).
 //
 // Decoding is pull-driven: compressed input is fed in small pieces only when the reader
@@ -38,6 +39,47 @@ export function compressionOf(mediaType: string): Compression {
 /** A malformed compressed stream (the decoder's own message, and the format). */
 export class DecompressError extends Error {}
 
+/**
+ * Decoders a runtime has natively (Node's zlib: core/adapters/node-zlib.ts), as web
+ * transform pairs; used instead of the pure-JS ones for the formats they cover. Piped
+ * with backpressure, they read input only as the reader takes output.
+ */
+export type NativeDecoders = Partial<Record<Exclude<Compression, 'none'>, () => TransformStream<Uint8Array, Uint8Array>>>;
+
+/** `source` through a native decoder, its errors (bad data) as DecompressError, the source cancelled with the result. */
+function nativelyDecompressed(source: ReadableStream<Uint8Array>, compression: Exclude<Compression, 'none'>, make: () => TransformStream<Uint8Array, Uint8Array>, signal?: AbortSignal): ReadableStream<Uint8Array> {
+  const decoder = make();
+  // Cancelling the decoder's output errors its input, which ends the pipe by cancelling the source.
+  const piped = source.pipeTo(decoder.writable).catch(() => {});
+  const reader = decoder.readable.getReader();
+  const stop = async (reason: unknown) => {
+    await reader.cancel(reason).catch(() => {});
+    await piped;
+  };
+  signal?.addEventListener('abort', () => void stop(signal.reason), { once: true });
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        if (signal?.aborted) {
+          await stop(signal.reason);
+          throw signal.reason;
+        }
+        let read;
+        try {
+          read = await reader.read();
+        } catch (e) {
+          if (signal?.aborted) throw signal.reason;
+          throw new DecompressError(`invalid ${compression} data: ${(e as Error).message}`);
+        }
+        if (read.done) controller.close();
+        else controller.enqueue(read.value);
+      },
+      cancel: (reason) => stop(reason),
+    },
+    { highWaterMark: 0 },
+  );
+}
+
 interface PushDecoder {
   push(chunk: Uint8Array, final?: boolean): void;
 }
@@ -53,8 +95,10 @@ function decoderFor(compression: Exclude<Compression, 'none'>, emit: (data: Uint
  * The uncompressed bytes of `source`. Errors with DecompressError on malformed input.
  * Cancelling the result (or `signal`) cancels the source.
  */
-export function decompressed(source: ReadableStream<Uint8Array>, compression: Compression, signal?: AbortSignal): ReadableStream<Uint8Array> {
+export function decompressed(source: ReadableStream<Uint8Array>, compression: Compression, signal?: AbortSignal, native?: NativeDecoders): ReadableStream<Uint8Array> {
   if (compression === 'none') return signal ? source.pipeThrough(new TransformStream(), { signal }) : source;
+  const make = native?.[compression];
+  if (make) return nativelyDecompressed(source, compression, make, signal);
   const reader = source.getReader();
   const piece = PIECE_BYTES[compression];
   let out: Uint8Array[] = [];

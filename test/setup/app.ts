@@ -11,6 +11,7 @@ import { LibsqlCatalog } from '../../core/adapters/libsql-catalog.ts';
 import { LibsqlJobQueue } from '../../core/adapters/libsql-queue.ts';
 import { FilesystemBlobStore } from '../../core/adapters/fs-store.ts';
 import { FilesystemSpool } from '../../core/adapters/fs-spool.ts';
+import { nodeDecoders } from '../../core/adapters/node-zlib.ts';
 import type { UpstreamConfig } from '../../core/adapters/http-upstream.ts';
 import type { IngestDeps } from '../../core/cache/ingest.ts';
 import type { BlobStore } from '../../core/ports/blob-store.ts';
@@ -60,7 +61,8 @@ export async function createTestApp(upstream: string | UpstreamConfig, tagTtlSec
     store,
     queue,
     doneJobs: queue,
-    ...(options.spool === false ? {} : { spool: await FilesystemSpool.forProcess(join(dir, 'spool')) }),
+    // Wired as Node is (a spool, zlib's decoders), or, with `spool: false`, as a Worker is.
+    ...(options.spool === false ? {} : { spool: await FilesystemSpool.forProcess(join(dir, 'spool')), decoders: nodeDecoders }),
     log: process.env.PT_TEST_LOG ? (e) => console.error(JSON.stringify(e)) : () => {},
     clock,
     upstream: { attempts: 1 },
