@@ -195,30 +195,16 @@ export async function resolveWarm(deps: WarmDeps, id: string): Promise<JobResult
   return { ok: true, outcome: 'resolved' };
 }
 
-function blobState(b: Blob, maxAttempts: number): WarmState {
-  switch (b.state) {
-    case 'ready':
-      return 'stored';
-    case 'fetching':
-      return 'fetching';
-    case 'failed':
-      return b.errorRetryable === false || b.attempts >= maxAttempts ? 'failed' : 'retrying';
-    default:
-      return 'queued';
-  }
-}
-
-function layerState(l: Layer, maxAttempts: number): WarmLayer['state'] {
-  switch (l.state) {
-    case 'ready':
-      return 'ready';
-    case 'extracting':
-      return 'extracting';
-    case 'failed':
-      return l.errorRetryable === false || l.attempts >= maxAttempts ? 'failed' : 'retrying';
-    default:
-      return 'queued';
-  }
+/**
+ * A leased row's state as a warm-up reports it: `done` (a blob stored, a layer ready) and
+ * `busy` (fetching, extracting) under their own names, a failure `retrying` while the
+ * queue will try again, `failed` once it will not, anything else `queued`.
+ */
+function progressOf<Done extends string, Busy extends string>(row: Blob | Layer, maxAttempts: number, names: { ready: Done; busy: Busy }): Done | Busy | 'queued' | 'retrying' | 'failed' {
+  if (row.state === 'ready') return names.ready;
+  if (row.state === 'fetching' || row.state === 'extracting') return names.busy;
+  if (row.state === 'failed') return row.errorRetryable === false || row.attempts >= maxAttempts ? 'failed' : 'retrying';
+  return 'queued';
 }
 
 /** A run's progress now, or undefined for an unknown id. */
@@ -240,7 +226,7 @@ export async function warmStatus(deps: WarmDeps, id: string): Promise<WarmStatus
     const blobs: WarmBlob[] = rows
       .filter((r) => r.manifest === image.manifest)
       .map(({ kind, blob }) => {
-        const state = blobState(blob, deps.maxAttempts);
+        const state = progressOf(blob, deps.maxAttempts, { ready: 'stored', busy: 'fetching' });
         const bytesDone = state === 'stored' ? (blob.size ?? 0) : state === 'fetching' ? (local.get(blob.digest) ?? 0) : 0;
         return { digest: blob.digest, kind, size: blob.size, bytesDone, state, error: state === 'stored' ? null : blob.error };
       });
@@ -248,7 +234,7 @@ export async function warmStatus(deps: WarmDeps, id: string): Promise<WarmStatus
       ? blobs
           .filter((b) => b.kind === 'layer')
           .flatMap((b) => layerRows.filter((l) => l.blobDigest === b.digest))
-          .map((l) => ({ diffId: l.diffId, blob: l.blobDigest, size: l.size, state: layerState(l, deps.maxAttempts), error: l.state === 'ready' ? null : l.error }))
+          .map((l) => ({ diffId: l.diffId, blob: l.blobDigest, size: l.size, state: progressOf(l, deps.maxAttempts, { ready: 'ready', busy: 'extracting' }), error: l.state === 'ready' ? null : l.error }))
       : undefined;
     const failed = image.error !== undefined || blobs.some((b) => b.state === 'failed') || (layers ?? []).some((l) => l.state === 'failed');
     const done = blobs.length > 0 && blobs.every((b) => b.state === 'stored') && (!layers || (layers.length > 0 && layers.every((l) => l.state === 'ready')));
