@@ -16,6 +16,7 @@ import { PullCounter } from '../core/registry/pulls.ts';
 import { ActivityRecorder } from '../core/registry/activity.ts';
 import type { NativeDecoders } from '../core/layer/decompress.ts';
 import type { WarmDeps } from '../core/cache/warm.ts';
+import { PresignedUrls } from '../core/registry/presigned.ts';
 import { Flights } from '../core/registry/flights.ts';
 import type { FetchedManifest } from '../core/registry/manifests.ts';
 import { UpstreamRegistry, type UpstreamOptions } from '../core/adapters/http-upstream.ts';
@@ -126,6 +127,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
     async () => (await (parts.jobCounts?.() ?? Promise.resolve([]))).map((j) => ({ name: 'pullthrough_jobs', labels: { kind: j.kind, state: j.state }, value: j.n })),
   ];
   const metricsExposition = () => (activity.inner instanceof PrometheusMetrics ? activity.inner : new PrometheusMetrics()).exposition(gauges);
+  const presigned = new PresignedUrls((key, ttl, options) => store.presign(key, ttl, options), clock, config.presignTtlSeconds);
   const warm: WarmDeps = {
     catalog,
     queue,
@@ -152,11 +154,11 @@ export function buildDeps(config: Config, parts: Parts): Deps {
   return {
     app: {
       manifests,
-      blobs: { catalog, store, upstreams, queue, pulls, clock, transfers, delivery: config.blobDelivery, presignTtlSeconds: config.presignTtlSeconds },
+      blobs: { catalog, store, upstreams, queue, pulls, clock, transfers, delivery: config.blobDelivery, presigned },
       tags: { catalog, upstreams, clock, tagTtlSeconds: config.tagTtlSeconds, tagFlights },
       routing: { upstreamHosts: new Set(upstreams.keys()), defaultUpstream: config.defaultUpstream, publicUrl: config.publicUrl },
       plan,
-      layers: { catalog, store, delivery: config.blobDelivery, presignTtlSeconds: config.presignTtlSeconds },
+      layers: { catalog, store, delivery: config.blobDelivery, presigned },
       access: {
         access: new Access(config.auth, clock),
         limiter: parts.limiter ?? (config.coldRatePerMinute > 0 ? new MemoryRateLimiter(config.coldRatePerMinute, clock) : undefined),

@@ -1,3 +1,4 @@
+import type { PresignedUrls } from './presigned.ts';
 import type { Catalog } from '../ports/catalog.ts';
 import type { BlobStore, ByteRange } from '../ports/blob-store.ts';
 import type { JobQueue } from '../ports/job-queue.ts';
@@ -32,7 +33,8 @@ export interface BlobDeps extends RegistryDeps {
   /** The one transfer per cold blob, which clients join. */
   transfers: Transfers;
   delivery: 'redirect' | 'stream';
-  presignTtlSeconds: number;
+  /** Presigned bucket URLs for redirects, reused while most of their lifetime is left. */
+  presigned: PresignedUrls;
 }
 
 export type BlobAnswer = (
@@ -66,7 +68,7 @@ export async function getBlob(deps: BlobDeps, target: RepositoryTarget, referenc
   if (row?.state === 'ready' && row.size !== null && reached) {
     const background = method === 'GET' ? deps.pulls.count('blob', digest.value) : undefined;
     if (method === 'GET' && deps.delivery === 'redirect') {
-      const url = await deps.store.presign(row.storageKey, deps.presignTtlSeconds);
+      const url = await deps.presigned.url(row.storageKey);
       if (url) return { kind: 'redirect', url, digest: digest.value, size: row.size, background };
     }
     const range = resolveRange(rangeHeader, row.size);

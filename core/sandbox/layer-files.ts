@@ -1,3 +1,4 @@
+import type { PresignedUrls } from '../registry/presigned.ts';
 import type { Catalog, Layer } from '../ports/catalog.ts';
 import type { BlobStore, ByteRange } from '../ports/blob-store.ts';
 import { OciError } from '../oci/errors.ts';
@@ -14,7 +15,8 @@ export interface LayerDeps {
   catalog: Catalog;
   store: BlobStore;
   delivery: 'redirect' | 'stream';
-  presignTtlSeconds: number;
+  /** Presigned bucket URLs for redirects, reused while most of their lifetime is left. */
+  presigned: PresignedUrls;
 }
 
 export type LayerObjectAnswer =
@@ -45,7 +47,7 @@ export async function getLayerObject(deps: LayerDeps, target: RepositoryTarget, 
   const key = which === 'tar' ? row.tarKey : row.tocKey;
   const contentType = which === 'tar' ? 'application/x-tar' : 'application/json';
   if (method === 'GET' && deps.delivery === 'redirect') {
-    const url = await deps.store.presign(key, deps.presignTtlSeconds, { contentType });
+    const url = await deps.presigned.url(key, { contentType });
     if (url) return { kind: 'redirect', url };
   }
   const stat = which === 'tar' ? { size: row.size! } : await deps.store.stat(key);
