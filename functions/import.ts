@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import { OciError } from '../core/oci/errors.ts';
 import { importArchive, type ImportDeps } from '../core/cache/import.ts';
-import { resolveTarget } from '../core/oci/reference.ts';
+import { isTag, resolveTarget } from '../core/oci/reference.ts';
 import { requireGrant, type AccessDeps } from './access.ts';
 import type { AppEnv } from './env.ts';
 import type { RoutingConfig } from './target.ts';
@@ -21,7 +21,7 @@ export function importRoutes(deps: ImportDeps, routing: RoutingConfig, access: A
     const tagged = colon > as.lastIndexOf('/');
     const target = resolveTarget(tagged ? as.slice(0, colon) : as, undefined, routing.upstreamHosts, routing.defaultUpstream);
     const tag = tagged ? as.slice(colon + 1) : undefined;
-    if (tag !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/.test(tag)) throw new OciError('TAG_INVALID', 'not a tag', { tag });
+    if (tag !== undefined && !isTag(tag)) throw new OciError('TAG_INVALID', 'not a tag', { tag });
     const body = c.req.raw.body;
     if (!body) throw new OciError('REQUEST_INVALID', 'the body must be the archive (a tar)', {});
     const report = await importArchive(deps, body, { target, tag });

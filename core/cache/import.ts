@@ -22,6 +22,7 @@ import { blobKey, manifestKey } from '../oci/keys.ts';
 import { MediaType, parseManifest, type ParsedManifest } from '../oci/manifest.ts';
 import { MAX_MANIFEST_BYTES } from '../oci/limits.ts';
 import { parseDigest, type RepositoryTarget } from '../oci/reference.ts';
+import { digestOf } from '../oci/digest.ts';
 
 /** Small JSON members kept in memory, in all. */
 const MAX_HELD_BYTES = 64 * 1024 * 1024;
@@ -50,7 +51,6 @@ export interface ImportReport {
 }
 
 interface Seen {
-  digest: string;
   size: number;
   /** The first bytes (compression magic) of a streamed member. */
   magic: Uint8Array;
@@ -110,6 +110,7 @@ export async function importArchive(deps: ImportDeps, body: ReadableStream<Uint8
     const digest = m.digest!;
     if (m.size <= MAX_MANIFEST_BYTES && (first === undefined || first[0] === 0x7b)) {
       m.mode = 'hold';
+      m.hash = createHash(parseDigest(digest).algorithm);
       return;
     }
     m.magic = first?.slice(0, 4) ?? new Uint8Array();
@@ -150,7 +151,8 @@ export async function importArchive(deps: ImportDeps, body: ReadableStream<Uint8
         heldBytes += event.chunk.byteLength;
         if (heldBytes > MAX_HELD_BYTES) throw invalid(`the archive's manifests and configs add up to more than ${MAX_HELD_BYTES} bytes`, { entry: m.name });
         m.parts.push(event.chunk);
-      } else if (m.mode === 'hash') m.hash!.update(event.chunk);
+      }
+      if (m.mode === 'hold' || m.mode === 'hash') m.hash?.update(event.chunk);
       else if (m.mode === 'stream') {
         await m.writer!.write(event.chunk);
         bytesWritten += event.chunk.byteLength;
@@ -162,19 +164,13 @@ export async function importArchive(deps: ImportDeps, body: ReadableStream<Uint8
     if (m.mode === 'skip') return;
     if (m.mode === 'stream') {
       await m.writer!.close().catch(() => {});
-      await m.put;
-    } else if (m.mode === 'hash') {
-      const actual = `${parseDigest(m.digest!).algorithm}:${m.hash!.digest('hex')}`;
+      await m.put; // the store verified it
+    } else if (m.hash) {
+      const actual = `${parseDigest(m.digest!).algorithm}:${m.hash.digest('hex')}`;
       if (actual !== m.digest) throw invalid(`${m.name}: content does not match its digest`, { entry: m.name, expected: m.digest, actual });
-    } else {
-      const bytes = Buffer.concat(m.parts);
-      if (m.digest) {
-        const actual = `${parseDigest(m.digest).algorithm}:${createHash(parseDigest(m.digest).algorithm).update(bytes).digest('hex')}`;
-        if (actual !== m.digest) throw invalid(`${m.name}: content does not match its digest`, { entry: m.name, expected: m.digest, actual });
-        held.set(m.digest, bytes);
-      } else held.set(m.name, bytes);
     }
-    if (m.digest) seen.set(m.digest, { digest: m.digest, size: m.size, magic: m.magic ?? new Uint8Array() });
+    if (m.mode === 'hold') held.set(m.digest ?? m.name, Buffer.concat(m.parts));
+    if (m.digest) seen.set(m.digest, { size: m.size, magic: m.magic ?? new Uint8Array() });
     member = undefined;
   };
 
@@ -364,7 +360,7 @@ function dockerPlan(held: Map<string, Uint8Array>, seen: Map<string, Seen>, as: 
     });
     const manifest = { schemaVersion: 2, mediaType: MediaType.OciManifest, config: { mediaType: OCI_CONFIG, digest: configDigest, size: config.length }, layers };
     const bytes = new TextEncoder().encode(JSON.stringify(manifest));
-    const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+    const digest = digestOf(bytes);
     plan.manifests.push({ digest, bytes, parsed: parseManifest(bytes, MediaType.OciManifest) });
     plan.blobs.add(configDigest);
     plan.heldBlobs.push(configDigest);

@@ -4,6 +4,9 @@ import { OciError } from './errors.ts';
 const NAME_COMPONENT = '[a-z0-9]+(?:(?:\\.|_|__|-+)[a-z0-9]+)*';
 const NAME_RE = new RegExp(`^${NAME_COMPONENT}(?:/${NAME_COMPONENT})*$`);
 const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+
+/** Whether `text` is a valid tag (the distribution spec's grammar). */
+export const isTag = (text: string): boolean => TAG_RE.test(text);
 const DIGEST_RE = /^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$/;
 const MAX_NAME_LENGTH = 255;
 
