@@ -165,6 +165,9 @@ export interface RetentionConfig {
   evictLayers: EvictLayers;
 }
 
+/** Where eviction past the cap stops, in bytes. */
+export const lowWaterBytes = (r: RetentionConfig): number => Math.floor((r.maxBytes * r.lowWaterPercent) / 100);
+
 export const EVICT_LAYERS = ['with-blobs', 'first'] as const;
 export type EvictLayers = (typeof EVICT_LAYERS)[number];
 

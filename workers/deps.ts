@@ -1,7 +1,7 @@
 // The one wiring of pullthrough's parts, shared by both runtimes (workers/node.ts and
 // workers/cloudflare.ts) and by the tests: from a parsed configuration and the adapters
 // a runtime has (catalog, store, queue) to the app's dependencies and the jobs'.
-import type { Config } from '../core/config.ts';
+import { lowWaterBytes, type Config } from '../core/config.ts';
 import type { BlobStore } from '../core/ports/blob-store.ts';
 import type { Catalog } from '../core/ports/catalog.ts';
 import type { JobQueue } from '../core/ports/job-queue.ts';
@@ -127,6 +127,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
     async () => (await (parts.jobCounts?.() ?? Promise.resolve([]))).map((j) => ({ name: 'pullthrough_jobs', labels: { kind: j.kind, state: j.state }, value: j.n })),
   ];
   const metricsExposition = () => (activity.inner instanceof PrometheusMetrics ? activity.inner : new PrometheusMetrics()).exposition(gauges);
+  const routing = { upstreamHosts: new Set(upstreams.keys()), defaultUpstream: config.defaultUpstream, publicUrl: config.publicUrl };
   const presigned = new PresignedUrls((key, ttl, options) => store.presign(key, ttl, options), clock, config.presignTtlSeconds);
   const warm: WarmDeps = {
     catalog,
@@ -136,7 +137,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
     plan,
     defaultPlatforms: config.warmPlatforms,
     maxAttempts: config.ingestMaxAttempts,
-    routing: { upstreamHosts: new Set(upstreams.keys()), defaultUpstream: config.defaultUpstream },
+    routing,
     localProgress: (digests) => transfers.progress(digests),
   };
   const gc: GcDeps = {
@@ -156,7 +157,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
       manifests,
       blobs: { catalog, store, upstreams, queue, pulls, clock, transfers, delivery: config.blobDelivery, presigned },
       tags: { catalog, upstreams, clock, tagTtlSeconds: config.tagTtlSeconds, tagFlights },
-      routing: { upstreamHosts: new Set(upstreams.keys()), defaultUpstream: config.defaultUpstream, publicUrl: config.publicUrl },
+      routing,
       plan,
       layers: { catalog, store, delivery: config.blobDelivery, presigned },
       access: {
@@ -172,7 +173,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
         catalog,
         clock,
         capBytes: config.retention.maxBytes,
-        lowWaterBytes: Math.floor((config.retention.maxBytes * config.retention.lowWaterPercent) / 100),
+        lowWaterBytes: lowWaterBytes(config.retention),
         upstreamHosts: [...upstreams.keys()],
         localTransfers: parts.spool ? () => transfers.stats() : undefined,
         flush: () => pulls.flush(),

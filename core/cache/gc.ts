@@ -65,7 +65,7 @@ import type { BlobStore, Leftover, ListedObject } from '../ports/blob-store.ts';
 import type { Spool } from '../ports/spool.ts';
 import type { Clock } from '../ports/clock.ts';
 import type { Metrics } from '../ports/metrics.ts';
-import type { RetentionConfig } from '../config.ts';
+import { lowWaterBytes, type RetentionConfig } from '../config.ts';
 import { matchesPattern } from '../auth/patterns.ts';
 import { whileLeased } from './lease.ts';
 
@@ -228,7 +228,7 @@ async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, 
   let stored = usage.blobBytes + usage.layerBytes;
   report.storedBytes = { before: stored, after: stored };
   const overCap = retention.maxBytes > 0 && stored > retention.maxBytes;
-  const lowWater = Math.floor((retention.maxBytes * retention.lowWaterPercent) / 100);
+  const lowWater = lowWaterBytes(retention);
   const ageCutoff = retention.maxAgeSeconds > 0 ? now - retention.maxAgeSeconds * 1000 : undefined;
   if (!overCap && ageCutoff === undefined) return;
   const guard = now - deps.guardMs;

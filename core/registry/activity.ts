@@ -30,7 +30,7 @@ export interface ActivityBatch {
 }
 
 /** Statuses that say the upstream is unwell (401, 403 and 404 are answers about a request, not about it). */
-const failing = (status: string) => status === 'error' || status === '429' || /^5/.test(status);
+export const isFailingStatus = (status: string): boolean => status === 'error' || status === '429' || status.startsWith('5');
 
 /**
  * The Metrics every component reports to, passed on to `inner` (Prometheus on Node) and
@@ -101,13 +101,28 @@ export class ActivityRecorder implements Metrics {
     const h = this.#health.get(host) ?? { host, lastSuccessAt: null, lastErrorAt: null, lastError: null };
     this.#health.set(host, h);
     if (/^[23]/.test(status)) h.lastSuccessAt = Math.max(h.lastSuccessAt ?? 0, at);
-    else if (text !== undefined || failing(status)) {
+    else if (text !== undefined || isFailingStatus(status)) {
       if ((h.lastErrorAt ?? 0) <= at) {
         h.lastErrorAt = at;
         h.lastError = text ?? (status === 'error' ? 'no answer' : `HTTP ${status}`);
       }
     }
   }
+}
+
+/** A stored metric read back (the inverse of `activityMetric`). */
+export type ParsedActivity =
+  | { family: 'cache'; kind: string; result: string }
+  | { family: 'served'; source: string }
+  | { family: 'upstream'; status: string; host: string }
+  | { family: 'other' };
+
+export function parseActivityMetric(metric: string): ParsedActivity {
+  const [family, a = '', ...rest] = metric.split(':');
+  if (family === 'cache') return { family, kind: a, result: rest[0] ?? '' };
+  if (family === 'served') return { family, source: a };
+  if (family === 'upstream') return { family, status: a, host: rest.join(':') };
+  return { family: 'other' };
 }
 
 /** The stored metric a counter feeds, or undefined for one the page does not keep. */

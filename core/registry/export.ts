@@ -71,11 +71,12 @@ export async function exportImage(deps: ManifestDeps, target: RepositoryTarget, 
     mediaType: MediaType.OciIndex,
     manifests: [{ mediaType: top.mediaType, digest: top.digest, size: top.size, ...('tag' in ref ? { annotations: { 'org.opencontainers.image.ref.name': ref.tag } } : {}) }],
   };
-  const encode = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
-  members.unshift({ name: 'oci-layout', size: 0, bytes: encode({ imageLayoutVersion: '1.0.0' }) });
-  members[0]!.size = (members[0] as { bytes: Uint8Array }).bytes.length;
-  const indexBytes = encode(index);
-  members.push({ name: 'index.json', size: indexBytes.length, bytes: indexBytes });
+  const file = (name: string, value: unknown): Member => {
+    const bytes = new TextEncoder().encode(JSON.stringify(value));
+    return { name, size: bytes.length, bytes };
+  };
+  members.unshift(file('oci-layout', { imageLayoutVersion: '1.0.0' }));
+  members.push(file('index.json', index));
 
   const size = members.reduce((n, m) => n + 512 + m.size + tarPadding(m.size).length, 0) + TAR_END.length;
   const store = deps.store;

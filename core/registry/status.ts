@@ -1,6 +1,6 @@
-import type { Catalog, Failure, RepositoryUse, ActivityRow } from '../ports/catalog.ts';
+import type { Catalog, Failure, RepositoryUse } from '../ports/catalog.ts';
 import type { Clock } from '../ports/clock.ts';
-import { ACTIVITY_WINDOW_MS } from './activity.ts';
+import { ACTIVITY_WINDOW_MS, isFailingStatus, parseActivityMetric, type ParsedActivity } from './activity.ts';
 
 const HOUR_MS = 3600_000;
 const DAY_MS = 24 * HOUR_MS;
@@ -71,24 +71,20 @@ const emptyWindow = (): Window => ({
   tooManyRequests: 0,
 });
 
-const isError = (status: string) => status === 'error' || status === '429' || status.startsWith('5');
-
-/** Adds one stored activity row to a window (metric names: core/registry/activity.ts). */
-function add(w: Window, row: ActivityRow): void {
-  const [family, a, ...rest] = row.metric.split(':');
-  if (family === 'cache') {
-    const kind = w.byKind[a as keyof Window['byKind']];
-    const result = rest[0];
+/** Adds one stored activity row to a window. */
+function add(w: Window, m: ParsedActivity, value: number): void {
+  if (m.family === 'cache') {
+    const kind = w.byKind[m.kind as keyof Window['byKind']];
     if (!kind) return;
-    if (result === 'hit') (kind.hits += row.value), (w.hits += row.value);
-    else if (result === 'miss') (kind.misses += row.value), (w.misses += row.value);
-  } else if (family === 'served') {
-    if (a === 'store' || a === 'redirect') w.bytesSaved += row.value;
-    else w.bytesFromUpstream += row.value;
-  } else if (family === 'upstream' && a !== undefined) {
-    w.upstreamRequests += row.value;
-    if (isError(a)) w.upstreamErrors += row.value;
-    if (a === '429') w.tooManyRequests += row.value;
+    if (m.result === 'hit') (kind.hits += value), (w.hits += value);
+    else if (m.result === 'miss') (kind.misses += value), (w.misses += value);
+  } else if (m.family === 'served') {
+    if (m.source === 'store' || m.source === 'redirect') w.bytesSaved += value;
+    else w.bytesFromUpstream += value;
+  } else if (m.family === 'upstream') {
+    w.upstreamRequests += value;
+    if (isFailingStatus(m.status)) w.upstreamErrors += value;
+    if (m.status === '429') w.tooManyRequests += value;
   }
 }
 
@@ -108,23 +104,22 @@ export async function status(deps: StatusDeps, options: { details: boolean }): P
   const series = Array.from({ length: 24 }, (_, i) => ({ at: seriesStart + i * HOUR_MS, hits: 0, misses: 0 }));
   const perHost = new Map<string, Pick<UpstreamStatus, 'hour' | 'day'>>();
   for (const row of rows) {
-    add(day, row);
-    if (row.bucket >= hourStart) add(hour, row);
+    const m = parseActivityMetric(row.metric);
+    const inHour = row.bucket >= hourStart;
+    add(day, m, row.value);
+    if (inHour) add(hour, m, row.value);
     const point = series[Math.floor((row.bucket - seriesStart) / HOUR_MS)];
-    const [family, a, ...rest] = row.metric.split(':');
-    if (point && family === 'cache') {
-      if (rest[0] === 'hit') point.hits += row.value;
-      else if (rest[0] === 'miss') point.misses += row.value;
+    if (point && m.family === 'cache') {
+      if (m.result === 'hit') point.hits += row.value;
+      else if (m.result === 'miss') point.misses += row.value;
     }
-    if (family === 'upstream' && a !== undefined) {
-      const host = rest.join(':');
-      const h = perHost.get(host) ?? { hour: { requests: 0, errors: 0, tooManyRequests: 0 }, day: { requests: 0, errors: 0, tooManyRequests: 0 } };
-      perHost.set(host, h);
-      for (const [span, on] of [[h.day, true], [h.hour, row.bucket >= hourStart]] as const) {
-        if (!on) continue;
+    if (m.family === 'upstream') {
+      const h = perHost.get(m.host) ?? { hour: { requests: 0, errors: 0, tooManyRequests: 0 }, day: { requests: 0, errors: 0, tooManyRequests: 0 } };
+      perHost.set(m.host, h);
+      for (const span of inHour ? [h.day, h.hour] : [h.day]) {
         span.requests += row.value;
-        if (isError(a)) span.errors += row.value;
-        if (a === '429') span.tooManyRequests += row.value;
+        if (isFailingStatus(m.status)) span.errors += row.value;
+        if (m.status === '429') span.tooManyRequests += row.value;
       }
     }
   }
