@@ -3,6 +3,7 @@
 // race, so the database decides who wins; the connection waits for a busy file (see
 // libsql.ts) instead of failing.
 import { and, desc, eq, gt, gte, inArray, isNull, lt, lte, or, sql } from 'drizzle-orm';
+import type { SQLiteColumn } from 'drizzle-orm/sqlite-core';
 import type { Database } from './libsql.ts';
 import { repositories } from '../../schema/repositories.ts';
 import { tags } from '../../schema/tags.ts';
@@ -454,12 +455,17 @@ export class LibsqlCatalog implements Catalog {
   }
 
   async removeActivity(before: number, dryRun: boolean): Promise<number> {
+    return this.#removeOlder(activity, activity.bucket, before, dryRun);
+  }
+
+  /** Rows of `table` whose `column` is before `before`: counted (a dry run) or deleted; how many. */
+  async #removeOlder(table: typeof activity | typeof warmRuns, column: SQLiteColumn, before: number, dryRun: boolean): Promise<number> {
+    const older = lt(column, before);
     if (dryRun) {
-      const [row] = await this.#db.select({ n: sql<number>`count(*)` }).from(activity).where(lt(activity.bucket, before));
+      const [row] = await this.#db.select({ n: sql<number>`count(*)` }).from(table).where(older);
       return Number(row?.n ?? 0);
     }
-    const removed = await this.#db.delete(activity).where(lt(activity.bucket, before)).returning({ bucket: activity.bucket });
-    return removed.length;
+    return (await this.#db.delete(table).where(older).returning({ n: sql<number>`1` })).length;
   }
 
   async upstreamHealth(): Promise<UpstreamHealthRow[]> {
@@ -529,11 +535,7 @@ export class LibsqlCatalog implements Catalog {
   }
 
   async removeWarmRuns(before: number, dryRun: boolean): Promise<number> {
-    if (dryRun) {
-      const [row] = await this.#db.select({ n: sql<number>`count(*)` }).from(warmRuns).where(lt(warmRuns.createdAt, before));
-      return Number(row?.n ?? 0);
-    }
-    return (await this.#db.delete(warmRuns).where(lt(warmRuns.createdAt, before)).returning({ id: warmRuns.id })).length;
+    return this.#removeOlder(warmRuns, warmRuns.createdAt, before, dryRun);
   }
 
   async manifestBlobs(manifestDigests: readonly string[]): Promise<Array<{ manifest: string; kind: 'config' | 'layer'; blob: Blob }>> {
