@@ -44,7 +44,8 @@ export function warmRoutes(deps: WarmDeps, access: AccessDeps): Hono<AppEnv> {
       }
     }
     const id = await startWarm(deps, request, who(identity));
-    const base = new URL(c.req.url).origin;
+    // Behind a proxy (TLS terminated in front), the request's origin is not the client's.
+    const base = deps.routing.publicUrl ?? new URL(c.req.url).origin;
     c.header('Location', `/api/warm/${id}`);
     return c.json({ id, status_url: `${base}/api/warm/${id}`, events_url: `${base}/api/warm/${id}/events` }, 202);
   });

@@ -32,7 +32,8 @@ export interface WarmDeps {
   defaultPlatforms: readonly Platform[];
   /** INGEST_MAX_ATTEMPTS: a failed blob with this many attempts has failed for good. */
   maxAttempts: number;
-  routing: { upstreamHosts: ReadonlySet<string>; defaultUpstream: string };
+  /** Where references resolve; PUBLIC_URL, the prefix of URLs handed to clients. */
+  routing: { upstreamHosts: ReadonlySet<string>; defaultUpstream: string; publicUrl?: string | undefined };
   /** Bytes staged by this process's transfers, where the runtime keeps them. */
   localProgress?: ((digests: Iterable<string>) => Map<string, number>) | undefined;
 }
