@@ -70,6 +70,14 @@ export const VARIABLES = [
   { name: 'INGEST_CONCURRENCY', default: '`2`', doc: 'jobs (ingest, extract) run at once per Node process', runtime: 'node' },
   { name: 'INGEST_MAX_ATTEMPTS', default: '`5`', doc: 'attempts of a job before it fails for good', runtime: 'both' },
   { name: 'JOB_LEASE_SECONDS', default: '`60`', doc: 'lease of a job and of the blob or layer row it works on; renewed every third of it', runtime: 'both' },
+  { name: 'MEMORY_CACHE_BYTES', default: '32 MiB', doc: "the in-process cache of tag resolutions, manifests and ready rows (core/registry/memory-cache.ts): its size, manifest bytes included, per process or isolate", runtime: 'both' },
+  { name: 'MEMORY_CACHE_ENTRIES', default: '`50000`', doc: 'its entries at most (`0`: no cache)', runtime: 'both' },
+  {
+    name: 'MEMORY_CACHE_TTL_SECONDS',
+    default: '`5` (at most a third of `JOB_LEASE_SECONDS`)',
+    doc: "how long a ready blob or layer row is reused without a database read: how late a process sees another's eviction (garbage collection waits this long before deleting)",
+    runtime: 'both',
+  },
   { name: 'PULL_FLUSH_SECONDS', default: '`10`', doc: 'pull counts and last-pulled times are written in one batch at most this often', runtime: 'both' },
   { name: 'PUBLIC_URL', default: 'unset (the request\'s origin)', doc: 'how clients reach the server, e.g. `https://mirror.example.com` behind a TLS-terminating proxy: the prefix of the URLs in layer plans', runtime: 'both' },
   { name: 'STOP_GRACE_SECONDS', default: '`10`', doc: 'on SIGTERM/SIGINT, how long running requests and jobs may finish before jobs are given back and the server exits', runtime: 'node' },
@@ -134,6 +142,8 @@ export interface Config {
   ingestConcurrency: number;
   ingestMaxAttempts: number;
   jobLeaseSeconds: number;
+  /** core/registry/memory-cache.ts. */
+  memoryCache: { maxBytes: number; maxEntries: number; ttlSeconds: number };
   /** On SIGTERM/SIGINT, how long running requests and jobs get to finish before jobs are released. */
   stopGraceSeconds: number;
   /** Pull counts are written in one batch at most this often. */
@@ -188,6 +198,16 @@ type Env = ConfigEnv;
 
 /** A variable's value; '' counts as unset. */
 const read = (env: Env, name: VariableName): string | undefined => env[name] || undefined;
+
+/** MEMORY_CACHE_*: its TTL must leave an eviction's row lease (JOB_LEASE_SECONDS) time to delete after waiting it out. */
+function memoryCache(env: Env): Config['memoryCache'] {
+  const jobLeaseSeconds = integer(env, 'JOB_LEASE_SECONDS', 60, 2, 3600);
+  return {
+    maxBytes: integer(env, 'MEMORY_CACHE_BYTES', 32 * 1024 * 1024, 0),
+    maxEntries: integer(env, 'MEMORY_CACHE_ENTRIES', 50_000, 0, 10_000_000),
+    ttlSeconds: integer(env, 'MEMORY_CACHE_TTL_SECONDS', Math.min(5, Math.floor(jobLeaseSeconds / 3)), 0, Math.floor(jobLeaseSeconds / 3)),
+  };
+}
 
 function integer(env: Env, name: VariableName, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   const raw = read(env, name);
@@ -285,6 +305,7 @@ export function parseConfig(env: Env): Config {
     jobLeaseSeconds: integer(env, 'JOB_LEASE_SECONDS', 60, 2, 3600),
     stopGraceSeconds: integer(env, 'STOP_GRACE_SECONDS', 10, 0, 3600),
     pullFlushSeconds: integer(env, 'PULL_FLUSH_SECONDS', 10, 0, 3600),
+    memoryCache: memoryCache(env),
     extract,
     publicUrl,
     auth: auth(env, ups),

@@ -18,6 +18,7 @@ import type { NativeDecoders } from '../core/layer/decompress.ts';
 import type { WarmDeps } from '../core/cache/warm.ts';
 import { PresignedUrls } from '../core/registry/presigned.ts';
 import { Flights } from '../core/registry/flights.ts';
+import { CachedCatalog } from '../core/registry/memory-cache.ts';
 import type { FetchedManifest } from '../core/registry/manifests.ts';
 import { UpstreamRegistry, type UpstreamOptions } from '../core/adapters/http-upstream.ts';
 import { FilesystemBlobStore } from '../core/adapters/fs-store.ts';
@@ -83,8 +84,14 @@ export function storeFor(config: Config): BlobStore {
 }
 
 export function buildDeps(config: Config, parts: Parts): Deps {
-  const { catalog, store, queue, log } = parts;
+  const { store, queue, log } = parts;
   const clock = parts.clock ?? systemClock;
+  // Every part of the process reads and writes through one cache, so its own writes are never seen late.
+  const catalog = new CachedCatalog(
+    parts.catalog,
+    { maxBytes: config.memoryCache.maxBytes, maxEntries: config.memoryCache.maxEntries, ttlMs: config.memoryCache.ttlSeconds * 1000, tagTtlMs: config.tagTtlSeconds * 1000 },
+    clock,
+  );
   // Every count also goes to the status page's activity windows, written with the pull counts.
   const activity = new ActivityRecorder(parts.metrics ?? noopMetrics, clock);
   const metrics: Metrics = activity;
@@ -101,6 +108,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
     tagTtlSeconds: config.tagTtlSeconds,
     tagFlights,
     manifestFlights: new Flights<FetchedManifest>(),
+    manifestBytes: catalog,
     extractEagerly: config.extract === 'eager',
   };
   const leaseMs = config.jobLeaseSeconds * 1000;
@@ -151,6 +159,7 @@ export function buildDeps(config: Config, parts: Parts): Deps {
     retention: config.retention,
     metrics,
     guardMs: (config.presignTtlSeconds + config.pullFlushSeconds + 60) * 1000,
+    settleMs: config.memoryCache.ttlSeconds * 1000,
   };
   return {
     app: {

@@ -17,8 +17,14 @@
  *   1. the row goes `ready → evicted` under the run's lease, only if it is still ready
  *      and not pulled since the guard (one UPDATE: a pull or transfer that raced us wins);
  *      from here no client is served its object, and no transfer can write it (the lease);
- *   2. the object is deleted; 3. the lease is freed: a later pull fetches it again.
- *   Killed after 1 or 2: the lease runs out and the row is an ordinary evicted one; an
+ *   2. the run waits MEMORY_CACHE_TTL_SECONDS (`settleMs`, real time) from that UPDATE:
+ *      other processes may have the ready row in memory (core/registry/memory-cache.ts)
+ *      that long, and must find the object while they do. The wait runs beside the next
+ *      marks (deletes happen in mark order, each once its time has come), so a run takes
+ *      about one TTL longer, not one per blob; the rows' leases (JOB_LEASE_SECONDS, at
+ *      least three TTLs) outlast it;
+ *   3. the object is deleted; 4. the lease is freed: a later pull fetches it again.
+ *   Killed after 1, 2 or 3: the lease runs out and the row is an ordinary evicted one; an
  *   object left under its key is rewritten by the next fetch, or swept as an orphan.
  * Its extracted layers follow (any ready layer whose blob is not ready): the layer row goes
  * `ready → extracting` under the lease (no extraction can start), its layer.tar and
@@ -63,7 +69,7 @@
 import type { Catalog } from '../ports/catalog.ts';
 import type { BlobStore, Leftover, ListedObject } from '../ports/blob-store.ts';
 import type { Spool } from '../ports/spool.ts';
-import type { Clock } from '../ports/clock.ts';
+import { sleep, type Clock } from '../ports/clock.ts';
 import type { Metrics } from '../ports/metrics.ts';
 import { lowWaterBytes, type RetentionConfig } from '../config.ts';
 import { matchesPattern } from '../auth/patterns.ts';
@@ -93,6 +99,8 @@ export interface GcDeps {
   metrics?: Metrics | undefined;
   /** Nothing pulled (or handed out in a plan) this recently is evicted: PRESIGN_TTL_SECONDS + PULL_FLUSH_SECONDS + a minute. */
   guardMs: number;
+  /** How long other processes may keep a ready row in memory (MEMORY_CACHE_TTL_SECONDS): an evicted row's objects are deleted that long after the mark. */
+  settleMs: number;
 }
 
 /** Candidates read from the catalog at a time. */
@@ -223,6 +231,50 @@ async function sweepOrphans(deps: GcDeps, owner: string, dryRun: boolean, before
 
 /** Retention's part of a run: see the header. */
 async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, report: GcReport, count: (item: Evicted) => void, signal: AbortSignal): Promise<void> {
+  const settling = new Settling(deps.settleMs, signal);
+  await markAndDelete(deps, owner, dryRun, now, report, count, signal, settling);
+  await settling.drain();
+}
+
+/**
+ * Deletions waiting out `settleMs` after their rows were marked (step 2 of the header), in
+ * mark order: each runs once its time has come, checked after every mark and at the end.
+ */
+class Settling {
+  readonly #settleMs: number;
+  readonly #signal: AbortSignal;
+  readonly #queue: Array<{ at: number; remove: () => Promise<void> }> = [];
+
+  constructor(settleMs: number, signal: AbortSignal) {
+    this.#settleMs = settleMs;
+    this.#signal = signal;
+  }
+
+  /** Queues `remove` for `settleMs` from now, then runs those whose time has come. */
+  async add(remove: () => Promise<void>): Promise<void> {
+    this.#queue.push({ at: performance.now() + this.#settleMs, remove });
+    await this.#due(false);
+  }
+
+  /** Waits for the rest and runs them. */
+  drain(): Promise<void> {
+    return this.#due(true);
+  }
+
+  async #due(wait: boolean): Promise<void> {
+    while (this.#queue.length > 0) {
+      const left = this.#queue[0]!.at - performance.now();
+      if (left > 0) {
+        if (!wait) return;
+        await sleep(left, this.#signal);
+      }
+      this.#signal.throwIfAborted();
+      await this.#queue.shift()!.remove();
+    }
+  }
+}
+
+async function markAndDelete(deps: GcDeps, owner: string, dryRun: boolean, now: number, report: GcReport, count: (item: Evicted) => void, signal: AbortSignal, settling: Settling): Promise<void> {
   const { catalog, store, retention } = deps;
   const usage = await catalog.usage();
   let stored = usage.blobBytes + usage.layerBytes;
@@ -260,14 +312,17 @@ async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, 
       }
       const row = await catalog.beginEviction('blob', candidate.digest, owner, deps.leaseMs, guard, deps.clock());
       if (!row) continue; // pulled, or taken, meanwhile
-      try {
-        await store.delete(row.storageKey);
-      } finally {
-        await catalog.endEviction('blob', row.digest, owner, deps.clock());
-      }
-      count({ kind: 'blob', key: row.digest, bytes: candidate.size, reason: bySize ? 'size' : 'age' });
-      deps.metrics?.count('pullthrough_evictions_total', { kind: 'blob' });
-      deps.metrics?.count('pullthrough_evicted_bytes_total', { kind: 'blob' }, candidate.size);
+      const reason = bySize ? 'size' : 'age';
+      await settling.add(async () => {
+        try {
+          await store.delete(row.storageKey);
+        } finally {
+          await catalog.endEviction('blob', row.digest, owner, deps.clock());
+        }
+        count({ kind: 'blob', key: row.digest, bytes: candidate.size, reason });
+        deps.metrics?.count('pullthrough_evictions_total', { kind: 'blob' });
+        deps.metrics?.count('pullthrough_evicted_bytes_total', { kind: 'blob' }, candidate.size);
+      });
       stored -= candidate.size;
       // Its layers now belong to a blob that is not ready: removed below, and counted now for the stop condition.
       stored -= freed - candidate.size;
@@ -292,25 +347,27 @@ async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, 
           stored -= candidate.size;
           continue;
         }
-        if (!(await evictLayer(candidate.diffId, candidate.size, true))) continue;
-        count({ kind: 'layer', key: candidate.diffId, bytes: candidate.size, reason: 'size' });
+        if (!(await evictLayer(candidate.diffId, candidate.size, true, 'size'))) continue;
         stored -= candidate.size;
       }
     }
   }
 
-  /** One extracted layer's objects deleted under the eviction lease; false when its row no longer qualifies. `alone`: its blob stays. */
-  async function evictLayer(diffId: string, size: number, alone: boolean): Promise<boolean> {
+  /** One extracted layer marked, its objects deleted once settled, under the eviction lease; false when its row no longer qualifies. `alone`: its blob stays. */
+  async function evictLayer(diffId: string, size: number, alone: boolean, reason?: 'size'): Promise<boolean> {
     const row = await catalog.beginEviction('layer', diffId, owner, deps.leaseMs, guard, deps.clock(), { alone });
     if (!row) return false;
-    try {
-      await store.delete(row.tarKey);
-      await store.delete(row.tocKey);
-    } finally {
-      await catalog.endEviction('layer', row.diffId, owner, deps.clock());
-    }
-    deps.metrics?.count('pullthrough_evictions_total', { kind: 'layer' });
-    deps.metrics?.count('pullthrough_evicted_bytes_total', { kind: 'layer' }, size);
+    await settling.add(async () => {
+      try {
+        await store.delete(row.tarKey);
+        await store.delete(row.tocKey);
+      } finally {
+        await catalog.endEviction('layer', row.diffId, owner, deps.clock());
+      }
+      count({ kind: 'layer', key: row.diffId, bytes: size, ...(reason ? { reason } : {}) });
+      deps.metrics?.count('pullthrough_evictions_total', { kind: 'layer' });
+      deps.metrics?.count('pullthrough_evicted_bytes_total', { kind: 'layer' }, size);
+    });
     return true;
   }
 
@@ -324,7 +381,6 @@ async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, 
       for (const layer of layers) {
         signal.throwIfAborted();
         if (!(await evictLayer(layer.diffId, layer.size ?? 0, false))) continue;
-        count({ kind: 'layer', key: layer.diffId, bytes: layer.size ?? 0 });
         removed++;
       }
       if (layers.length < LAYER_PAGE || removed === 0) return;

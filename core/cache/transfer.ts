@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { Blob, Catalog } from '../ports/catalog.ts';
 import type { BlobStore, ByteRange, Staging } from '../ports/blob-store.ts';
-import type { Clock } from '../ports/clock.ts';
+import { sleep, type Clock } from '../ports/clock.ts';
 import type { Spool, SpoolWriter } from '../ports/spool.ts';
 import type { Upstreams } from '../ports/upstream.ts';
 import { DigestMismatchError, OciError, SizeMismatchError, TransientError } from '../oci/errors.ts';
@@ -42,13 +42,6 @@ export interface AttachedBlob {
   /** Resolves when the transfer feeding the body has ended (a Worker keeps itself alive until then). */
   done: Promise<void>;
 }
-
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)), { once: true });
-  });
 
 /** Retryable, but not from what is staged: the staging is removed before the failure is recorded. */
 class UnusableStagingError extends TransientError {}

@@ -2,3 +2,11 @@
 export type Clock = () => number;
 
 export const systemClock: Clock = () => Date.now();
+
+/** Waits `ms` of real time (whatever a test clock says); rejects with the signal's reason when it aborts. */
+export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)), { once: true });
+  });

@@ -18,6 +18,14 @@ export interface ManifestDeps extends RegistryDeps {
   manifestFlights: Flights<FetchedManifest>;
   /** Every image manifest fetched from the upstream gets its layers extracted (EXTRACT=eager). */
   extractEagerly: boolean;
+  /** Manifest bytes by digest kept in memory (core/registry/memory-cache.ts); absent: read from the store every time. */
+  manifestBytes?: ManifestBytes | undefined;
+}
+
+/** Manifest bytes by digest, in memory: they match their digest, so an entry is never wrong. */
+export interface ManifestBytes {
+  manifestBytes(digest: string): Uint8Array | undefined;
+  keepManifestBytes(digest: string, bytes: Uint8Array): void;
 }
 
 /** A manifest fetched from the upstream, verified, stored and recorded. */
@@ -54,8 +62,7 @@ export async function getManifest(deps: ManifestDeps, target: RepositoryTarget, 
     await confirmInRepository(deps, target, 'manifests', digest.value, new OciError('MANIFEST_UNKNOWN', 'manifest unknown', { name: target.name, reference }));
   }
   if (stored) {
-    const object = method === 'GET' ? await deps.store.get(stored.storageKey) : undefined;
-    const bytes = object ? await readCapped(new Response(object.body), MAX_MANIFEST_BYTES) : undefined;
+    const bytes = method === 'GET' ? await storedManifest(deps, digest.value, stored.storageKey) : undefined;
     if (method === 'HEAD' || bytes) {
       await enqueueMissingBlobs(deps, digest.value);
       const background = method === 'GET' ? deps.pulls.count('manifest', digest.value) : undefined;
@@ -65,6 +72,17 @@ export async function getManifest(deps: ManifestDeps, target: RepositoryTarget, 
   const fetched = await deps.manifestFlights.run(`${target.upstream}/${target.name}@${digest.value}`, () => fetchManifest(deps, target, reference, digest));
   const background = method === 'GET' ? deps.pulls.count('manifest', digest.value) : undefined;
   return { digest: digest.value, mediaType: fetched.mediaType, size: fetched.bytes.length, bytes: method === 'GET' ? fetched.bytes : undefined, background, fromStore: false };
+}
+
+/** A stored manifest's bytes: from memory, else read from the store (and kept); undefined when the object is gone. */
+async function storedManifest(deps: ManifestDeps, digest: string, key: string): Promise<Uint8Array | undefined> {
+  const kept = deps.manifestBytes?.manifestBytes(digest);
+  if (kept) return kept;
+  const object = await deps.store.get(key);
+  if (!object) return undefined;
+  const bytes = await readCapped(new Response(object.body), MAX_MANIFEST_BYTES);
+  deps.manifestBytes?.keepManifestBytes(digest, bytes);
+  return bytes;
 }
 
 /**
@@ -92,6 +110,7 @@ async function fetchManifest(deps: ManifestDeps, target: RepositoryTarget, refer
       : parsed.manifests.map((d, position) => ({ digest: d.digest, kind: 'manifest' as const, position }));
   await deps.catalog.recordManifest({ digest: digest.value, mediaType: parsed.mediaType, size: bytes.length, storageKey: key }, references, deps.clock());
   await deps.catalog.recordInRepository(target, digest.value, deps.clock());
+  deps.manifestBytes?.keepManifestBytes(digest.value, bytes);
   await enqueueMissingBlobs(deps, digest.value);
   if (parsed.kind === 'image' && deps.extractEagerly) {
     await deps.queue.send([{ kind: 'prepare-layers', upstream: target.upstream, name: target.name, manifest: digest.value }]);

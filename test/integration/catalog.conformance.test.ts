@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import { openDatabase } from '../../core/adapters/libsql.ts';
 import { LibsqlCatalog } from '../../core/adapters/libsql-catalog.ts';
 import type { Catalog } from '../../core/ports/catalog.ts';
+import { CachedCatalog } from '../../core/registry/memory-cache.ts';
 import { blobKey, layerTarKey, layerTocKey } from '../../core/oci/keys.ts';
 import { parseDigest } from '../../core/oci/reference.ts';
 import { startHranaServer, type HranaServer } from '../setup/hrana-server.ts';
@@ -27,6 +28,8 @@ interface Adapter {
   name: string;
   /** A fresh, migrated database: its URL and token. */
   database(label: string): Promise<{ url: string; authToken?: string }>;
+  /** The catalog over it (default: the libSQL catalog itself). */
+  catalog?: (inner: Catalog) => Catalog;
 }
 
 const adapters: Adapter[] = [
@@ -39,7 +42,16 @@ const adapters: Adapter[] = [
       return { url: server.url, authToken: server.authToken };
     },
   },
+  {
+    // What every part of a process uses (workers/deps.ts): the same answers, from memory
+    // where it keeps them, for a process's own writes. Its clock stands still at 0, so the
+    // suite's times (from 1000 on) are all in the future of every entry's expiry check.
+    name: 'in-process cache over a libSQL file',
+    database: async (label) => ({ url: `file:${join(dir, `${label}-cached.db`)}` }),
+    catalog: (inner) => new CachedCatalog(inner, { maxEntries: 1000, maxBytes: 1 << 20, ttlMs: 3600_000, tagTtlMs: 3600_000 }, () => 0),
+  },
 ];
+const catalogOf = (adapter: Adapter, inner: Catalog): Catalog => adapter.catalog?.(inner) ?? inner;
 
 const hex = (n: number) => n.toString(16).padStart(64, '0');
 const digest = (n: number) => `sha256:${hex(n)}`;
@@ -60,7 +72,7 @@ for (const adapter of adapters) {
       ({ url, authToken } = await adapter.database('suite'));
       let db;
       ({ db, close } = await openDatabase(url, authToken));
-      catalog = new LibsqlCatalog(db);
+      catalog = catalogOf(adapter, new LibsqlCatalog(db));
     });
     after(() => close());
 
@@ -180,7 +192,7 @@ for (const adapter of adapters) {
     test('usage sums what is ready, and eviction order is least recently pulled first', async () => {
       const fresh = await adapter.database('usage');
       const { db, close: closeFresh } = await openDatabase(fresh.url, fresh.authToken);
-      const c = new LibsqlCatalog(db);
+      const c = catalogOf(adapter, new LibsqlCatalog(db));
       try {
         assert.deepEqual(await c.usage(), { blobs: 0, blobBytes: 0, layers: 0, layerBytes: 0 });
         for (const [n, size, readyAt] of [[600, 10, 1000], [601, 20, 2000], [602, 30, 3000], [603, 40, 4000]] as const) {
@@ -207,7 +219,7 @@ for (const adapter of adapters) {
     test('eviction: only a ready blob not pulled since the bound, under a lease no transfer takes until it ends; its layers follow; the maintenance lease is one at a time', async () => {
       const fresh = await adapter.database('eviction');
       const { db, close: closeFresh } = await openDatabase(fresh.url, fresh.authToken);
-      const c = new LibsqlCatalog(db);
+      const c = catalogOf(adapter, new LibsqlCatalog(db));
       try {
         await c.recordBlob(blobSource(700, 10), 0);
         await c.claim('blob', digest(700), 'w', 10_000, 1000);
@@ -251,7 +263,7 @@ for (const adapter of adapters) {
     test('activity windows sum what every flush adds; upstream health keeps the latest success and error; old windows go', async () => {
       const fresh = await adapter.database('activity');
       const { db, close: closeFresh } = await openDatabase(fresh.url, fresh.authToken);
-      const c = new LibsqlCatalog(db);
+      const c = catalogOf(adapter, new LibsqlCatalog(db));
       try {
         await c.recordActivity({ rows: [{ bucket: 0, metric: 'cache:blob:hit', value: 2 }, { bucket: 300_000, metric: 'cache:blob:hit', value: 1 }], health: [{ host: 'docker.io', lastSuccessAt: 100, lastErrorAt: 50, lastError: 'HTTP 503' }] });
         await c.recordActivity({ rows: [{ bucket: 0, metric: 'cache:blob:hit', value: 3 }], health: [{ host: 'docker.io', lastSuccessAt: 90, lastErrorAt: 200, lastError: 'HTTP 429' }] });
@@ -274,7 +286,7 @@ for (const adapter of adapters) {
     test('key holders: a ready or leased row holds its key, others are idle and the sweep takes them under a lease; the status reads', async () => {
       const fresh = await adapter.database('holders');
       const { db, close: closeFresh } = await openDatabase(fresh.url, fresh.authToken);
-      const c = new LibsqlCatalog(db);
+      const c = catalogOf(adapter, new LibsqlCatalog(db));
       try {
         for (const n of [800, 801, 802]) await c.recordBlob(blobSource(n, 10), 0);
         await c.claim('blob', digest(800), 'w', 10_000, 0);

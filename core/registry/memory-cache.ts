@@ -1,0 +1,307 @@
+/**
+ * The read path's in-process caches: what a process answered recently is answered again
+ * without a database round trip. One bounded map per process or isolate, by entries and
+ * by bytes (MEMORY_CACHE_ENTRIES, MEMORY_CACHE_BYTES), least recently used out first.
+ *
+ * What is kept, and how long another process's change can go unseen here:
+ * - a tag's resolution: until its TAG_TTL_SECONDS run out (what the tag TTL promises
+ *   anyway; the row is read again after, and an upstream HEAD made when it is old);
+ * - manifest rows and manifest bytes by digest: immutable (the bytes match their digest);
+ *   manifests are never evicted, so nothing can make an entry wrong;
+ * - that a repository reaches a digest: never undone (no writer removes reach);
+ * - ready blob rows and ready layer rows, and that a manifest has no blob left to fetch:
+ *   MEMORY_CACHE_TTL_SECONDS. Only garbage collection takes a ready row away from under
+ *   another process, and it waits that long between marking the row evicted and deleting
+ *   its objects (core/cache/gc.ts), so an entry still in its TTL always names an object
+ *   that exists. Rows in any other state are never kept: the transfer and extraction
+ *   paths that wait on them always read the database.
+ * Every catalog write of this process goes through `CachedCatalog`, which drops or
+ * replaces the entries it changes, so this process never sees its own writes late.
+ *
+ * Access decisions need no cache of their own: the rules are configuration evaluated in
+ * memory on every request, and a change takes effect when a process starts with it. The
+ * one database fact they depend on, reach, is kept above.
+ */
+import type { Blob, Catalog, Layer, Manifest, PullTally } from '../ports/catalog.ts';
+import type { Clock } from '../ports/clock.ts';
+import type { RepositoryTarget } from '../oci/reference.ts';
+
+/** What an entry costs besides its bytes: the key, the row's fields, the map's own. */
+const ENTRY_OVERHEAD_BYTES = 256;
+
+interface Entry<V> {
+  value: V;
+  bytes: number;
+  /** By the cache's clock; `Infinity` for immutable facts. */
+  until: number;
+}
+
+/** A map bounded by entries and bytes, least recently used out first, each entry with its own expiry. */
+export class BoundedCache<V> {
+  readonly limits: { maxEntries: number; maxBytes: number };
+  readonly #clock: Clock;
+  readonly #entries = new Map<string, Entry<V>>();
+  #bytes = 0;
+
+  constructor(limits: { maxEntries: number; maxBytes: number }, clock: Clock) {
+    this.limits = limits;
+    this.#clock = clock;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  get(key: string): V | undefined {
+    const entry = this.#entries.get(key);
+    if (!entry) return undefined;
+    if (entry.until <= this.#clock()) {
+      this.delete(key);
+      return undefined;
+    }
+    // Moved to the end: the map's order is the recency order.
+    this.#entries.delete(key);
+    this.#entries.set(key, entry);
+    return entry.value;
+  }
+
+  /** Keeps `value` until `until` (by the clock), costing `bytes` besides the entry itself; nothing when it cannot fit. */
+  set(key: string, value: V, until: number, bytes = 0): void {
+    this.delete(key);
+    const cost = bytes + key.length * 2 + ENTRY_OVERHEAD_BYTES;
+    if (this.limits.maxEntries === 0 || cost > this.limits.maxBytes || until <= this.#clock()) return;
+    while (this.#entries.size >= this.limits.maxEntries || this.#bytes + cost > this.limits.maxBytes) {
+      this.delete(this.#entries.keys().next().value!);
+    }
+    this.#entries.set(key, { value, bytes: cost, until });
+    this.#bytes += cost;
+  }
+
+  delete(key: string): void {
+    const entry = this.#entries.get(key);
+    if (!entry) return;
+    this.#entries.delete(key);
+    this.#bytes -= entry.bytes;
+  }
+
+  /** Drops every entry whose key starts with `prefix`. */
+  deletePrefix(prefix: string): void {
+    for (const key of [...this.#entries.keys()]) if (key.startsWith(prefix)) this.delete(key);
+  }
+}
+
+export interface MemoryCacheConfig {
+  maxEntries: number;
+  maxBytes: number;
+  /** How long a ready blob or layer row is reused (MEMORY_CACHE_TTL_SECONDS), in ms. */
+  ttlMs: number;
+  /** TAG_TTL_SECONDS, in ms. */
+  tagTtlMs: number;
+}
+
+type Value = Blob | Layer | Manifest | Uint8Array | { digest: string; resolvedAt: number } | true;
+
+const repo = (t: RepositoryTarget) => `${t.upstream}/${t.name}`;
+
+/**
+ * The catalog every part of a process uses, with the read path's answers kept in a
+ * `BoundedCache` (see the header for what and how long). Reads that are not cached, and
+ * every write, go to the catalog it wraps; writes drop the entries they change.
+ */
+export class CachedCatalog implements Catalog {
+  readonly inner: Catalog;
+  readonly config: MemoryCacheConfig;
+  readonly cache: BoundedCache<Value>;
+  readonly #clock: Clock;
+
+  constructor(inner: Catalog, config: MemoryCacheConfig, clock: Clock) {
+    this.inner = inner;
+    this.config = config;
+    this.#clock = clock;
+    this.cache = new BoundedCache<Value>({ maxEntries: config.maxEntries, maxBytes: config.maxBytes }, clock);
+  }
+
+  /** Manifest bytes by digest (immutable), for the manifest read path. */
+  manifestBytes(digest: string): Uint8Array | undefined {
+    return this.cache.get(`mb:${digest}`) as Uint8Array | undefined;
+  }
+
+  keepManifestBytes(digest: string, bytes: Uint8Array): void {
+    this.cache.set(`mb:${digest}`, bytes, Infinity, bytes.byteLength);
+  }
+
+  async tag(target: RepositoryTarget, tag: string): Promise<{ digest: string; resolvedAt: number } | undefined> {
+    const key = `t:${repo(target)}:${tag}`;
+    const hit = this.cache.get(key) as { digest: string; resolvedAt: number } | undefined;
+    if (hit) return hit;
+    const row = await this.inner.tag(target, tag);
+    if (row) this.cache.set(key, row, row.resolvedAt + this.config.tagTtlMs);
+    return row;
+  }
+
+  async putTag(target: RepositoryTarget, tag: string, digest: string, now: number): Promise<void> {
+    await this.inner.putTag(target, tag, digest, now);
+    this.cache.set(`t:${repo(target)}:${tag}`, { digest, resolvedAt: now }, now + this.config.tagTtlMs);
+    this.cache.set(`r:${repo(target)}@${digest}`, true, Infinity);
+  }
+
+  async inRepository(target: RepositoryTarget, digest: string): Promise<boolean> {
+    const key = `r:${repo(target)}@${digest}`;
+    if (this.cache.get(key)) return true;
+    const reached = await this.inner.inRepository(target, digest);
+    if (reached) this.cache.set(key, true, Infinity);
+    return reached;
+  }
+
+  async recordInRepository(target: RepositoryTarget, digest: string, now: number): Promise<void> {
+    await this.inner.recordInRepository(target, digest, now);
+    this.cache.set(`r:${repo(target)}@${digest}`, true, Infinity);
+  }
+
+  async manifest(digest: string): Promise<Manifest | undefined> {
+    const key = `m:${digest}`;
+    const hit = this.cache.get(key) as Manifest | undefined;
+    if (hit) return hit;
+    const row = await this.inner.manifest(digest);
+    if (row) this.cache.set(key, row, Infinity);
+    return row;
+  }
+
+  async blobsNotReady(manifestDigest: string): Promise<string[]> {
+    const key = `n:${manifestDigest}`;
+    if (this.cache.get(key)) return [];
+    const missing = await this.inner.blobsNotReady(manifestDigest);
+    if (missing.length === 0) this.cache.set(key, true, this.#clock() + this.config.ttlMs);
+    return missing;
+  }
+
+  async blob(digest: string): Promise<Blob | undefined> {
+    const key = `b:${digest}`;
+    const hit = this.cache.get(key) as Blob | undefined;
+    if (hit) return hit;
+    const row = await this.inner.blob(digest);
+    if (row?.state === 'ready') this.cache.set(key, row, this.#clock() + this.config.ttlMs);
+    return row;
+  }
+
+  async layer(diffId: string): Promise<Layer | undefined> {
+    const key = `l:${diffId}`;
+    const hit = this.cache.get(key) as Layer | undefined;
+    if (hit) return hit;
+    const row = await this.inner.layer(diffId);
+    if (row?.state === 'ready') this.cache.set(key, row, this.#clock() + this.config.ttlMs);
+    return row;
+  }
+
+  /** A blob row of this process changed: its entry goes, and so do "nothing left to fetch" answers, which it may falsify. */
+  #blobChanged(digest: string): void {
+    this.cache.delete(`b:${digest}`);
+    this.cache.deletePrefix('n:');
+  }
+
+  #changed(kind: 'blob' | 'layer', id: string): void {
+    if (kind === 'blob') this.#blobChanged(id);
+    else this.cache.delete(`l:${id}`);
+  }
+
+  // Writes that change a blob or layer row: through, then the entry goes.
+
+  async blobMissing(digest: string, now: number): Promise<void> {
+    this.#blobChanged(digest);
+    await this.inner.blobMissing(digest, now);
+    this.#blobChanged(digest);
+  }
+
+  async blobStored(digest: string, owner: string, size: number, now: number): Promise<void> {
+    await this.inner.blobStored(digest, owner, size, now);
+    this.#blobChanged(digest);
+  }
+
+  async layerStored(diffId: string, owner: string, done: { size: number; fileCount: number; tocDigest: string }, now: number): Promise<void> {
+    await this.inner.layerStored(diffId, owner, done, now);
+    this.#changed('layer', diffId);
+  }
+
+  async layerBlobFailed(diffId: string, error: string, retryable: boolean, now: number): Promise<void> {
+    await this.inner.layerBlobFailed(diffId, error, retryable, now);
+    this.#changed('layer', diffId);
+  }
+
+  async claim<K extends 'blob' | 'layer'>(kind: K, id: string, owner: string, leaseMs: number, now: number) {
+    const claim = await this.inner.claim(kind, id, owner, leaseMs, now);
+    if (claim.claimed) this.#changed(kind, id);
+    return claim;
+  }
+
+  async fail(kind: 'blob' | 'layer', id: string, owner: string, error: { message: string; retryable: boolean }, now: number): Promise<void> {
+    await this.inner.fail(kind, id, owner, error, now);
+    this.#changed(kind, id);
+  }
+
+  async beginEviction<K extends 'blob' | 'layer'>(kind: K, id: string, owner: string, leaseMs: number, notPulledSince: number, now: number, options?: { alone?: boolean }) {
+    // Gone before the statement: a request of this process must not be served from the entry while the objects go.
+    this.#changed(kind, id);
+    const row = await this.inner.beginEviction(kind, id, owner, leaseMs, notPulledSince, now, options);
+    this.#changed(kind, id);
+    return row;
+  }
+
+  async endEviction(kind: 'blob' | 'layer', id: string, owner: string, now: number): Promise<void> {
+    await this.inner.endEviction(kind, id, owner, now);
+    this.#changed(kind, id);
+  }
+
+  async beginSweep(kind: 'blob' | 'layer', id: string, owner: string, leaseMs: number, now: number): Promise<boolean> {
+    this.#changed(kind, id);
+    return this.inner.beginSweep(kind, id, owner, leaseMs, now);
+  }
+
+  async releaseClaim(digest: string, owner: string, now: number): Promise<void> {
+    await this.inner.releaseClaim(digest, owner, now);
+    this.#blobChanged(digest);
+  }
+
+  /** The counts and last-pulled times of kept rows change: those entries go. */
+  async recordPulls(tallies: readonly PullTally[]): Promise<void> {
+    await this.inner.recordPulls(tallies);
+    for (const t of tallies) if (t.kind === 'blob') this.cache.delete(`b:${t.digest}`);
+  }
+
+  // The rest, as they are.
+
+  tagList = (target: RepositoryTarget) => this.inner.tagList(target);
+  putTagList = (target: RepositoryTarget, tags: readonly string[], now: number) => this.inner.putTagList(target, tags, now);
+  recordManifest: Catalog['recordManifest'] = (row, references, now) => this.inner.recordManifest(row, references, now);
+  recordBlob: Catalog['recordBlob'] = (source, now) => this.inner.recordBlob(source, now);
+  layers: Catalog['layers'] = (diffIds) => this.inner.layers(diffIds);
+  recordLayer: Catalog['recordLayer'] = (source, now) => this.inner.recordLayer(source, now);
+  markExtractSent: Catalog['markExtractSent'] = (diffIds, now, sentBefore) => this.inner.markExtractSent(diffIds, now, sentBefore);
+  renew: Catalog['renew'] = (kind, id, owner, leaseMs, now) => this.inner.renew(kind, id, owner, leaseMs, now);
+  claimMaintenance: Catalog['claimMaintenance'] = (name, owner, leaseMs, now) => this.inner.claimMaintenance(name, owner, leaseMs, now);
+  renewMaintenance: Catalog['renewMaintenance'] = (name, owner, leaseMs, now) => this.inner.renewMaintenance(name, owner, leaseMs, now);
+  releaseMaintenance: Catalog['releaseMaintenance'] = (name, owner, now) => this.inner.releaseMaintenance(name, owner, now);
+  usage: Catalog['usage'] = () => this.inner.usage();
+  leastRecentlyPulled: Catalog['leastRecentlyPulled'] = (limit, after) => this.inner.leastRecentlyPulled(limit, after);
+  leastRecentlyPulledLayers: Catalog['leastRecentlyPulledLayers'] = (limit, after) => this.inner.leastRecentlyPulledLayers(limit, after);
+  repositoriesReaching: Catalog['repositoriesReaching'] = (digest) => this.inner.repositoriesReaching(digest);
+  readyLayersOf: Catalog['readyLayersOf'] = (blobDigest) => this.inner.readyLayersOf(blobDigest);
+  layersOfEvicted: Catalog['layersOfEvicted'] = (limit) => this.inner.layersOfEvicted(limit);
+  keyHolders: Catalog['keyHolders'] = (keys, now) => this.inner.keyHolders(keys, now);
+  recordActivity: Catalog['recordActivity'] = (batch) => this.inner.recordActivity(batch);
+  activitySince: Catalog['activitySince'] = (since) => this.inner.activitySince(since);
+  removeActivity: Catalog['removeActivity'] = (before, dryRun) => this.inner.removeActivity(before, dryRun);
+  upstreamHealth: Catalog['upstreamHealth'] = () => this.inner.upstreamHealth();
+  recentFailures: Catalog['recentFailures'] = (limit) => this.inner.recentFailures(limit);
+  topRepositories: Catalog['topRepositories'] = (limit) => this.inner.topRepositories(limit);
+  inFlight: Catalog['inFlight'] = (now) => this.inner.inFlight(now);
+  createWarmRun: Catalog['createWarmRun'] = (run, now) => this.inner.createWarmRun(run, now);
+  warmRun: Catalog['warmRun'] = (id) => this.inner.warmRun(id);
+  resolveWarmRun: Catalog['resolveWarmRun'] = (id, images, now) => this.inner.resolveWarmRun(id, images, now);
+  removeWarmRuns: Catalog['removeWarmRuns'] = (before, dryRun) => this.inner.removeWarmRuns(before, dryRun);
+  manifestBlobs: Catalog['manifestBlobs'] = (manifestDigests) => this.inner.manifestBlobs(manifestDigests);
+  layersOfBlobs: Catalog['layersOfBlobs'] = (blobDigests) => this.inner.layersOfBlobs(blobDigests);
+}
