@@ -85,7 +85,7 @@ export function identify(deps: AccessDeps): MiddlewareHandler<AppEnv> {
  * The answer depends on the rules only, never on what exists, so nothing can be probed.
  */
 export function authorize(c: Context<AppEnv>, deps: AccessDeps, target: RepositoryTarget): void {
-  const { caller } = c.var;
+  const caller = c.get('caller');
   if (deps.access.may(caller.identity, 'pull', target) && (!caller.token || tokenGrants(caller.token, target))) return;
   if (caller.direct) throw new OciError('DENIED', 'requested access to the resource is denied', { name: scopeName(target) });
   if (caller.token) c.set('challengeError', 'insufficient_scope');
@@ -99,7 +99,7 @@ export function authorize(c: Context<AppEnv>, deps: AccessDeps, target: Reposito
  */
 export function requireGrant(deps: AccessDeps, grant: Exclude<Grant, 'pull'>, options: { openWhenAnonymousOnly?: boolean } = {}): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const { caller } = c.var;
+    const caller = c.get('caller');
     if (!(options.openWhenAnonymousOnly && deps.access.anonymousOnly) && !deps.access.may(caller.identity, grant)) {
       if (caller.identity.kind === 'anonymous') throw new OciError('UNAUTHORIZED', 'authentication required');
       throw new OciError('DENIED', 'requested access to the resource is denied', { grant });

@@ -54,9 +54,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use(async (c, next) => {
     const started = performance.now();
     await next();
-    const url = new URL(c.req.url);
     const ms = Math.round(performance.now() - started);
-    deps.log({ msg: 'request', method: c.req.method, path: url.pathname + url.search.replace(/(access_token=)[^&]*/g, '$1REDACTED'), status: c.res.status, ms });
+    const query = c.req.url.indexOf('?');
+    const search = query < 0 ? '' : c.req.url.slice(query).replace(/(access_token=)[^&]*/g, '$1REDACTED');
+    deps.log({ msg: 'request', method: c.req.method, path: c.req.path + search, status: c.res.status, ms });
     deps.metrics.count('pullthrough_requests_total', { route: routePath(c), method: c.req.method, status: String(c.res.status) });
   });
   app.use(identify(deps.access));
@@ -75,7 +76,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   // The version check clients make first: where anonymous is not all there is, anonymous
   // is told to authenticate, so that clients with credentials send them.
   app.get('/v2/', (c) => {
-    const { caller } = c.var;
+    const caller = c.get('caller');
     if (!caller.direct && !caller.token && !deps.access.access.anonymousOnly) throw new OciError('UNAUTHORIZED', 'authentication required');
     c.header('Docker-Distribution-API-Version', 'registry/2.0');
     return c.json({});
@@ -89,7 +90,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.get('/api/access', requireGrant(deps.access, 'admin'), (c) => {
     const { config } = deps.access.access;
     return c.json({
-      caller: c.var.caller.identity,
+      caller: c.get('caller').identity,
       users: [...config.users.keys()],
       tokens: [...config.tokens.keys()],
       rules: config.rules,

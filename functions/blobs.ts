@@ -13,8 +13,8 @@ const PASSED_HEADERS = ['content-length', 'content-range', 'content-type', 'etag
 export function blobRoutes(deps: BlobDeps, routing: RoutingConfig, metrics: Metrics): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.get('/:name{.+}/blobs/:digest', target(routing), async (c) => {
-    const { method } = c.var;
-    const answer = await getBlob(admitting(deps, c.var.admit), c.var.target, c.req.param('digest'), method, c.req.header('range'));
+    const method = c.get('method');
+    const answer = await getBlob(admitting(deps, c.get('admit')), c.get('target'), c.req.param('digest'), method, c.req.header('range'));
     inBackground(c, answer.background);
     if (method === 'GET') countServed(metrics, 'blob', answer);
     const headers = new Headers({ 'Docker-Content-Digest': answer.digest, 'Docker-Distribution-API-Version': 'registry/2.0' });

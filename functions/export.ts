@@ -15,8 +15,8 @@ export function exportRoutes(deps: ManifestDeps, routing: RoutingConfig): Hono<A
   const app = new Hono<AppEnv>();
   app.get('/export/:image{.+}', target(routing, 'image'), async (c) => {
     const platform = c.req.query('platform');
-    const exported = await exportImage(admitting(deps, c.var.admit), c.var.target, c.var.reference, platform ? parsePlatform(platform) : undefined);
-    const file = `${c.var.target.name.replace(/\//g, '_')}-${c.var.reference.replace(/[^A-Za-z0-9._-]/g, '_')}.tar`;
+    const exported = await exportImage(admitting(deps, c.get('admit')), c.get('target'), c.get('reference'), platform ? parsePlatform(platform) : undefined);
+    const file = `${c.get('target').name.replace(/\//g, '_')}-${c.get('reference').replace(/[^A-Za-z0-9._-]/g, '_')}.tar`;
     return new Response(exported.body, {
       status: 200,
       headers: {

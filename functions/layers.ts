@@ -15,7 +15,7 @@ export function layerRoutes(layers: LayerDeps, routing: RoutingConfig, metrics: 
 
   const object = (which: 'tar' | 'toc') => async (c: Context<AppEnv>) => {
     const method = methodOf(c);
-    const answer = await getLayerObject(layers, c.var.target, c.req.param('diffId')!, which, method, c.req.header('range'));
+    const answer = await getLayerObject(layers, c.get('target'), c.req.param('diffId')!, which, method, c.req.header('range'));
     if (method === 'GET') metrics.count('pullthrough_cache_requests_total', { kind: 'layer', result: 'hit' });
     if (answer.kind === 'redirect') return c.redirect(answer.url, 307);
     if (method === 'GET') metrics.count('pullthrough_served_bytes_total', { source: 'store' }, answer.range ? answer.range.end - answer.range.start + 1 : answer.size);
@@ -26,7 +26,7 @@ export function layerRoutes(layers: LayerDeps, routing: RoutingConfig, metrics: 
 
   app.get('/layers/:name{.+}/:diffId{[a-z0-9]+:[^/]+}/files/:path{.+}', target(routing), async (c) => {
     const method = methodOf(c);
-    const answer = await getLayerFile(layers, c.var.target, c.req.param('diffId'), decodeURIComponent(c.req.param('path')), method, c.req.header('range'));
+    const answer = await getLayerFile(layers, c.get('target'), c.req.param('diffId'), decodeURIComponent(c.req.param('path')), method, c.req.header('range'));
     const headers = new Headers({
       'Content-Type': 'application/octet-stream',
       ETag: `"${answer.entry.digest}"`,

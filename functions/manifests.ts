@@ -10,9 +10,9 @@ import { target, type RoutingConfig } from './target.ts';
 export function manifestRoutes(deps: ManifestDeps, routing: RoutingConfig, metrics: Metrics): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.get('/:name{.+}/manifests/:reference', target(routing), async (c) => {
-    const { method } = c.var;
+    const method = c.get('method');
     const accept = c.req.header('accept');
-    const manifest = await getAcceptedManifest(admitting(deps, c.var.admit), c.var.target, c.req.param('reference'), method, parseAccept(accept ? [accept] : []));
+    const manifest = await getAcceptedManifest(admitting(deps, c.get('admit')), c.get('target'), c.req.param('reference'), method, parseAccept(accept ? [accept] : []));
     inBackground(c, manifest.background);
     if (method === 'GET') metrics.count('pullthrough_cache_requests_total', { kind: 'manifest', result: manifest.fromStore ? 'hit' : 'miss' });
     const headers = {

@@ -15,12 +15,12 @@ export function rootfsRoutes(plan: PlanDeps, routing: RoutingConfig, access: Acc
   const app = new Hono<AppEnv>();
   app.get('/rootfs/:image{.+}', target(routing, 'image'), async (c) => {
     const platformText = c.req.query('platform');
-    const answer = await rootfsPlan({ ...plan, manifests: admitting(plan.manifests, c.var.admit) }, c.var.target, c.var.reference, platformText ? parsePlatform(platformText) : undefined);
+    const answer = await rootfsPlan({ ...plan, manifests: admitting(plan.manifests, c.get('admit')) }, c.get('target'), c.get('reference'), platformText ? parsePlatform(platformText) : undefined);
     inBackground(c, answer.background);
     // Behind a proxy (TLS terminated in front), the request's origin is not the client's.
     // Where access is controlled, this server's layer URLs carry a token for the repository,
     // so that a sandbox handed the plan reads them without credentials of its own.
-    const issued = access.access.anonymousOnly ? undefined : await access.access.issue(c.var.caller.identity, [c.var.target]);
+    const issued = access.access.anonymousOnly ? undefined : await access.access.issue(c.get('caller').identity, [c.get('target')]);
     const token = issued && { token: issued.token, expiresAt: issued.issuedAt.getTime() + issued.expiresIn * 1000 };
     const body = wirePlan(answer, routing.publicUrl ?? new URL(c.req.url).origin, token);
     const waiting = answer.layers.some((l) => l.state === 'pending' || l.state === 'extracting');

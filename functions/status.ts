@@ -16,14 +16,14 @@ export function statusRoutes(deps: StatusDeps, access: AccessDeps): Hono<AppEnv>
   const app = new Hono<AppEnv>();
   const detailed = (identity: AppEnv['Variables']['caller']['identity']) => access.access.anonymousOnly || access.access.may(identity, 'admin');
   app.get('/api/status', async (c) => {
-    const summary = await status(deps, { details: detailed(c.var.caller.identity) });
+    const summary = await status(deps, { details: detailed(c.get('caller').identity) });
     c.header('Cache-Control', 'no-store');
     return c.json(toWire(summary));
   });
   app.get('/', async (c) => {
-    const details = detailed(c.var.caller.identity);
+    const details = detailed(c.get('caller').identity);
     if (c.req.query('details') !== undefined && !details) {
-      const realm = c.var.caller.identity.kind === 'anonymous' ? 'sign in' : 'this account is not an administrator';
+      const realm = c.get('caller').identity.kind === 'anonymous' ? 'sign in' : 'this account is not an administrator';
       return c.html(`<!doctype html><title>pullthrough</title><p>The details need an administrator (${realm}). <a href="/">Back to the status page</a>.</p>`, 401, {
         'WWW-Authenticate': 'Basic realm="pullthrough", charset="UTF-8"',
         'Cache-Control': 'no-store',

@@ -10,7 +10,7 @@ export function tagRoutes(deps: TagDeps, routing: RoutingConfig): Hono<AppEnv> {
   app.get('/:name{.+}/tags/list', target(routing), async (c) => {
     const pathName = c.req.param('name');
     const ns = c.req.query('ns');
-    const page = await listTags(admitting(deps, c.var.admit), c.var.target, c.req.query('n'), c.req.query('last'));
+    const page = await listTags(admitting(deps, c.get('admit')), c.get('target'), c.req.query('n'), c.req.query('last'));
     if (page.next) {
       // The next page is ours, under the name the client used (with its `ns`).
       const query = new URLSearchParams();

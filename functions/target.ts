@@ -28,7 +28,7 @@ export function target(routing: RoutingConfig, from: 'name' | 'image' = 'name'):
     const resolved = resolveTarget(path, c.req.query('ns'), routing.upstreamHosts, routing.defaultUpstream);
     c.set('target', resolved);
     c.set('method', c.req.method === 'HEAD' ? 'HEAD' : 'GET');
-    c.var.authorize(resolved);
+    c.get('authorize')(resolved);
     await next();
   };
 }

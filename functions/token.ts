@@ -33,7 +33,7 @@ export function tokenRoutes(deps: AccessDeps, routing: RoutingConfig): Hono<AppE
       });
 
   app.get('/token', async (c) => {
-    const issued = await deps.access.issue(c.var.caller.identity, targetsOf(c.req.queries('scope') ?? []));
+    const issued = await deps.access.issue(c.get('caller').identity, targetsOf(c.req.queries('scope') ?? []));
     c.header('Cache-Control', 'no-store');
     return c.json({ token: issued.token, access_token: issued.token, expires_in: issued.expiresIn, issued_at: issued.issuedAt.toISOString() });
   });
@@ -42,13 +42,13 @@ export function tokenRoutes(deps: AccessDeps, routing: RoutingConfig): Hono<AppE
     const length = Number(c.req.header('content-length') ?? NaN);
     if (!(length <= MAX_FORM_BYTES)) throw new OciError('UNSUPPORTED', 'a token request form must state its length and be at most 64 KiB');
     const form = new URLSearchParams(await c.req.text());
-    let identity: Identity = c.var.caller.identity;
+    let identity: Identity = c.get('caller').identity;
     const grant = form.get('grant_type');
     if (grant === 'password') {
       const user = form.get('username') ?? '';
       const proved = await deps.access.basic(user, form.get('password') ?? '');
       if (!proved) {
-        deps.log({ level: 'warn', msg: 'login failed', user, address: c.var.caller.address });
+        deps.log({ level: 'warn', msg: 'login failed', user, address: c.get('caller').address });
         throw new OciError('UNAUTHORIZED', 'incorrect username or password');
       }
       identity = proved;

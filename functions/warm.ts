@@ -26,7 +26,7 @@ export function warmRoutes(deps: WarmDeps, access: AccessDeps): Hono<AppEnv> {
   const rules = access.access;
 
   app.post('/warm', async (c) => {
-    const { identity } = c.var.caller;
+    const { identity } = c.get('caller');
     const text = await c.req.text();
     if (text.length > MAX_BODY_BYTES) throw new OciError('REQUEST_INVALID', 'the request body is too large', { limit: MAX_BODY_BYTES });
     let body: unknown;
@@ -54,7 +54,7 @@ export function warmRoutes(deps: WarmDeps, access: AccessDeps): Hono<AppEnv> {
   const readable = async (c: Context<AppEnv>) => {
     const id = c.req.param('id') ?? '';
     const run = await deps.catalog.warmRun(id);
-    const { identity } = c.var.caller;
+    const { identity } = c.get('caller');
     if (!run || !(rules.anonymousOnly || rules.may(identity, 'admin') || run.requestedBy === who(identity))) {
       if (run && identity.kind === 'anonymous') throw new OciError('UNAUTHORIZED', 'authentication required');
       throw new OciError('WARM_UNKNOWN', 'no warm-up with this id', { id });

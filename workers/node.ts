@@ -22,7 +22,23 @@ import { nodeDecoders } from '../core/adapters/node-zlib.ts';
 // Bundled as dist/server.mjs, one folder down like this file: schema/ is a sibling either way.
 const MIGRATIONS = new URL('../schema/migrations', import.meta.url);
 
-const log = (fields: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...fields }));
+/**
+ * The log: one JSON line per entry on stdout. The lines of one turn of the event loop go
+ * out in one write, so that a busy server does not make a system call per request (the
+ * access log was a tenth of a warm request's CPU); the rest is written when the process exits.
+ */
+let logLines: string[] = [];
+const flushLog = () => {
+  if (logLines.length === 0) return;
+  const text = logLines.join('');
+  logLines = [];
+  process.stdout.write(text);
+};
+const log = (fields: Record<string, unknown>) => {
+  logLines.push(`${JSON.stringify({ time: new Date().toISOString(), ...fields })}\n`);
+  if (logLines.length === 1) setImmediate(flushLog);
+};
+process.on('exit', flushLog);
 
 /** A start-up failure: one line naming what to fix, exit status 2 (as for bad configuration). */
 function fatal(message: string): never {

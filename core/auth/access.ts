@@ -16,6 +16,8 @@ const STATIC_TOKEN_BYTES = 32;
 /** A verified Basic login is remembered this long, so a client's every request does not cost a PBKDF2 run. */
 const LOGIN_CACHE_MS = 60_000;
 const LOGIN_CACHE_ENTRIES = 1024;
+/** Access decisions remembered (they cannot change while the process runs: the rules are configuration). */
+const DECISION_CACHE_ENTRIES = 10_000;
 
 export interface AuthConfig {
   /** User name → password hash (`pullthrough hash-password`). */
@@ -66,6 +68,8 @@ export class Access {
   readonly #now: () => number;
   /** SHA-256 of `user\0password` → the identity it proved, until when. */
   readonly #logins = new Map<string, { identity: Identity; until: number }>();
+  /** Identity, grant and repository → what the rules say (the oldest go first past DECISION_CACHE_ENTRIES). */
+  readonly #decisions = new Map<string, boolean>();
 
   constructor(config: AuthConfig, now: () => number = Date.now) {
     this.config = config;
@@ -82,7 +86,15 @@ export class Access {
 
   may(identity: Identity, grant: Grant, target?: { upstream: string; name: string }): boolean {
     if (identity.kind !== 'anonymous' && !this.#exists(identity)) return false;
-    return allows(this.config.rules, identity, grant, target);
+    // The rules are this process's configuration: a decision holds as long as the process.
+    const key = `${identity.kind}:${identity.kind === 'anonymous' ? '' : identity.name}\u0000${grant}\u0000${target ? `${target.upstream}/${target.name}` : ''}`;
+    let allowed = this.#decisions.get(key);
+    if (allowed === undefined) {
+      allowed = allows(this.config.rules, identity, grant, target);
+      if (this.#decisions.size >= DECISION_CACHE_ENTRIES) this.#decisions.delete(this.#decisions.keys().next().value!);
+      this.#decisions.set(key, allowed);
+    }
+    return allowed;
   }
 
   #exists(identity: Identity): boolean {

@@ -43,6 +43,12 @@ const labelText = (labels: Labels) => {
   const keys = Object.keys(labels).sort();
   return keys.length ? `{${keys.map((k) => `${k}="${escape(labels[k]!)}"`).join(',')}}` : '';
 };
+/** A label set's identity within a series: no escaping (counted on every request; the text is made at scrape time). */
+const seriesKey = (labels: Labels) => {
+  let key = '';
+  for (const k of Object.keys(labels).sort()) key += `${k}\u0000${labels[k]}\u0001`;
+  return key;
+};
 
 /**
  * Counters and histograms in this process's memory, written out in the Prometheus text
@@ -56,7 +62,7 @@ export class PrometheusMetrics implements Metrics {
   count(name: string, labels: Labels = {}, by = 1): void {
     const series = this.#counters.get(name) ?? new Map();
     this.#counters.set(name, series);
-    const key = labelText(labels);
+    const key = seriesKey(labels);
     const entry = series.get(key) ?? { labels, value: 0 };
     entry.value += by;
     series.set(key, entry);
@@ -65,7 +71,7 @@ export class PrometheusMetrics implements Metrics {
   observe(name: string, value: number, labels: Labels = {}): void {
     const series = this.#histograms.get(name) ?? new Map();
     this.#histograms.set(name, series);
-    const key = labelText(labels);
+    const key = seriesKey(labels);
     const entry = series.get(key) ?? { labels, counts: BUCKETS_SECONDS.map(() => 0), sum: 0, count: 0 };
     BUCKETS_SECONDS.forEach((le, i) => {
       if (value <= le) entry.counts[i]!++;
@@ -84,7 +90,7 @@ export class PrometheusMetrics implements Metrics {
     };
     for (const [name, series] of [...this.#counters].sort(([a], [b]) => a.localeCompare(b))) {
       head(name, 'counter');
-      for (const [key, { value }] of series) lines.push(`${name}${key} ${value}`);
+      for (const { labels, value } of series.values()) lines.push(`${name}${labelText(labels)} ${value}`);
     }
     for (const [name, series] of [...this.#histograms].sort(([a], [b]) => a.localeCompare(b))) {
       head(name, 'histogram');

@@ -33,8 +33,12 @@ export async function startServer(env: Record<string, string>): Promise<Server> 
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start: ${output}`)), 30_000);
+    // Removed once seen: it scans the whole output, which a busy server makes long.
     const check = () => {
-      if (output.includes('"msg":"listening"')) (clearTimeout(timer), resolve());
+      if (!output.includes('"msg":"listening"')) return;
+      clearTimeout(timer);
+      child.stdout!.off('data', check);
+      resolve();
     };
     child.stdout!.on('data', check);
     child.once('exit', (code) => (clearTimeout(timer), reject(new Error(`server exited ${code}: ${output}`))));
