@@ -1,0 +1,152 @@
+// `npm run bench` (serve): what a warm request costs. wrk and ab (Debian's packages) at 64
+// connections against the mirror (filesystem store), against distribution in proxy mode
+// warmed with the same image, and against a bare `node:http` server that answers every
+// request with the same bytes from memory: the ceiling a Node process has on this machine.
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { freePort, startRegistry } from '../setup/registry.ts';
+import { pushImage, tarOf, upstreamBlob } from '../setup/images.ts';
+import { startServer } from '../setup/server.ts';
+import { stopProcess, until } from '../setup/process.ts';
+import { eq } from 'drizzle-orm';
+import { openDatabase } from '../../core/adapters/libsql.ts';
+import { blobs } from '../../schema/blobs.ts';
+import { MANIFEST_MEDIA_TYPES } from '../../core/oci/manifest.ts';
+import { cleanups, hwmOf, report, runBench } from './harness.ts';
+
+const CONNECTIONS = 64;
+const DURATION_SECONDS = 6;
+const ACCEPT = MANIFEST_MEDIA_TYPES.join(', ');
+
+interface LoadRun {
+  rps: number;
+  p50: string;
+  p99: string;
+  errors: number;
+}
+
+/**
+ * One run at CONNECTIONS: wrk (2 threads, as many as cores) for GET; ApacheBench (`ab -i`)
+ * for HEAD, since wrk 4.1 waits for a body after a HEAD answer that has a Content-Length.
+ */
+async function load(url: string, method: 'GET' | 'HEAD', headers: Record<string, string> = {}): Promise<LoadRun> {
+  const headerArgs = Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]);
+  if (method === 'HEAD') {
+    const { stdout } = await promisify(execFile)('ab', ['-i', '-k', '-q', `-c${CONNECTIONS}`, `-t${DURATION_SECONDS}`, '-n10000000', ...headerArgs, url], { maxBuffer: 1 << 20 });
+    const rps = Number(/Requests per second:\s+([\d.]+)/.exec(stdout)?.[1]);
+    const percentile = (p: string) => `${new RegExp(`^\\s+${p}%\\s+(\\d+)`, 'm').exec(stdout)?.[1] ?? '?'}ms`;
+    const errors = Number(/Non-2xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0) + Number(/Failed requests:\s+(\d+)/.exec(stdout)?.[1] ?? 0);
+    if (!Number.isFinite(rps)) throw new Error(`ab printed no rate:\n${stdout}`);
+    return { rps, p50: percentile('50'), p99: percentile('99'), errors };
+  }
+  const { stdout } = await promisify(execFile)('wrk', ['-t2', `-c${CONNECTIONS}`, `-d${DURATION_SECONDS}s`, '--latency', ...headerArgs, url], { maxBuffer: 1 << 20 });
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1]);
+  const percentile = (p: string) => new RegExp(`^\\s+${p}%\\s+(\\S+)`, 'm').exec(stdout)?.[1] ?? '?';
+  const errors = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0) + Number(/Socket errors:.*timeout (\d+)/.exec(stdout)?.[1] ?? 0);
+  if (!Number.isFinite(rps)) throw new Error(`wrk printed no rate:\n${stdout}`);
+  return { rps, p50: percentile('50'), p99: percentile('99'), errors };
+}
+
+const describe = (w: LoadRun) => `${Math.round(w.rps).toLocaleString('en')} req/s, p50 ${w.p50}, p99 ${w.p99}${w.errors ? `, ${w.errors} errors` : ''}`;
+
+/** A bare `node:http` server answering every path with one of these bodies (by the path's last segment kind), from memory. */
+async function bareServer(manifest: Buffer, manifestType: string, manifestDigest: string, blob: Buffer, blobDigest: string): Promise<{ url: string; stop: () => Promise<void> }> {
+  const port = await freePort();
+  const dir = await mkdtemp(join(tmpdir(), 'pt-bare-'));
+  await writeFile(join(dir, 'manifest'), manifest);
+  await writeFile(join(dir, 'blob'), blob);
+  const source = `
+    const http = require('node:http');
+    const fs = require('node:fs');
+    const manifest = fs.readFileSync(${JSON.stringify(join(dir, 'manifest'))});
+    const blob = fs.readFileSync(${JSON.stringify(join(dir, 'blob'))});
+    http.createServer((req, res) => {
+      const isBlob = req.url.includes('/blobs/');
+      const body = isBlob ? blob : manifest;
+      res.writeHead(200, {
+        'content-type': isBlob ? 'application/octet-stream' : ${JSON.stringify(manifestType)},
+        'content-length': body.length,
+        'docker-content-digest': isBlob ? ${JSON.stringify(blobDigest)} : ${JSON.stringify(manifestDigest)},
+      });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    }).listen(${port}, '127.0.0.1', () => console.log('listening'));
+  `;
+  const child = spawn(process.execPath, ['-e', source], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.once('data', () => resolve());
+    child.once('exit', (code) => reject(new Error(`bare server exited ${code}`)));
+  });
+  return {
+    url: `http://127.0.0.1:${port}`,
+    stop: async () => {
+      await stopProcess(child);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const scratch = await mkdtemp(join(tmpdir(), 'pt-bench-serve-'));
+  cleanups.push(() => rm(scratch, { recursive: true, force: true }));
+  const registry = await startRegistry();
+  cleanups.push(() => registry.stop());
+  // One 64 KiB layer, stored as it is (no compression): the blob GET serves exactly 65,536 bytes.
+  const layerTar = tarOf({ data: randomBytes(64 * 1024 - 1536) });
+  const image = await pushImage(registry, 'library/small', 'v1', [{ tar: layerTar }], { compression: 'none' });
+  const blobDigest = image.layers[0]!.digest;
+  const manifest = await upstreamBlob(registry, 'library/small', image.manifestDigest).catch(async () => {
+    const res = await fetch(`${registry.url}/v2/library/small/manifests/${image.manifestDigest}`, { headers: { accept: ACCEPT } });
+    return Buffer.from(await res.arrayBuffer());
+  });
+  const blob = await upstreamBlob(registry, 'library/small', blobDigest);
+
+  const mirror = await startServer({ DATA_DIR: join(scratch, 'mirror'), UPSTREAMS: JSON.stringify({ 'docker.io': { url: registry.url } }), TAG_TTL_SECONDS: '3600' });
+  cleanups.push(() => mirror.stop());
+  const proxy = await startRegistry({ proxy: { remoteUrl: registry.url } });
+  cleanups.push(() => proxy.stop());
+  const bare = await bareServer(manifest, image.mediaType, image.manifestDigest, blob, blobDigest);
+  cleanups.push(() => bare.stop());
+
+  const paths = {
+    tag: '/v2/library/small/manifests/v1',
+    digest: `/v2/library/small/manifests/${image.manifestDigest}`,
+    blob: `/v2/library/small/blobs/${blobDigest}`,
+  };
+  // Warm both caches: the manifest by tag and the blob, until the mirror's blob row is ready.
+  for (const base of [mirror.url, proxy.url]) {
+    const m = await fetch(base + paths.tag, { headers: { accept: ACCEPT } });
+    const b = await fetch(base + paths.blob);
+    if (!m.ok || !Buffer.from(await b.arrayBuffer()).equals(blob)) throw new Error(`${base} did not serve the image: ${m.status} ${b.status}`);
+    await m.arrayBuffer();
+  }
+  const { db, close } = await openDatabase(`file:${join(scratch, 'mirror', 'pullthrough.db')}`);
+  try {
+    await until(async () => (await db.select().from(blobs).where(eq(blobs.digest, blobDigest)))[0]?.state === 'ready', 60_000, 'the mirror stored the blob');
+  } finally {
+    close();
+  }
+
+  const cases: Array<[string, string, 'GET' | 'HEAD', Record<string, string>]> = [
+    ['manifest by tag', paths.tag, 'GET', { accept: ACCEPT }],
+    ['manifest by digest', paths.digest, 'GET', { accept: ACCEPT }],
+    ['blob HEAD', paths.blob, 'HEAD', {}],
+    ['64 KiB blob GET', paths.blob, 'GET', {}],
+  ];
+  for (const [what, path, method, headers] of cases) {
+    const ours = await load(mirror.url + path, method, headers);
+    const ceiling = await load(bare.url + path, method, headers);
+    const theirs = await load(proxy.url + path, method, headers);
+    const share = ours.rps / ceiling.rps;
+    const target = what.startsWith('64 KiB') ? `vs distribution ${(ours.rps / theirs.rps).toFixed(2)}×` : `target ≥ 50% of bare: ${share >= 0.5 ? 'met' : 'MISSED'}`;
+    report(`warm ${what}, ${CONNECTIONS} connections: pullthrough`, `${describe(ours)} = ${(share * 100).toFixed(0)}% of bare`, target);
+    report(`warm ${what}: bare node:http, same bytes`, describe(ceiling));
+    report(`warm ${what}: distribution proxy`, describe(theirs));
+  }
+  report('server peak RSS over the warm request runs', `${(await hwmOf(mirror)).toFixed(0)} MB`);
+}
+
+await runBench(main);
