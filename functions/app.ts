@@ -8,6 +8,7 @@ import type { TagDeps } from '../core/registry/tags.ts';
 import type { PlanDeps } from '../core/sandbox/plan.ts';
 import type { LayerDeps } from '../core/sandbox/layer-files.ts';
 import type { AppEnv } from './env.ts';
+import type { SendFile } from './stored.ts';
 import type { RoutingConfig } from './target.ts';
 import { errorResponse, statusOf } from './errors.ts';
 import { manifestRoutes } from './manifests.ts';
@@ -46,6 +47,8 @@ export interface AppDeps {
   /** The access log: one entry per request (the path has no credentials; headers are not logged). */
   log: (entry: Record<string, unknown>) => void;
   metrics: Metrics;
+  /** Node: stored files sent from their descriptors (functions/stored.ts). */
+  sendFile?: SendFile | undefined;
 }
 
 /** The HTTP app: one route module per resource, one error handler. Handlers only translate HTTP to core calls. */
@@ -53,12 +56,14 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.use(async (c, next) => {
     const started = performance.now();
+    if (deps.sendFile) c.set('sendFile', deps.sendFile);
     await next();
+    const status = c.get('sentStatus') ?? c.res.status;
     const ms = Math.round(performance.now() - started);
     const query = c.req.url.indexOf('?');
     const search = query < 0 ? '' : c.req.url.slice(query).replace(/(access_token=)[^&]*/g, '$1REDACTED');
-    deps.log({ msg: 'request', method: c.req.method, path: c.req.path + search, status: c.res.status, ms });
-    deps.metrics.count('pullthrough_requests_total', { route: routePath(c), method: c.req.method, status: String(c.res.status) });
+    deps.log({ msg: 'request', method: c.req.method, path: c.req.path + search, status, ms });
+    deps.metrics.count('pullthrough_requests_total', { route: routePath(c), method: c.req.method, status: String(status) });
   });
   app.use(identify(deps.access));
   app.route('/', tokenRoutes(deps.access, deps.routing));

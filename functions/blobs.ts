@@ -32,11 +32,11 @@ export function blobRoutes(deps: BlobDeps, routing: RoutingConfig, metrics: Metr
     headers.set('Content-Type', 'application/octet-stream');
     headers.set('ETag', `"${answer.digest}"`);
     if (answer.kind === 'transfer') {
-      if (answer.range && answer.size !== undefined) return storedResponse(method, headers, answer.size, answer.range, answer.body);
+      if (answer.range && answer.size !== undefined) return storedResponse(c, method, headers, answer.size, answer.range, answer.body);
       if (answer.size !== undefined) headers.set('Content-Length', String(answer.size));
       return new Response(answer.body, { status: 200, headers });
     }
-    return storedResponse(method, headers, answer.size, answer.range, answer.body);
+    return storedResponse(c, method, headers, answer.size, answer.range, answer.body, answer.file);
   });
   return app;
 }

@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import type { RepositoryTarget } from '../core/oci/reference.ts';
 import type { Caller } from './access.ts';
+import type { SendFile } from './stored.ts';
 
 /**
  * What the middleware puts on every request, for the routes after it. Read with `c.get(…)`:
@@ -21,6 +22,10 @@ export interface AppVariables {
   admit: (() => Promise<void>) | undefined;
   /** Why a token was refused, for the challenge of the 401 (`invalid_token`, `insufficient_scope`). */
   challengeError: string;
+  /** How this runtime sends a local file from its descriptor (Node), when it can: functions/stored.ts. */
+  sendFile: SendFile | undefined;
+  /** The status of a response the runtime sent itself (`sendFile`), for the access log and metrics. */
+  sentStatus: number | undefined;
 }
 
 /** The typed Hono environment of every route module. Bindings are the runtime's own. */

@@ -19,7 +19,7 @@ export function layerRoutes(layers: LayerDeps, routing: RoutingConfig, metrics: 
     if (method === 'GET') metrics.count('pullthrough_cache_requests_total', { kind: 'layer', result: 'hit' });
     if (answer.kind === 'redirect') return c.redirect(answer.url, 307);
     if (method === 'GET') metrics.count('pullthrough_served_bytes_total', { source: 'store' }, answer.range ? answer.range.end - answer.range.start + 1 : answer.size);
-    return storedResponse(method, new Headers({ 'Content-Type': answer.contentType }), answer.size, answer.range, answer.body);
+    return storedResponse(c, method, new Headers({ 'Content-Type': answer.contentType }), answer.size, answer.range, answer.body, answer.file);
   };
   app.get('/layers/:name{.+}/:diffId{[a-z0-9]+:[^/]+}/tar', target(routing), object('tar'));
   app.get('/layers/:name{.+}/:diffId{[a-z0-9]+:[^/]+}/toc', target(routing), object('toc'));
@@ -32,7 +32,7 @@ export function layerRoutes(layers: LayerDeps, routing: RoutingConfig, metrics: 
       ETag: `"${answer.entry.digest}"`,
       'X-File-Mode': answer.entry.mode.toString(8).padStart(4, '0'),
     });
-    return storedResponse(method, headers, answer.size, answer.range, answer.body);
+    return storedResponse(c, method, headers, answer.size, answer.range, answer.body, answer.file);
   });
   return app;
 }

@@ -1,11 +1,29 @@
-import type { ByteRange } from '../core/ports/blob-store.ts';
+import type { Context } from 'hono';
+import type { ByteRange, LocalFile } from '../core/ports/blob-store.ts';
+import type { AppEnv } from './env.ts';
+
+/**
+ * Sends a local file's bytes as the response from the runtime's own file descriptor to
+ * its socket (Node: workers/node.ts), bypassing the web-stream body; undefined when it
+ * cannot (the file is gone: the body then fails the same way, before any byte is sent).
+ */
+export type SendFile = (c: Context<AppEnv>, file: LocalFile, status: number, headers: Headers) => Promise<Response | undefined>;
 
 /**
  * A response for bytes read from the store: 206 with `Content-Range` for a range, else
  * 200, `Accept-Ranges: bytes` either way, no body for HEAD. `headers` carries the rest
- * (content type, digests).
+ * (content type, digests). Bytes in a local file go out from its descriptor where the
+ * runtime can send files (`c.var.sendFile`).
  */
-export function storedResponse(method: 'GET' | 'HEAD', headers: Headers, size: number, range: ByteRange | undefined, body: ReadableStream<Uint8Array> | undefined): Response {
+export async function storedResponse(
+  c: Context<AppEnv>,
+  method: 'GET' | 'HEAD',
+  headers: Headers,
+  size: number,
+  range: ByteRange | undefined,
+  body: ReadableStream<Uint8Array> | undefined,
+  file?: LocalFile,
+): Promise<Response> {
   headers.set('Accept-Ranges', 'bytes');
   if (range) {
     headers.set('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
@@ -13,5 +31,14 @@ export function storedResponse(method: 'GET' | 'HEAD', headers: Headers, size: n
   } else {
     headers.set('Content-Length', String(size));
   }
-  return new Response(method === 'HEAD' ? null : body, { status: range ? 206 : 200, headers });
+  const status = range ? 206 : 200;
+  const sendFile = c.get('sendFile');
+  if (method === 'GET' && file && sendFile) {
+    const sent = await sendFile(c, file, status, headers);
+    if (sent) {
+      await body?.cancel();
+      return sent;
+    }
+  }
+  return new Response(method === 'HEAD' ? null : body, { status, headers });
 }

@@ -67,8 +67,7 @@ export class FilesystemBlobStore implements BlobStore {
     const end = range?.end ?? size - 1;
     const length = Math.max(0, end - start + 1);
     if (length === 0) return { body: new ReadableStream({ start: (c) => c.close() }), length };
-    const stream = createReadStream(path, { start, end, highWaterMark: READ_CHUNK_BYTES });
-    return { body: Readable.toWeb(stream) as ReadableStream<Uint8Array>, length };
+    return { body: openedWhenRead(() => Readable.toWeb(createReadStream(path, { start, end, highWaterMark: READ_CHUNK_BYTES })) as ReadableStream<Uint8Array>), length, file: { path, start, end } };
   }
 
   async put(key: string, body: ReadableStream<Uint8Array>, options: PutOptions = {}): Promise<{ size: number }> {
@@ -253,4 +252,21 @@ async function* preads(fh: FileHandle, start: number, end: number): AsyncGenerat
     at += bytesRead;
     yield buffer.subarray(0, bytesRead);
   }
+}
+
+/** A stream that opens its source at the first read: a body sent another way (StoredObject.file) costs no descriptor. */
+function openedWhenRead(open: () => ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        reader ??= open().getReader();
+        const { done, value } = await reader.read();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      },
+      cancel: (reason) => reader?.cancel(reason),
+    },
+    { highWaterMark: 0 },
+  );
 }

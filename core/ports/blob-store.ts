@@ -10,6 +10,19 @@ export interface StoredObject {
   body: ReadableStream<Uint8Array>;
   /** Bytes in `body`. */
   length: number;
+  /**
+   * Where the same bytes are on this host, when the store keeps objects in files (the
+   * filesystem store): a runtime that can send a file from its descriptor does so and
+   * cancels `body`, which opens nothing until it is read.
+   */
+  file?: LocalFile;
+}
+
+/** A byte range of a local file: `end` inclusive, as in ByteRange. */
+export interface LocalFile {
+  path: string;
+  start: number;
+  end: number;
 }
 
 export interface ListedObject {

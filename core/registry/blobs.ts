@@ -1,6 +1,6 @@
 import type { PresignedUrls } from './presigned.ts';
 import type { Catalog } from '../ports/catalog.ts';
-import type { BlobStore, ByteRange } from '../ports/blob-store.ts';
+import type { BlobStore, ByteRange, LocalFile } from '../ports/blob-store.ts';
 import type { JobQueue } from '../ports/job-queue.ts';
 import type { Clock } from '../ports/clock.ts';
 import { selectUpstream, upstreamError, type Upstreams } from '../ports/upstream.ts';
@@ -39,7 +39,7 @@ export interface BlobDeps extends RegistryDeps {
 
 export type BlobAnswer = (
   | { kind: 'redirect'; url: string; digest: string; size: number }
-  | { kind: 'stored'; digest: string; size: number; range?: ByteRange; body?: ReadableStream<Uint8Array> }
+  | { kind: 'stored'; digest: string; size: number; range?: ByteRange; body?: ReadableStream<Uint8Array>; file?: LocalFile | undefined }
   | { kind: 'upstream'; digest: string; response: Response }
   /** Fed from the one transfer of the blob (its size when known; `range` when one was asked). */
   | { kind: 'transfer'; digest: string; size: number | undefined; range?: ByteRange | undefined; body: ReadableStream<Uint8Array> }
@@ -74,7 +74,7 @@ export async function getBlob(deps: BlobDeps, target: RepositoryTarget, referenc
     const range = resolveRange(rangeHeader, row.size);
     if (method === 'HEAD') return { kind: 'stored', digest: digest.value, size: row.size };
     const object = await deps.store.get(row.storageKey, range);
-    if (object) return { kind: 'stored', digest: digest.value, size: row.size, range, body: object.body, background };
+    if (object) return { kind: 'stored', digest: digest.value, size: row.size, range, body: object.body, file: object.file, background };
     // The row says ready but the object is gone (deleted behind our back): fetch it again.
     await deps.catalog.blobMissing(digest.value, deps.clock());
   }

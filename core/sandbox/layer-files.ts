@@ -1,6 +1,6 @@
 import type { PresignedUrls } from '../registry/presigned.ts';
 import type { Catalog, Layer } from '../ports/catalog.ts';
-import type { BlobStore, ByteRange } from '../ports/blob-store.ts';
+import type { BlobStore, ByteRange, LocalFile } from '../ports/blob-store.ts';
 import { OciError } from '../oci/errors.ts';
 import { MAX_TOC_BYTES, readCapped } from '../oci/limits.ts';
 import { resolveRange } from '../oci/range.ts';
@@ -21,7 +21,7 @@ export interface LayerDeps {
 
 export type LayerObjectAnswer =
   | { kind: 'redirect'; url: string }
-  | { kind: 'stored'; size: number; range?: ByteRange; body?: ReadableStream<Uint8Array>; contentType: string };
+  | { kind: 'stored'; size: number; range?: ByteRange; body?: ReadableStream<Uint8Array>; file?: LocalFile | undefined; contentType: string };
 
 /**
  * The layer row, ready, reached through the repository (its blob is one the repository
@@ -56,7 +56,7 @@ export async function getLayerObject(deps: LayerDeps, target: RepositoryTarget, 
   if (method === 'HEAD') return { kind: 'stored', size: stat.size, contentType };
   const object = await deps.store.get(key, range);
   if (!object) throw new OciError('LAYER_UNKNOWN', 'layer is missing from the store', { diff_id: row.diffId });
-  return { kind: 'stored', size: stat.size, range, body: object.body, contentType };
+  return { kind: 'stored', size: stat.size, range, body: object.body, file: object.file, contentType };
 }
 
 const tocCache = new Map<string, Toc>();
@@ -83,6 +83,8 @@ export interface LayerFileAnswer {
   range?: ByteRange;
   /** Absent for HEAD. */
   body?: ReadableStream<Uint8Array>;
+  /** The same bytes in a local file (the filesystem store). */
+  file?: LocalFile | undefined;
 }
 
 /**
@@ -114,5 +116,5 @@ export async function getLayerFile(deps: LayerDeps, target: RepositoryTarget, di
   const end = entry.offset + (range?.end ?? entry.size - 1);
   const object = await deps.store.get(row.tarKey, { start, end });
   if (!object) throw new OciError('LAYER_UNKNOWN', 'layer is missing from the store', { diff_id: row.diffId });
-  return { entry, size: entry.size, ...(range ? { range } : {}), body: object.body };
+  return { entry, size: entry.size, ...(range ? { range } : {}), body: object.body, file: object.file };
 }

@@ -149,6 +149,16 @@ test('end-2: a registry SHOULD support Range on blobs (RFC 9110): 206 with Conte
     const suffix = await get(`/v2/ranges/blobs/${digest}`, { headers: { range: 'bytes=-10' } });
     assert.equal(suffix.status, 206);
     assert.deepEqual(Buffer.from(await suffix.arrayBuffer()), full.subarray(size - 10));
+    const whole = await get(`/v2/ranges/blobs/${digest}`);
+    assert.equal(whole.headers.get('content-length'), String(size));
+    assert.equal(whole.headers.get('docker-content-digest'), digest);
+    assert.deepEqual(Buffer.from(await whole.arrayBuffer()), full, 'the whole blob from the store, as from the upstream');
+    // From the store the Node server sends the file itself, not a Response body: the access
+    // log still says 206 for both ranges served from it, besides the one from the upstream.
+    const path = `/v2/ranges/blobs/${digest}`;
+    const partial = () => server.output().split('\n').filter((l) => l.includes(`"path":"${path}"`) && l.includes('"status":206')).length;
+    await until(async () => partial() >= 3, 10_000, 'the access log lines of three 206s');
+    assert.equal(partial(), 3);
   } finally {
     close();
   }
