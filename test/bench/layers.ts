@@ -4,7 +4,9 @@
 // from a warm cache against `skopeo copy` + `umoci unpack` straight from the upstream.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -89,6 +91,14 @@ async function main(): Promise<void> {
     const what = `extract a ${(layer.uncompressed_size / MB).toFixed(0)} MB ${compression} layer (${(image.layers[0]!.size / MB).toFixed(0)} MB compressed, ${sizeMiB} files)`;
     report(what, `${rate.toFixed(1)} MB/s uncompressed output, server peak RSS ${(await hwmOf(s)).toFixed(0)} MB (${before.toFixed(0)} MB before)`);
     await s.stop();
+    // The native command-line decoder on the same blob, from a local file, hashed as extraction hashes its tar.
+    const blobFile = join(scratch, `${name}.blob`);
+    const blob = await fetch(`${registry.url}/v2/library/${name}/blobs/${image.layers[0]!.digest}`);
+    await pipeline(Readable.fromWeb(blob.body! as never), createWriteStream(blobFile));
+    const cli = await seconds(async () => execFileSync('sh', ['-c', `${compression} -dc < ${blobFile} | sha256sum`]));
+    const cliRate = layer.uncompressed_size / MB / cli;
+    report(`${compression} -dc | sha256sum of the same blob`, `${cliRate.toFixed(1)} MB/s uncompressed output; extraction at ${((rate / cliRate) * 100).toFixed(0)}%`, `target ≥ 50%: ${rate / cliRate >= 0.5 ? 'met' : 'MISSED'}`);
+    await rm(blobFile);
   }
 
   console.error('building a 4-layer root filesystem image');
