@@ -14,6 +14,8 @@ import { handleJob } from './jobs.ts';
 import { runGc } from '../core/cache/gc.ts';
 import { CloudflareRateLimiter, type RateLimitBinding } from '../core/adapters/cloudflare-rate-limiter.ts';
 import { MemoryRateLimiter } from '../core/auth/rate-limit.ts';
+import { CloudflareSharedCache, type EdgeCache } from '../core/adapters/cloudflare-cache.ts';
+import type { NativeDecoders } from '../core/layer/decompress.ts';
 
 /** The period of the COLD_RATE_LIMITER binding in wrangler.toml (`simple.period`): how long a refused caller waits. */
 const RATE_LIMIT_PERIOD_SECONDS = 60;
@@ -61,6 +63,12 @@ interface Built {
 
 const built = new WeakMap<Env, Built>();
 
+/** workerd's own gzip decoder (it has no zstd: fzstd decodes those), checking the trailer fflate does not. */
+const workerdDecoders: NativeDecoders = { gzip: () => new DecompressionStream('gzip') as unknown as TransformStream<Uint8Array, Uint8Array> };
+
+/** The data center's Cache API, where the runtime has one. */
+const edgeCache = (globalThis as { caches?: { default?: EdgeCache } }).caches?.default;
+
 function depsFor(env: Env): Built {
   let entry = built.get(env);
   if (!entry) {
@@ -80,6 +88,8 @@ function depsFor(env: Env): Built {
       ...(limiter ? { limiter } : {}),
       // Set by Cloudflare's edge, which a client cannot forge.
       clientAddress: (c) => c.req.header('cf-connecting-ip'),
+      ...(edgeCache ? { sharedCache: new CloudflareSharedCache(edgeCache, new URL(config.libsqlUrl).host) } : {}),
+      decoders: workerdDecoders,
     });
     entry = { config, deps, queue, app: createApp(deps.app) };
     built.set(env, entry);

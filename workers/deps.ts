@@ -7,6 +7,7 @@ import type { Catalog } from '../core/ports/catalog.ts';
 import type { JobQueue } from '../core/ports/job-queue.ts';
 import type { Upstream } from '../core/ports/upstream.ts';
 import type { Spool } from '../core/ports/spool.ts';
+import type { SharedCache } from '../core/ports/shared-cache.ts';
 import { Transfers, type TransferDeps } from '../core/cache/transfer.ts';
 import { noopMetrics, PrometheusMetrics, type GaugeSource, type Metrics } from '../core/ports/metrics.ts';
 import { systemClock, type Clock } from '../core/ports/clock.ts';
@@ -53,6 +54,8 @@ export interface Parts {
   /** Layer decoders the runtime has natively (Node passes its zlib: core/adapters/node-zlib.ts). */
   decoders?: NativeDecoders;
   clock?: Clock;
+  /** What the isolates of one place share (a Worker's Cache API): manifests and tag resolutions, behind the in-process cache. */
+  sharedCache?: SharedCache;
   /** Local scratch space for blobs in flight (Node, with an S3 store): readers here read it at the upstream's pace. */
   spool?: Spool;
   /** Timings of the transfers (tests shorten them). */
@@ -89,7 +92,13 @@ export function buildDeps(config: Config, parts: Parts): Deps {
   // Every part of the process reads and writes through one cache, so its own writes are never seen late.
   const catalog = new CachedCatalog(
     parts.catalog,
-    { maxBytes: config.memoryCache.maxBytes, maxEntries: config.memoryCache.maxEntries, ttlMs: config.memoryCache.ttlSeconds * 1000, tagTtlMs: config.tagTtlSeconds * 1000 },
+    {
+      maxBytes: config.memoryCache.maxBytes,
+      maxEntries: config.memoryCache.maxEntries,
+      ttlMs: config.memoryCache.ttlSeconds * 1000,
+      tagTtlMs: config.tagTtlSeconds * 1000,
+      shared: parts.sharedCache,
+    },
     clock,
   );
   // Every count also goes to the status page's activity windows, written with the pull counts.

@@ -24,8 +24,8 @@ export interface ManifestDeps extends RegistryDeps {
 
 /** Manifest bytes by digest, in memory: they match their digest, so an entry is never wrong. */
 export interface ManifestBytes {
-  manifestBytes(digest: string): Uint8Array | undefined;
-  keepManifestBytes(digest: string, bytes: Uint8Array): void;
+  manifestBytes(digest: string): Promise<Uint8Array | undefined>;
+  keepManifestBytes(digest: string, bytes: Uint8Array): Promise<void>;
 }
 
 /** A manifest fetched from the upstream, verified, stored and recorded. */
@@ -76,12 +76,12 @@ export async function getManifest(deps: ManifestDeps, target: RepositoryTarget, 
 
 /** A stored manifest's bytes: from memory, else read from the store (and kept); undefined when the object is gone. */
 async function storedManifest(deps: ManifestDeps, digest: string, key: string): Promise<Uint8Array | undefined> {
-  const kept = deps.manifestBytes?.manifestBytes(digest);
+  const kept = await deps.manifestBytes?.manifestBytes(digest);
   if (kept) return kept;
   const object = await deps.store.get(key);
   if (!object) return undefined;
   const bytes = await readCapped(new Response(object.body), MAX_MANIFEST_BYTES);
-  deps.manifestBytes?.keepManifestBytes(digest, bytes);
+  await deps.manifestBytes?.keepManifestBytes(digest, bytes);
   return bytes;
 }
 
@@ -110,7 +110,7 @@ async function fetchManifest(deps: ManifestDeps, target: RepositoryTarget, refer
       : parsed.manifests.map((d, position) => ({ digest: d.digest, kind: 'manifest' as const, position }));
   await deps.catalog.recordManifest({ digest: digest.value, mediaType: parsed.mediaType, size: bytes.length, storageKey: key }, references, deps.clock());
   await deps.catalog.recordInRepository(target, digest.value, deps.clock());
-  deps.manifestBytes?.keepManifestBytes(digest.value, bytes);
+  await deps.manifestBytes?.keepManifestBytes(digest.value, bytes);
   await enqueueMissingBlobs(deps, digest.value);
   if (parsed.kind === 'image' && deps.extractEagerly) {
     await deps.queue.send([{ kind: 'prepare-layers', upstream: target.upstream, name: target.name, manifest: digest.value }]);

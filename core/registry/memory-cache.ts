@@ -18,13 +18,25 @@
  * Every catalog write of this process goes through `CachedCatalog`, which drops or
  * replaces the entries it changes, so this process never sees its own writes late.
  *
- * Access decisions need no cache of their own: the rules are configuration evaluated in
- * memory on every request, and a change takes effect when a process starts with it. The
- * one database fact they depend on, reach, is kept above.
+ * Access decisions need no cache of their own here: the rules are configuration evaluated
+ * in memory (core/auth/access.ts remembers them per process), and a change takes effect
+ * when a process starts with it. The one database fact they depend on, reach, is kept above.
+ *
+ * Behind the map, where the runtime has one, a SharedCache (the Workers Cache API of a data
+ * center, core/adapters/cloudflare-cache.ts) holds what is true for a known time, so that
+ * a fresh isolate answers a warm manifest without a database round trip: tag resolutions
+ * until their TAG_TTL_SECONDS run out, manifest rows and bytes and reach for a day (they
+ * cannot become wrong), and "nothing left to fetch" for TAG_TTL_SECONDS (stale, it only
+ * delays re-queueing an evicted blob until a client asks for it, which fetches it anyway).
+ * Blob and layer rows are never shared: their bound is GC's wait, per process.
  */
 import type { Blob, Catalog, Layer, Manifest, PullTally } from '../ports/catalog.ts';
 import type { Clock } from '../ports/clock.ts';
 import type { RepositoryTarget } from '../oci/reference.ts';
+import type { SharedCache } from '../ports/shared-cache.ts';
+
+/** How long a SharedCache keeps what cannot become wrong (manifests, reach). */
+const IMMUTABLE_SHARED_SECONDS = 24 * 3600;
 
 /** What an entry costs besides its bytes: the key, the row's fields, the map's own. */
 const ENTRY_OVERHEAD_BYTES = 256;
@@ -101,6 +113,8 @@ export interface MemoryCacheConfig {
   ttlMs: number;
   /** TAG_TTL_SECONDS, in ms. */
   tagTtlMs: number;
+  /** The cache shared with other isolates of this place (Workers), behind the map. */
+  shared?: SharedCache | undefined;
 }
 
 type Value = Blob | Layer | Manifest | Uint8Array | { digest: string; resolvedAt: number } | true;
@@ -126,56 +140,98 @@ export class CachedCatalog implements Catalog {
   }
 
   /** Manifest bytes by digest (immutable), for the manifest read path. */
-  manifestBytes(digest: string): Uint8Array | undefined {
-    return this.cache.get(`mb:${digest}`) as Uint8Array | undefined;
+  async manifestBytes(digest: string): Promise<Uint8Array | undefined> {
+    const key = `mb:${digest}`;
+    const kept = this.cache.get(key) as Uint8Array | undefined;
+    if (kept) return kept;
+    const shared = await this.#sharedGet(key);
+    if (shared) this.cache.set(key, shared, Infinity, shared.byteLength);
+    return shared;
   }
 
-  keepManifestBytes(digest: string, bytes: Uint8Array): void {
+  async keepManifestBytes(digest: string, bytes: Uint8Array): Promise<void> {
     this.cache.set(`mb:${digest}`, bytes, Infinity, bytes.byteLength);
+    await this.#sharedPut(`mb:${digest}`, bytes, IMMUTABLE_SHARED_SECONDS);
+  }
+
+  /** A SharedCache that fails is a miss: it only ever saves a round trip. */
+  async #sharedGet(key: string): Promise<Uint8Array | undefined> {
+    return this.config.shared?.get(key).catch(() => undefined);
+  }
+
+  async #sharedPut(key: string, value: Uint8Array, ttlSeconds: number): Promise<void> {
+    if (ttlSeconds >= 1) await this.config.shared?.put(key, value, ttlSeconds).catch(() => {});
+  }
+
+  async #sharedJson<T>(key: string): Promise<T | undefined> {
+    const bytes = await this.#sharedGet(key);
+    return bytes ? (JSON.parse(new TextDecoder().decode(bytes)) as T) : undefined;
+  }
+
+  #sharedPutJson(key: string, value: unknown, ttlSeconds: number): Promise<void> {
+    return this.#sharedPut(key, new TextEncoder().encode(JSON.stringify(value)), ttlSeconds);
   }
 
   async tag(target: RepositoryTarget, tag: string): Promise<{ digest: string; resolvedAt: number } | undefined> {
     const key = `t:${repo(target)}:${tag}`;
     const hit = this.cache.get(key) as { digest: string; resolvedAt: number } | undefined;
     if (hit) return hit;
+    const shared = await this.#sharedJson<{ digest: string; resolvedAt: number }>(key);
+    if (shared && shared.resolvedAt + this.config.tagTtlMs > this.#clock()) {
+      this.cache.set(key, shared, shared.resolvedAt + this.config.tagTtlMs);
+      return shared;
+    }
     const row = await this.inner.tag(target, tag);
-    if (row) this.cache.set(key, row, row.resolvedAt + this.config.tagTtlMs);
+    if (row) {
+      this.cache.set(key, row, row.resolvedAt + this.config.tagTtlMs);
+      await this.#sharedPutJson(key, row, (row.resolvedAt + this.config.tagTtlMs - this.#clock()) / 1000);
+    }
     return row;
   }
 
   async putTag(target: RepositoryTarget, tag: string, digest: string, now: number): Promise<void> {
     await this.inner.putTag(target, tag, digest, now);
-    this.cache.set(`t:${repo(target)}:${tag}`, { digest, resolvedAt: now }, now + this.config.tagTtlMs);
+    const key = `t:${repo(target)}:${tag}`;
+    this.cache.set(key, { digest, resolvedAt: now }, now + this.config.tagTtlMs);
     this.cache.set(`r:${repo(target)}@${digest}`, true, Infinity);
+    await this.#sharedPutJson(key, { digest, resolvedAt: now }, (now + this.config.tagTtlMs - this.#clock()) / 1000);
   }
 
   async inRepository(target: RepositoryTarget, digest: string): Promise<boolean> {
     const key = `r:${repo(target)}@${digest}`;
     if (this.cache.get(key)) return true;
-    const reached = await this.inner.inRepository(target, digest);
-    if (reached) this.cache.set(key, true, Infinity);
+    const reached = (await this.#sharedGet(key)) !== undefined || (await this.inner.inRepository(target, digest));
+    if (reached) {
+      this.cache.set(key, true, Infinity);
+      await this.#sharedPut(key, new Uint8Array([1]), IMMUTABLE_SHARED_SECONDS);
+    }
     return reached;
   }
 
   async recordInRepository(target: RepositoryTarget, digest: string, now: number): Promise<void> {
     await this.inner.recordInRepository(target, digest, now);
     this.cache.set(`r:${repo(target)}@${digest}`, true, Infinity);
+    await this.#sharedPut(`r:${repo(target)}@${digest}`, new Uint8Array([1]), IMMUTABLE_SHARED_SECONDS);
   }
 
   async manifest(digest: string): Promise<Manifest | undefined> {
     const key = `m:${digest}`;
     const hit = this.cache.get(key) as Manifest | undefined;
     if (hit) return hit;
-    const row = await this.inner.manifest(digest);
+    const shared = await this.#sharedJson<Manifest>(key);
+    const row = shared ?? (await this.inner.manifest(digest));
     if (row) this.cache.set(key, row, Infinity);
+    if (row && !shared) await this.#sharedPutJson(key, row, IMMUTABLE_SHARED_SECONDS);
     return row;
   }
 
   async blobsNotReady(manifestDigest: string): Promise<string[]> {
     const key = `n:${manifestDigest}`;
     if (this.cache.get(key)) return [];
-    const missing = await this.inner.blobsNotReady(manifestDigest);
+    const shared = (await this.#sharedGet(key)) !== undefined;
+    const missing = shared ? [] : await this.inner.blobsNotReady(manifestDigest);
     if (missing.length === 0) this.cache.set(key, true, this.#clock() + this.config.ttlMs);
+    if (missing.length === 0 && !shared) await this.#sharedPut(key, new Uint8Array([1]), this.config.tagTtlMs / 1000);
     return missing;
   }
 

@@ -55,14 +55,7 @@ before(async () => {
     inspector: true, // to read the isolate's memory
     persistDir: join(dir, 'wrangler-state'),
     vars: {
-      LIBSQL_URL: hrana.url,
-      LIBSQL_AUTH_TOKEN: hrana.authToken,
-      S3_ENDPOINT: process.env.S3_TEST_ENDPOINT!,
-      S3_BUCKET: s3.bucket,
-      S3_REGION: 'us-east-1',
-      S3_ACCESS_KEY_ID: process.env.S3_TEST_ACCESS_KEY_ID!,
-      S3_SECRET_ACCESS_KEY: process.env.S3_TEST_SECRET_ACCESS_KEY!,
-      UPSTREAMS: JSON.stringify({ 'docker.io': { url: proxy.url } }),
+      ...workerVars(hrana),
       BLOB_DELIVERY: 'redirect',
       INGEST_PART_SIZE_BYTES: String(5 * 1024 * 1024),
       INGEST_MAX_ATTEMPTS: '2',
@@ -76,6 +69,18 @@ after(async () => {
   await proxy?.stop();
   await registry?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+/** A Worker's variables on this database, the test bucket and the faulty proxy in front of the registry. */
+const workerVars = (database: HranaServer, bucket = s3.bucket): Record<string, string> => ({
+  LIBSQL_URL: database.url,
+  LIBSQL_AUTH_TOKEN: database.authToken,
+  S3_ENDPOINT: process.env.S3_TEST_ENDPOINT!,
+  S3_BUCKET: bucket,
+  S3_REGION: 'us-east-1',
+  S3_ACCESS_KEY_ID: process.env.S3_TEST_ACCESS_KEY_ID!,
+  S3_SECRET_ACCESS_KEY: process.env.S3_TEST_SECRET_ACCESS_KEY!,
+  UPSTREAMS: JSON.stringify({ 'docker.io': { url: proxy.url } }),
 });
 
 const keyOf = (digest: string) => `blobs/sha256/${digest.slice(7)}`;
@@ -239,11 +244,7 @@ test('a bucket the Worker cannot use (missing bucket, wrong secret): the request
     // A Worker of its own: a second patch of the shared one's vars did not take effect.
     const broken = await startLocalWorker({
       persistDir: join(dir, `wrangler-${variable}`),
-      vars: {
-        LIBSQL_URL: hrana.url, LIBSQL_AUTH_TOKEN: hrana.authToken, S3_ENDPOINT: process.env.S3_TEST_ENDPOINT!, S3_BUCKET: s3.bucket, S3_REGION: 'us-east-1',
-        S3_ACCESS_KEY_ID: process.env.S3_TEST_ACCESS_KEY_ID!, S3_SECRET_ACCESS_KEY: process.env.S3_TEST_SECRET_ACCESS_KEY!,
-        UPSTREAMS: JSON.stringify({ 'docker.io': { url: proxy.url } }), ...vars,
-      },
+      vars: { ...workerVars(hrana), ...vars },
     });
     try {
       // A manifest not stored yet is written to the bucket on its way to the client.
@@ -267,12 +268,7 @@ test('the cron trigger runs garbage collection in the Worker: past CACHE_MAX_BYT
   const { db: gcDb, close: closeGcDb } = await openDatabase(gcHrana.url, gcHrana.authToken);
   const gcWorker = await startLocalWorker({
     persistDir: join(dir, 'wrangler-gc'),
-    vars: {
-      LIBSQL_URL: gcHrana.url, LIBSQL_AUTH_TOKEN: gcHrana.authToken, S3_ENDPOINT: process.env.S3_TEST_ENDPOINT!, S3_BUCKET: gcBucket.bucket, S3_REGION: 'us-east-1',
-      S3_ACCESS_KEY_ID: process.env.S3_TEST_ACCESS_KEY_ID!, S3_SECRET_ACCESS_KEY: process.env.S3_TEST_SECRET_ACCESS_KEY!,
-      UPSTREAMS: JSON.stringify({ 'docker.io': { url: proxy.url } }),
-      CACHE_MAX_BYTES: '150', CACHE_LOW_WATER_PERCENT: '100',
-    },
+    vars: { ...workerVars(gcHrana, gcBucket.bucket), CACHE_MAX_BYTES: '150', CACHE_LOW_WATER_PERCENT: '100' },
   });
   try {
     const seeded: string[] = [];
@@ -312,11 +308,7 @@ test('the cron trigger runs garbage collection in the Worker: past CACHE_MAX_BYT
 });
 
 test('access control in workerd: without AUTH_RULES every request is 503 naming it; with users, the token flow (PBKDF2 and HMAC in Web Crypto) opens only what the rules grant', { skip, timeout: 180_000 }, async () => {
-  const base = {
-    LIBSQL_URL: hrana.url, LIBSQL_AUTH_TOKEN: hrana.authToken, S3_ENDPOINT: process.env.S3_TEST_ENDPOINT!, S3_BUCKET: s3.bucket, S3_REGION: 'us-east-1',
-    S3_ACCESS_KEY_ID: process.env.S3_TEST_ACCESS_KEY_ID!, S3_SECRET_ACCESS_KEY: process.env.S3_TEST_SECRET_ACCESS_KEY!,
-    UPSTREAMS: JSON.stringify({ 'docker.io': { url: proxy.url } }),
-  };
+  const base = workerVars(hrana);
   const open = await startLocalWorker({ persistDir: join(dir, 'wrangler-norules'), vars: { ...base, AUTH_RULES: '' } });
   try {
     for (const path of ['/v2/', '/v2/library/small/manifests/1', '/token']) {
@@ -380,5 +372,49 @@ test('access control in workerd: without AUTH_RULES every request is 503 naming 
     await stored.body?.cancel();
   } finally {
     await ruled.dispose();
+  }
+});
+
+test('with the Cache API a warm manifest, by tag and by digest, costs the Worker no Turso round trip: it is served with the database gone, where a blob HEAD fails', { skip, timeout: 180_000 }, async () => {
+  const image = await pushImage(registry, 'library/edge', '1', [{ 'etc/edge': 'served from the edge\n' }]);
+  const edgeDb = await startHranaServer(join(dir, 'edge.sqlite'));
+  (await openDatabase(edgeDb.url, edgeDb.authToken)).close(); // migrations
+  // No in-isolate cache: whatever a request does not read from Turso comes from the Cache API.
+  const edge = await startLocalWorker({
+    persistDir: join(dir, 'wrangler-edge'),
+    vars: { ...workerVars(edgeDb), MEMORY_CACHE_ENTRIES: '0' },
+  });
+  try {
+    const accept = { accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json' };
+    const get = (ref: string, method = 'GET') => fetch(new URL(`/v2/edge/manifests/${ref}`, edge.url), { method, headers: accept });
+    // Cold (fetched, stored, recorded; its blobs queued), then, once the queue has stored
+    // them, warm (from the bucket, nothing left to fetch): each fills the Cache API on its way.
+    let bytes: Buffer | undefined;
+    const pull = async (ref: string) => {
+      const res = await get(ref);
+      assert.equal(res.status, 200, await res.clone().text());
+      bytes = Buffer.from(await res.arrayBuffer());
+    };
+    for (const ref of ['1', image.manifestDigest]) await pull(ref);
+    const { db: edgeView, close: closeEdgeView } = await openDatabase(edgeDb.url, edgeDb.authToken);
+    try {
+      const ready = async (digest: string) => (await edgeView.select().from(blobs).where(eq(blobs.digest, digest)))[0]?.state === 'ready';
+      await until(async () => (await ready(image.configDigest)) && (await ready(image.layers[0]!.digest)), 120_000, 'the image stored by the queue consumer');
+    } finally {
+      closeEdgeView();
+    }
+    for (const ref of ['1', image.manifestDigest]) await pull(ref);
+    await edgeDb.stop();
+    const head = await fetch(new URL(`/v2/edge/blobs/${image.configDigest}`, edge.url), { method: 'HEAD' });
+    assert.ok(head.status >= 500, `a blob HEAD reads its row from the database, which is gone: ${head.status}`);
+    for (const ref of ['1', image.manifestDigest]) {
+      const res = await get(ref);
+      assert.equal(res.status, 200, `${ref}: ${await res.clone().text()}`);
+      assert.equal(res.headers.get('docker-content-digest'), image.manifestDigest);
+      assert.deepEqual(Buffer.from(await res.arrayBuffer()), bytes, ref);
+    }
+  } finally {
+    await edge.dispose();
+    await edgeDb.stop();
   }
 });
