@@ -231,9 +231,28 @@ async function sweepOrphans(deps: GcDeps, owner: string, dryRun: boolean, before
 
 /** Retention's part of a run: see the header. */
 async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, report: GcReport, count: (item: Evicted) => void, signal: AbortSignal): Promise<void> {
-  const settling = new Settling(deps.settleMs, signal);
-  await markAndDelete(deps, owner, dryRun, now, report, count, signal, settling);
+  const remove = async (m: Marked) => {
+    try {
+      for (const key of m.keys) await deps.store.delete(key);
+    } finally {
+      await deps.catalog.endEviction(m.kind, m.id, owner, deps.clock());
+    }
+    count({ kind: m.kind, key: m.id, bytes: m.bytes, ...(m.reason ? { reason: m.reason } : {}) });
+    deps.metrics?.count('pullthrough_evictions_total', { kind: m.kind });
+    deps.metrics?.count('pullthrough_evicted_bytes_total', { kind: m.kind }, m.bytes);
+  };
+  const settling = new Settling(deps.settleMs, signal, remove);
+  await markAndDelete(deps, owner, dryRun, now, report, signal, settling, count);
   await settling.drain();
+}
+
+/** A row marked for eviction, its objects not deleted yet: plain data, so that what waits out the TTL is small. */
+interface Marked {
+  kind: 'blob' | 'layer';
+  id: string;
+  keys: string[];
+  bytes: number;
+  reason?: 'size' | 'age' | undefined;
 }
 
 /**
@@ -243,16 +262,18 @@ async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, 
 class Settling {
   readonly #settleMs: number;
   readonly #signal: AbortSignal;
-  readonly #queue: Array<{ at: number; remove: () => Promise<void> }> = [];
+  readonly #remove: (m: Marked) => Promise<void>;
+  readonly #queue: Array<{ at: number; marked: Marked }> = [];
 
-  constructor(settleMs: number, signal: AbortSignal) {
+  constructor(settleMs: number, signal: AbortSignal, remove: (m: Marked) => Promise<void>) {
     this.#settleMs = settleMs;
     this.#signal = signal;
+    this.#remove = remove;
   }
 
-  /** Queues `remove` for `settleMs` from now, then runs those whose time has come. */
-  async add(remove: () => Promise<void>): Promise<void> {
-    this.#queue.push({ at: performance.now() + this.#settleMs, remove });
+  /** Queues the deletion for `settleMs` from now, then runs those whose time has come. */
+  async add(marked: Marked): Promise<void> {
+    this.#queue.push({ at: performance.now() + this.#settleMs, marked });
     await this.#due(false);
   }
 
@@ -269,13 +290,13 @@ class Settling {
         await sleep(left, this.#signal);
       }
       this.#signal.throwIfAborted();
-      await this.#queue.shift()!.remove();
+      await this.#remove(this.#queue.shift()!.marked);
     }
   }
 }
 
-async function markAndDelete(deps: GcDeps, owner: string, dryRun: boolean, now: number, report: GcReport, count: (item: Evicted) => void, signal: AbortSignal, settling: Settling): Promise<void> {
-  const { catalog, store, retention } = deps;
+async function markAndDelete(deps: GcDeps, owner: string, dryRun: boolean, now: number, report: GcReport, signal: AbortSignal, settling: Settling, count: (item: Evicted) => void): Promise<void> {
+  const { catalog, retention } = deps;
   const usage = await catalog.usage();
   let stored = usage.blobBytes + usage.layerBytes;
   report.storedBytes = { before: stored, after: stored };
@@ -312,17 +333,7 @@ async function markAndDelete(deps: GcDeps, owner: string, dryRun: boolean, now: 
       }
       const row = await catalog.beginEviction('blob', candidate.digest, owner, deps.leaseMs, guard, deps.clock());
       if (!row) continue; // pulled, or taken, meanwhile
-      const reason = bySize ? 'size' : 'age';
-      await settling.add(async () => {
-        try {
-          await store.delete(row.storageKey);
-        } finally {
-          await catalog.endEviction('blob', row.digest, owner, deps.clock());
-        }
-        count({ kind: 'blob', key: row.digest, bytes: candidate.size, reason });
-        deps.metrics?.count('pullthrough_evictions_total', { kind: 'blob' });
-        deps.metrics?.count('pullthrough_evicted_bytes_total', { kind: 'blob' }, candidate.size);
-      });
+      await settling.add({ kind: 'blob', id: row.digest, keys: [row.storageKey], bytes: candidate.size, reason: bySize ? 'size' : 'age' });
       stored -= candidate.size;
       // Its layers now belong to a blob that is not ready: removed below, and counted now for the stop condition.
       stored -= freed - candidate.size;
@@ -357,17 +368,7 @@ async function markAndDelete(deps: GcDeps, owner: string, dryRun: boolean, now: 
   async function evictLayer(diffId: string, size: number, alone: boolean, reason?: 'size'): Promise<boolean> {
     const row = await catalog.beginEviction('layer', diffId, owner, deps.leaseMs, guard, deps.clock(), { alone });
     if (!row) return false;
-    await settling.add(async () => {
-      try {
-        await store.delete(row.tarKey);
-        await store.delete(row.tocKey);
-      } finally {
-        await catalog.endEviction('layer', row.diffId, owner, deps.clock());
-      }
-      count({ kind: 'layer', key: row.diffId, bytes: size, ...(reason ? { reason } : {}) });
-      deps.metrics?.count('pullthrough_evictions_total', { kind: 'layer' });
-      deps.metrics?.count('pullthrough_evicted_bytes_total', { kind: 'layer' }, size);
-    });
+    await settling.add({ kind: 'layer', id: row.diffId, keys: [row.tarKey, row.tocKey], bytes: size, reason });
     return true;
   }
 
