@@ -69,7 +69,7 @@
 import type { Catalog } from '../ports/catalog.ts';
 import type { BlobStore, Leftover, ListedObject } from '../ports/blob-store.ts';
 import type { Spool } from '../ports/spool.ts';
-import { sleep, type Clock } from '../ports/clock.ts';
+import { sleep, yieldToEventLoop, type Clock } from '../ports/clock.ts';
 import type { Metrics } from '../ports/metrics.ts';
 import { lowWaterBytes, type RetentionConfig } from '../config.ts';
 import { matchesPattern } from '../auth/patterns.ts';
@@ -246,6 +246,9 @@ async function evict(deps: GcDeps, owner: string, dryRun: boolean, now: number, 
   await settling.drain();
 }
 
+/** Marks between two yields to the event loop (see `Settling.add`). */
+const YIELD_EVERY = 20;
+
 /** A row marked for eviction, its objects not deleted yet: plain data, so that what waits out the TTL is small. */
 interface Marked {
   kind: 'blob' | 'layer';
@@ -264,6 +267,7 @@ class Settling {
   readonly #signal: AbortSignal;
   readonly #remove: (m: Marked) => Promise<void>;
   readonly #queue: Array<{ at: number; marked: Marked }> = [];
+  #added = 0;
 
   constructor(settleMs: number, signal: AbortSignal, remove: (m: Marked) => Promise<void>) {
     this.#settleMs = settleMs;
@@ -271,9 +275,16 @@ class Settling {
     this.#remove = remove;
   }
 
-  /** Queues the deletion for `settleMs` from now, then runs those whose time has come. */
+  /**
+   * Queues the deletion for `settleMs` from now, then runs those whose time has come. Every
+   * YIELD_EVERY marks it yields to the event loop: the libSQL file client answers
+   * synchronously, so marks with no delete between them (a delete goes through the I/O
+   * pool) would hold the process, its requests and timers, for the whole marking (10 s
+   * for 5,000 blobs, its native memory growing by 190 MB meanwhile).
+   */
   async add(marked: Marked): Promise<void> {
     this.#queue.push({ at: performance.now() + this.#settleMs, marked });
+    if (++this.#added % YIELD_EVERY === 0) await yieldToEventLoop();
     await this.#due(false);
   }
 

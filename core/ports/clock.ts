@@ -10,3 +10,10 @@ export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
     const timer = setTimeout(resolve, ms);
     signal?.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)), { once: true });
   });
+
+/**
+ * Lets pending I/O and timers run before going on (a loop of synchronous libSQL calls
+ * never does otherwise): `setImmediate` where the runtime has it, else a zero timeout.
+ */
+export const yieldToEventLoop = (): Promise<void> =>
+  new Promise<void>((resolve) => (typeof setImmediate === 'function' ? setImmediate(resolve) : setTimeout(resolve, 0)));
