@@ -100,10 +100,6 @@ export class BoundedCache<V> {
     this.#bytes -= entry.bytes;
   }
 
-  /** Drops every entry whose key starts with `prefix`. */
-  deletePrefix(prefix: string): void {
-    for (const key of [...this.#entries.keys()]) if (key.startsWith(prefix)) this.delete(key);
-  }
 }
 
 export interface MemoryCacheConfig {
@@ -117,7 +113,7 @@ export interface MemoryCacheConfig {
   shared?: SharedCache | undefined;
 }
 
-type Value = Blob | Layer | Manifest | Uint8Array | { digest: string; resolvedAt: number } | true;
+type Value = Blob | Layer | Manifest | Uint8Array | { digest: string; resolvedAt: number } | number | true;
 
 const repo = (t: RepositoryTarget) => `${t.upstream}/${t.name}`;
 
@@ -131,6 +127,8 @@ export class CachedCatalog implements Catalog {
   readonly config: MemoryCacheConfig;
   readonly cache: BoundedCache<Value>;
   readonly #clock: Clock;
+  /** Counts this process's blob row changes: "nothing left to fetch" answers hold for the generation they were read in. */
+  #blobGeneration = 0;
 
   constructor(inner: Catalog, config: MemoryCacheConfig, clock: Clock) {
     this.inner = inner;
@@ -227,10 +225,12 @@ export class CachedCatalog implements Catalog {
 
   async blobsNotReady(manifestDigest: string): Promise<string[]> {
     const key = `n:${manifestDigest}`;
-    if (this.cache.get(key)) return [];
+    // Kept with the generation of blob changes it was read in: any change since voids it.
+    const generation = this.#blobGeneration;
+    if (this.cache.get(key) === generation) return [];
     const shared = (await this.#sharedGet(key)) !== undefined;
     const missing = shared ? [] : await this.inner.blobsNotReady(manifestDigest);
-    if (missing.length === 0) this.cache.set(key, true, this.#clock() + this.config.ttlMs);
+    if (missing.length === 0) this.cache.set(key, generation, this.#clock() + this.config.ttlMs);
     if (missing.length === 0 && !shared) await this.#sharedPut(key, new Uint8Array([1]), this.config.tagTtlMs / 1000);
     return missing;
   }
@@ -253,10 +253,10 @@ export class CachedCatalog implements Catalog {
     return row;
   }
 
-  /** A blob row of this process changed: its entry goes, and so do "nothing left to fetch" answers, which it may falsify. */
+  /** A blob row of this process changed: its entry goes, and so do the "nothing left to fetch" answers (a new generation), which it may falsify. */
   #blobChanged(digest: string): void {
     this.cache.delete(`b:${digest}`);
-    this.cache.deletePrefix('n:');
+    this.#blobGeneration++;
   }
 
   #changed(kind: 'blob' | 'layer', id: string): void {

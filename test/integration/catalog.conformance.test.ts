@@ -114,6 +114,19 @@ for (const adapter of adapters) {
       assert.equal(blob?.name, target.name);
     });
 
+    test("a manifest's blobs not ready follow its blobs: none once all are stored, one again when its object goes missing", async () => {
+      const layer = { digest: digest(151), kind: 'layer' as const, position: 0, blob: blobSource(151, 7) };
+      await catalog.recordManifest({ digest: digest(150), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 10, storageKey: `manifests/sha256/${hex(150)}` }, [layer], 1000);
+      assert.deepEqual(await catalog.blobsNotReady(digest(150)), [digest(151)]);
+      const claim = await catalog.claim('blob', digest(151), 'w', 10_000, 1000);
+      assert.ok(claim.claimed);
+      await catalog.blobStored(digest(151), 'w', 7, 1001);
+      assert.deepEqual(await catalog.blobsNotReady(digest(150)), []);
+      assert.deepEqual(await catalog.blobsNotReady(digest(150)), [], 'asked again');
+      await catalog.blobMissing(digest(151), 1002);
+      assert.deepEqual(await catalog.blobsNotReady(digest(150)), [digest(151)], 'its object went missing');
+    });
+
     test('one owner at a time: a claim wins once, a lost lease cannot renew, fail or finish', async () => {
       await catalog.recordBlob(blobSource(200, 5), 1000);
       await catalog.recordBlob(blobSource(200, 999), 1000);
