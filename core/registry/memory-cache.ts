@@ -99,7 +99,6 @@ export class BoundedCache<V> {
     this.#entries.delete(key);
     this.#bytes -= entry.bytes;
   }
-
 }
 
 export interface MemoryCacheConfig {
@@ -116,6 +115,8 @@ export interface MemoryCacheConfig {
 type Value = Blob | Layer | Manifest | Uint8Array | { digest: string; resolvedAt: number } | number | true;
 
 const repo = (t: RepositoryTarget) => `${t.upstream}/${t.name}`;
+const tagKey = (t: RepositoryTarget, tag: string) => `t:${repo(t)}:${tag}`;
+const reachKey = (t: RepositoryTarget, digest: string) => `r:${repo(t)}@${digest}`;
 
 /**
  * The catalog every part of a process uses, with the read path's answers kept in a
@@ -171,7 +172,7 @@ export class CachedCatalog implements Catalog {
   }
 
   async tag(target: RepositoryTarget, tag: string): Promise<{ digest: string; resolvedAt: number } | undefined> {
-    const key = `t:${repo(target)}:${tag}`;
+    const key = tagKey(target, tag);
     const hit = this.cache.get(key) as { digest: string; resolvedAt: number } | undefined;
     if (hit) return hit;
     const shared = await this.#sharedJson<{ digest: string; resolvedAt: number }>(key);
@@ -189,27 +190,29 @@ export class CachedCatalog implements Catalog {
 
   async putTag(target: RepositoryTarget, tag: string, digest: string, now: number): Promise<void> {
     await this.inner.putTag(target, tag, digest, now);
-    const key = `t:${repo(target)}:${tag}`;
+    const key = tagKey(target, tag);
     this.cache.set(key, { digest, resolvedAt: now }, now + this.config.tagTtlMs);
-    this.cache.set(`r:${repo(target)}@${digest}`, true, Infinity);
+    this.cache.set(reachKey(target, digest), true, Infinity);
     await this.#sharedPutJson(key, { digest, resolvedAt: now }, (now + this.config.tagTtlMs - this.#clock()) / 1000);
   }
 
   async inRepository(target: RepositoryTarget, digest: string): Promise<boolean> {
-    const key = `r:${repo(target)}@${digest}`;
+    const key = reachKey(target, digest);
     if (this.cache.get(key)) return true;
     const reached = (await this.#sharedGet(key)) !== undefined || (await this.inner.inRepository(target, digest));
-    if (reached) {
-      this.cache.set(key, true, Infinity);
-      await this.#sharedPut(key, new Uint8Array([1]), IMMUTABLE_SHARED_SECONDS);
-    }
+    if (reached) await this.#keepReach(key);
     return reached;
   }
 
   async recordInRepository(target: RepositoryTarget, digest: string, now: number): Promise<void> {
     await this.inner.recordInRepository(target, digest, now);
-    this.cache.set(`r:${repo(target)}@${digest}`, true, Infinity);
-    await this.#sharedPut(`r:${repo(target)}@${digest}`, new Uint8Array([1]), IMMUTABLE_SHARED_SECONDS);
+    await this.#keepReach(reachKey(target, digest));
+  }
+
+  /** Reach is never undone: kept here until pushed out, and a day in the shared cache. */
+  async #keepReach(key: string): Promise<void> {
+    this.cache.set(key, true, Infinity);
+    await this.#sharedPut(key, new Uint8Array([1]), IMMUTABLE_SHARED_SECONDS);
   }
 
   async manifest(digest: string): Promise<Manifest | undefined> {
@@ -235,20 +238,19 @@ export class CachedCatalog implements Catalog {
     return missing;
   }
 
-  async blob(digest: string): Promise<Blob | undefined> {
-    const key = `b:${digest}`;
-    const hit = this.cache.get(key) as Blob | undefined;
-    if (hit) return hit;
-    const row = await this.inner.blob(digest);
-    if (row?.state === 'ready') this.cache.set(key, row, this.#clock() + this.config.ttlMs);
-    return row;
+  blob(digest: string): Promise<Blob | undefined> {
+    return this.#readyRow(`b:${digest}`, () => this.inner.blob(digest));
   }
 
-  async layer(diffId: string): Promise<Layer | undefined> {
-    const key = `l:${diffId}`;
-    const hit = this.cache.get(key) as Layer | undefined;
+  layer(diffId: string): Promise<Layer | undefined> {
+    return this.#readyRow(`l:${diffId}`, () => this.inner.layer(diffId));
+  }
+
+  /** A blob or layer row: kept for MEMORY_CACHE_TTL_SECONDS when it is ready, read every time otherwise. */
+  async #readyRow<R extends Blob | Layer>(key: string, read: () => Promise<R | undefined>): Promise<R | undefined> {
+    const hit = this.cache.get(key) as R | undefined;
     if (hit) return hit;
-    const row = await this.inner.layer(diffId);
+    const row = await read();
     if (row?.state === 'ready') this.cache.set(key, row, this.#clock() + this.config.ttlMs);
     return row;
   }
