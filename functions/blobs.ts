@@ -5,7 +5,7 @@ import { admitting } from '../core/registry/admission.ts';
 import { getBlob, type BlobDeps } from '../core/registry/blobs.ts';
 import { inBackground, type AppEnv } from './env.ts';
 import { target, type RoutingConfig } from './target.ts';
-import { storedResponse } from './stored.ts';
+import { storedResponse, type ResponseHeaders } from './stored.ts';
 
 const PASSED_HEADERS = ['content-length', 'content-range', 'content-type', 'etag', 'accept-ranges'];
 
@@ -17,23 +17,20 @@ export function blobRoutes(deps: BlobDeps, routing: RoutingConfig, metrics: Metr
     const answer = await getBlob(admitting(deps, c.get('admit')), c.get('target'), c.req.param('digest'), method, c.req.header('range'));
     inBackground(c, answer.background);
     if (method === 'GET') countServed(metrics, 'blob', answer);
-    const headers = new Headers({ 'Docker-Content-Digest': answer.digest, 'Docker-Distribution-API-Version': 'registry/2.0' });
-    if (answer.kind === 'redirect') {
-      headers.set('Location', answer.url);
-      return new Response(null, { status: 307, headers });
-    }
+    const common = { 'Docker-Content-Digest': answer.digest, 'Docker-Distribution-API-Version': 'registry/2.0' };
+    if (answer.kind === 'redirect') return new Response(null, { status: 307, headers: { ...common, Location: answer.url } });
     if (answer.kind === 'upstream') {
+      const headers = new Headers(common);
       for (const h of PASSED_HEADERS) {
         const v = answer.response.headers.get(h);
         if (v !== null) headers.set(h, v);
       }
       return new Response(method === 'HEAD' ? null : answer.response.body, { status: answer.response.status, headers });
     }
-    headers.set('Content-Type', 'application/octet-stream');
-    headers.set('ETag', `"${answer.digest}"`);
+    const headers: ResponseHeaders = { ...common, 'Content-Type': 'application/octet-stream', ETag: `"${answer.digest}"` };
     if (answer.kind === 'transfer') {
       if (answer.range && answer.size !== undefined) return storedResponse(c, method, headers, answer.size, answer.range, answer.body);
-      if (answer.size !== undefined) headers.set('Content-Length', String(answer.size));
+      if (answer.size !== undefined) headers['Content-Length'] = String(answer.size);
       return new Response(answer.body, { status: 200, headers });
     }
     return storedResponse(c, method, headers, answer.size, answer.range, answer.body, answer.file);

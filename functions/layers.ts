@@ -19,7 +19,7 @@ export function layerRoutes(layers: LayerDeps, routing: RoutingConfig, metrics: 
     if (method === 'GET') metrics.count('pullthrough_cache_requests_total', { kind: 'layer', result: 'hit' });
     if (answer.kind === 'redirect') return c.redirect(answer.url, 307);
     if (method === 'GET') metrics.count('pullthrough_served_bytes_total', { source: 'store' }, answer.range ? answer.range.end - answer.range.start + 1 : answer.size);
-    return storedResponse(c, method, new Headers({ 'Content-Type': answer.contentType }), answer.size, answer.range, answer.body, answer.file);
+    return storedResponse(c, method, { 'Content-Type': answer.contentType }, answer.size, answer.range, answer.body, answer.file);
   };
   app.get('/layers/:name{.+}/:diffId{[a-z0-9]+:[^/]+}/tar', target(routing), object('tar'));
   app.get('/layers/:name{.+}/:diffId{[a-z0-9]+:[^/]+}/toc', target(routing), object('toc'));
@@ -27,11 +27,11 @@ export function layerRoutes(layers: LayerDeps, routing: RoutingConfig, metrics: 
   app.get('/layers/:name{.+}/:diffId{[a-z0-9]+:[^/]+}/files/:path{.+}', target(routing), async (c) => {
     const method = methodOf(c);
     const answer = await getLayerFile(layers, c.get('target'), c.req.param('diffId'), decodeURIComponent(c.req.param('path')), method, c.req.header('range'));
-    const headers = new Headers({
+    const headers = {
       'Content-Type': 'application/octet-stream',
       ETag: `"${answer.entry.digest}"`,
       'X-File-Mode': answer.entry.mode.toString(8).padStart(4, '0'),
-    });
+    };
     return storedResponse(c, method, headers, answer.size, answer.range, answer.body, answer.file);
   });
   return app;

@@ -7,7 +7,13 @@ import type { AppEnv } from './env.ts';
  * its socket (Node: workers/node.ts), bypassing the web-stream body; undefined when it
  * cannot (the file is gone: the body then fails the same way, before any byte is sent).
  */
-export type SendFile = (c: Context<AppEnv>, file: LocalFile, status: number, headers: Headers) => Promise<Response | undefined>;
+export type SendFile = (c: Context<AppEnv>, file: LocalFile, status: number, headers: ResponseHeaders) => Promise<Response | undefined>;
+
+/**
+ * Response headers as a plain object with each name spelled once: on Node a plain object
+ * goes to the socket as it is, where a `Headers` instance is copied and sorted first.
+ */
+export type ResponseHeaders = Record<string, string>;
 
 /**
  * A response for bytes read from the store: 206 with `Content-Range` for a range, else
@@ -18,18 +24,18 @@ export type SendFile = (c: Context<AppEnv>, file: LocalFile, status: number, hea
 export async function storedResponse(
   c: Context<AppEnv>,
   method: 'GET' | 'HEAD',
-  headers: Headers,
+  headers: ResponseHeaders,
   size: number,
   range: ByteRange | undefined,
   body: ReadableStream<Uint8Array> | undefined,
   file?: LocalFile,
 ): Promise<Response> {
-  headers.set('Accept-Ranges', 'bytes');
+  headers['Accept-Ranges'] = 'bytes';
   if (range) {
-    headers.set('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
-    headers.set('Content-Length', String(range.end - range.start + 1));
+    headers['Content-Range'] = `bytes ${range.start}-${range.end}/${size}`;
+    headers['Content-Length'] = String(range.end - range.start + 1);
   } else {
-    headers.set('Content-Length', String(size));
+    headers['Content-Length'] = String(size);
   }
   const status = range ? 206 : 200;
   const sendFile = c.get('sendFile');

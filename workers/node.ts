@@ -64,7 +64,7 @@ const sendFile: SendFile = async (c, file, status, headers) => {
   } catch {
     return undefined;
   }
-  outgoing.writeHead(status, Object.fromEntries(headers));
+  outgoing.writeHead(status, headers);
   const body = handle.createReadStream({ start: file.start, end: file.end, highWaterMark: SEND_CHUNK_BYTES });
   pipeline(body, outgoing).catch(() => {});
   c.set('sentStatus', status);
