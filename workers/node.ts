@@ -39,8 +39,20 @@ const flushLog = () => {
   logLines = [];
   process.stdout.write(text);
 };
+/** The line's opening with its `time` member, made once per millisecond (entries carry no `time` of their own). */
+let timeMs = -1;
+let timeMember = '';
+const timeNow = () => {
+  const now = Date.now();
+  if (now !== timeMs) {
+    timeMs = now;
+    timeMember = `{"time":"${new Date(now).toISOString()}"`;
+  }
+  return timeMember;
+};
 const log = (fields: Record<string, unknown>) => {
-  logLines.push(`${JSON.stringify({ time: new Date().toISOString(), ...fields })}\n`);
+  const rest = JSON.stringify(fields);
+  logLines.push(`${timeNow()}${rest.length > 2 ? `,${rest.slice(1)}` : '}'}\n`);
   if (logLines.length === 1) setImmediate(flushLog);
 };
 process.on('exit', flushLog);
