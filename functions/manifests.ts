@@ -6,13 +6,30 @@ import { parseAccept } from '../core/oci/manifest.ts';
 import { inBackground, type AppEnv } from './env.ts';
 import { target, type RoutingConfig } from './target.ts';
 
+/** Accept headers seen, parsed: clients send a handful of distinct ones, each on every pull. */
+const ACCEPT_MEMO_ENTRIES = 256;
+const ACCEPT_MEMO_MAX_LENGTH = 1024;
+const acceptMemo = new Map<string, readonly string[]>();
+
+/** The media types an Accept header lists (parseAccept), remembered per header value; none without one. */
+function acceptedTypes(accept: string | undefined): readonly string[] {
+  if (!accept) return [];
+  if (accept.length > ACCEPT_MEMO_MAX_LENGTH) return parseAccept([accept]);
+  let types = acceptMemo.get(accept);
+  if (!types) {
+    if (acceptMemo.size >= ACCEPT_MEMO_ENTRIES) acceptMemo.clear();
+    types = Object.freeze(parseAccept([accept]));
+    acceptMemo.set(accept, types);
+  }
+  return types;
+}
+
 /** `GET|HEAD /v2/<name>/manifests/<reference>`. */
 export function manifestRoutes(deps: ManifestDeps, routing: RoutingConfig, metrics: Metrics): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.get('/:name{.+}/manifests/:reference', target(routing), async (c) => {
     const method = c.get('method');
-    const accept = c.req.header('accept');
-    const manifest = await getAcceptedManifest(admitting(deps, c.get('admit')), c.get('target'), c.req.param('reference'), method, parseAccept(accept ? [accept] : []));
+    const manifest = await getAcceptedManifest(admitting(deps, c.get('admit')), c.get('target'), c.req.param('reference'), method, acceptedTypes(c.req.header('accept')));
     inBackground(c, manifest.background);
     if (method === 'GET') metrics.count('pullthrough_cache_requests_total', { kind: 'manifest', result: manifest.fromStore ? 'hit' : 'miss' });
     const headers = {
