@@ -7,11 +7,12 @@ import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { Upload } from '@aws-sdk/lib-storage';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startRegistry } from '../setup/registry.ts';
-import { pushImage, type BuiltImage, type LayerSpec } from '../setup/images.ts';
+import { pushImage, type BuiltImage } from '../setup/images.ts';
 import { startServer, type Server } from '../setup/server.ts';
 import { until } from '../setup/process.ts';
 import { s3TestBucket, s3ServerEnv } from '../setup/s3.ts';
@@ -35,7 +36,7 @@ function content(size: number): Buffer {
  * A layer tar (GNU tar, PAX) of `files` files totalling about `bytes`, in nested
  * directories. Layers share directories but add their own files, as most image layers do.
  */
-async function layerOf(trees: string, name: string, files: number, bytes: number): Promise<LayerSpec> {
+async function layerOf(trees: string, name: string, files: number, bytes: number): Promise<{ tar: Buffer }> {
   const root = join(trees, name);
   // Sizes skewed like a real root filesystem: most files small, a few large.
   const weights = Array.from({ length: files }, (_, i) => 1 / (1 + (i % 97)) ** 1.5);
@@ -63,11 +64,14 @@ async function main(): Promise<void> {
   const registry = await startRegistry();
   cleanups.push(() => registry.stop());
 
+  const buckets = new Map<string, NonNullable<Awaited<ReturnType<typeof s3TestBucket>>>>();
   const server = async (name: string): Promise<Server> => {
+    const bucket = (await s3TestBucket(`bench-${name}`))!;
+    buckets.set(name, bucket);
     const s = await startServer({
       DATA_DIR: join(scratch, name),
       UPSTREAMS: JSON.stringify({ 'docker.io': { url: registry.url } }),
-      ...s3ServerEnv((await s3TestBucket(`bench-${name}`))!.bucket),
+      ...s3ServerEnv(bucket.bucket),
       BLOB_DELIVERY: 'redirect',
     });
     cleanups.push(() => s.stop());
@@ -82,7 +86,8 @@ async function main(): Promise<void> {
   console.error('extraction (stored blob in S3 → decompress → layer.tar + toc.json in S3), one server each');
   for (const [compression, sizeMiB] of [['gzip', 256], ['zstd', 256], ['gzip', 1024]] as const) {
     const name = `extract-${compression}-${sizeMiB}`;
-    const image = await pushImage(registry, `library/${name}`, '1', [await layerOf(trees, name, sizeMiB, sizeMiB * MB)], { compression });
+    const source = await layerOf(trees, name, sizeMiB, sizeMiB * MB);
+    const image = await pushImage(registry, `library/${name}`, '1', [source], { compression });
     const s = await server(name);
     await ingested(s, image, `library/${name}`);
     const before = await hwmOf(s);
@@ -99,6 +104,12 @@ async function main(): Promise<void> {
     const cliRate = layer.uncompressed_size / MB / cli;
     report(`${compression} -dc | sha256sum of the same blob`, `${cliRate.toFixed(1)} MB/s uncompressed output; extraction at ${((rate / cliRate) * 100).toFixed(0)}%`, `target ≥ 50%: ${rate / cliRate >= 0.5 ? 'met' : 'MISSED'}`);
     await rm(blobFile);
+    // What the bucket takes: the same uncompressed tar from memory through plain lib-storage,
+    // with the server's default parts (5 MiB, 2 at once), on the RGW that shares these cores.
+    const bucket = buckets.get(name)!;
+    const plain = await seconds(() => new Upload({ client: bucket.client, params: { Bucket: bucket.bucket, Key: 'bench/plain.tar', Body: source.tar }, partSize: 5 * MB, queueSize: 2 }).done());
+    const plainRate = source.tar.length / MB / plain;
+    report(`plain lib-storage upload of the same tar from memory`, `${plainRate.toFixed(1)} MB/s; extraction at ${((rate / plainRate) * 100).toFixed(0)}% of what the bucket takes`);
   }
 
   console.error('building a 4-layer root filesystem image');
