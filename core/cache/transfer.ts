@@ -259,6 +259,8 @@ class Transfer {
   /** The blob is published under its key (the staging's reads fall back to it). */
   #committed = false;
   #cleaned = false;
+  /** The run has ended (stored or failed): nothing of it reads the spool any more. */
+  #settled = false;
   /** Resolves once the upstream answered (the size is known), rejects with its error. */
   readonly started: Promise<void>;
   /** Resolves when the transfer has ended, verified or failed. */
@@ -297,6 +299,7 @@ class Transfer {
       this.#deps.log({ level: 'warn', msg: 'transfer failed', digest, error: failureOf(e).error });
       throw e;
     } finally {
+      this.#settled = true;
       this.#notify();
       await this.#cleanUp();
     }
@@ -546,7 +549,7 @@ class Transfer {
       }
     } finally {
       this.#readers--;
-      if (this.#state !== 'running') void this.#cleanUp();
+      void this.#cleanUp();
     }
   }
 
@@ -555,7 +558,9 @@ class Transfer {
   }
 
   async #cleanUp(): Promise<void> {
-    if (this.#state === 'running' || this.#readers > 0 || this.#cleaned) return;
+    // Not before the run has settled: once the body is verified, the staging may still be
+    // fed from the spool at the store's pace, and replay it (chunks for a follower elsewhere).
+    if (!this.#settled || this.#readers > 0 || this.#cleaned) return;
     this.#cleaned = true;
     await this.#spool?.remove().catch(() => {});
     await this.#staging?.close().catch(() => {});

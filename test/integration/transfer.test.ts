@@ -4,6 +4,8 @@
 import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
 import { blobs } from '../../schema/blobs.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
@@ -259,4 +261,39 @@ test('on S3 without a spool (as a Worker runs): clients of a blob smaller than a
     assert.equal(await store.stat(`blobs/sha256/${layer().digest.slice(7)}`).then((s) => s?.size), layer().size);
     await store.delete(`blobs/sha256/${layer().digest.slice(7)}`);
   }
+});
+
+test('on S3 with a spool: a reader elsewhere announcing itself mid-transfer (every part then a chunk too) does not lose the spool to a local client done long before the bucket: the blob is published', { skip: !process.env.S3_TEST_ENDPOINT, timeout: 120_000 }, async () => {
+  const s3 = (await s3TestBucket('transfer-follow'))!;
+  const big = await pushImage(registry, 'library/follow', '1', [{ 'big.bin': randomBytes(48 * 1024 * 1024) }]);
+  const blob = big.layers[0]!;
+  const key = `blobs/sha256/${blob.digest.slice(7)}`;
+  await t.close();
+  const store = new S3BlobStore(s3.client, { bucket: s3.bucket, partSizeBytes: 5 * 1024 * 1024, queueSize: 2 });
+  t = await createTestApp(proxy.url, 60, undefined, { store });
+  assert.equal((await t.app.request('/v2/follow/manifests/1')).status, 200);
+  proxy.fault = 'slow';
+  const client = Promise.resolve(t.app.request(`/v2/follow/blobs/${blob.digest}`)).then(readAll);
+  const spooled = async () => {
+    let total = 0;
+    for (const e of await readdir(join(t.dir, 'spool'), { recursive: true, withFileTypes: true }).catch(() => [])) if (e.isFile()) total += (await stat(join(e.parentPath, e.name)).catch(() => ({ size: 0 }))).size;
+    return total;
+  };
+  // The first part has gone straight into the multipart upload when a reader elsewhere
+  // announces itself: from then on every part is written as a chunk object and copied into
+  // the upload (twice the bucket's work), while the rest of the blob arrives at once. The
+  // local client is fed from the spool, so it is done long before the bucket is.
+  await until(async () => (await spooled()) >= 6 * 1024 * 1024, 60_000, 'the first part to be spooled');
+  const follower = store.staging(key);
+  await follower.follow();
+  proxy.fault = 'none';
+  const body = await client;
+  assert.ok(Buffer.isBuffer(body) && body.length === blob.size, 'the local client gets every byte');
+  const state = async () => (await t.db.select().from(blobs).where(eq(blobs.digest, blob.digest)))[0];
+  await until(async () => ['ready', 'failed'].includes((await state())?.state ?? ''), 60_000, 'the transfer to end');
+  const final = (await state())!;
+  assert.equal(final.state, 'ready', `the blob is published, not failed on a spool removed under the staging: ${final.error}`);
+  assert.equal((await store.stat(key))?.size, blob.size);
+  await follower.close();
+  await store.delete(key);
 });
