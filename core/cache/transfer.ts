@@ -209,12 +209,15 @@ export class Transfers {
         if (now?.state !== 'fetching') throw new TransientError(`the transfer of the blob failed${now?.error ? `: ${now.error}` : ''}`);
         if ((now.leaseExpiresAt ?? 0) <= clock()) {
           // Its owner died (or stopped renewing): take the transfer over here, resuming
-          // from what is staged, and read the rest from it.
+          // from what is staged, and read the rest from it. The announcement goes first: a
+          // reader in the process that writes needs no chunks in the bucket.
+          await staging.close();
           const attached = (await this.#startedHere(row.digest, true))?.attach({ start: offset, end: end - 1 }, true);
           if (attached) {
             yield* attached.body;
             return;
           }
+          await staging.follow();
         }
         if (clock() - progressAt > 2 * leaseMs) throw new TransientError(`the transfer of the blob stopped at byte ${offset}`);
         await sleep(pollMs);

@@ -135,6 +135,6 @@ export interface Staging {
    * `close` withdraws the request.
    */
   follow(): Promise<void>;
-  /** Closes what this handle opened (files, a request to follow); what is staged stays. */
+  /** Closes what this handle opened (files, a request to follow); what is staged stays. The handle stays usable: what it needs again is opened again. */
   close(): Promise<void>;
 }
