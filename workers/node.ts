@@ -42,7 +42,7 @@ const flushLog = () => {
 /** The line's opening with its `time` member, made once per millisecond (entries carry no `time` of their own). */
 let timeMs = -1;
 let timeMember = '';
-const timeNow = () => {
+const lineOpening = () => {
   const now = Date.now();
   if (now !== timeMs) {
     timeMs = now;
@@ -52,7 +52,7 @@ const timeNow = () => {
 };
 const log = (fields: Record<string, unknown>) => {
   const rest = JSON.stringify(fields);
-  logLines.push(`${timeNow()}${rest.length > 2 ? `,${rest.slice(1)}` : '}'}\n`);
+  logLines.push(`${lineOpening()}${rest.length > 2 ? `,${rest.slice(1)}` : '}'}\n`);
   if (logLines.length === 1) setImmediate(flushLog);
 };
 process.on('exit', flushLog);
