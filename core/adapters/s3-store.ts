@@ -331,6 +331,8 @@ class S3Staging implements Staging {
   #unchunked: Piece[] = [];
   #followCheck: Promise<void> | undefined;
   #committing = false;
+  /** This handle committed the object: reads go to it, not to chunks. */
+  #published = false;
   /** Follower: the announcement this handle put. */
   #announcement: string | undefined;
   /** The multipart upload for the final key, and its parts so far (by index). */
@@ -367,35 +369,28 @@ class S3Staging implements Staging {
     for (;;) {
       const offset = this.#end();
       const head = await this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: chunkKey(this.#prefix, offset) })).catch((e) => (isNotFound(e) ? undefined : Promise.reject(this.#store.fault(e))));
+      // Reads of one handle run at once (a Worker's clients of one transfer): another may
+      // have added this chunk while we asked; a chunk listed twice would repeat its bytes.
+      if (offset !== this.#end()) continue;
       if (!head || !head.ContentLength) return offset;
       this.#chunks.push({ offset, size: head.ContentLength });
     }
   }
 
   async read(start: number, end: number): Promise<ReadableStream<Uint8Array> | undefined> {
-    if (end > this.#end()) await this.length();
     if (end <= start) return new ReadableStream({ start: (c) => c.close() });
+    // Committed by this handle: the published object has every byte (its chunks are going).
+    if (this.#published) return this.#get(this.#key, start, end - 1);
+    if (end > this.#end()) await this.length();
     const parts = this.#chunks.filter((c) => c.offset < end && c.offset + c.size > start);
-    const client = this.#client;
-    const bucket = this.#bucket;
     const prefix = this.#prefix;
-    const get = async (key: string, from: number, to: number) => {
-      const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=${from}-${to}` })).catch((e) => (isNotFound(e) ? undefined : Promise.reject(this.#store.fault(e))));
-      // A reader counts on exactly the bytes it asked for: an answer of another length (a
-      // range ignored, an object shorter than staged) would shift every byte after it.
-      if (res && res.ContentLength !== to - from + 1) {
-        await (res.Body as { transformToWebStream?: () => ReadableStream } | undefined)?.transformToWebStream?.().cancel().catch(() => {});
-        throw new Error(`the store answered ${res.ContentLength} bytes for the ${to - from + 1} of bytes ${from}-${to} of ${key}`);
-      }
-      return res?.Body?.transformToWebStream() as ReadableStream<Uint8Array> | undefined;
-    };
     // Chunks are removed once composed, and the last part is never one: then the published object has the bytes.
     const first = parts[0];
-    if (!first || first.offset > start || parts.at(-1)!.offset + parts.at(-1)!.size < end) return get(this.#key, start, end - 1);
+    if (!first || first.offset > start || parts.at(-1)!.offset + parts.at(-1)!.size < end) return this.#get(this.#key, start, end - 1);
     const open = async (c: Chunk) => {
       const from = Math.max(start, c.offset) - c.offset;
       const to = Math.min(end, c.offset + c.size) - c.offset - 1;
-      return (await get(chunkKey(prefix, c.offset), from, to)) ?? (await get(this.#key, c.offset + from, c.offset + to));
+      return (await this.#get(chunkKey(prefix, c.offset), from, to)) ?? (await this.#get(this.#key, c.offset + from, c.offset + to));
     };
     // The first chunk tells whether the staging is still there; the rest follow in order.
     const head = await open(first);
@@ -408,6 +403,18 @@ class S3Staging implements Staging {
       }
     }
     return streamOf(pieces());
+  }
+
+  /** Bytes `from`-`to` (inclusive) of an object; undefined when it is not there. */
+  async #get(key: string, from: number, to: number): Promise<ReadableStream<Uint8Array> | undefined> {
+    const res = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key, Range: `bytes=${from}-${to}` })).catch((e) => (isNotFound(e) ? undefined : Promise.reject(this.#store.fault(e))));
+    // A reader counts on exactly the bytes it asked for: an answer of another length (a
+    // range ignored, an object shorter than staged) would shift every byte after it.
+    if (res && res.ContentLength !== to - from + 1) {
+      await (res.Body as { transformToWebStream?: () => ReadableStream } | undefined)?.transformToWebStream?.().cancel().catch(() => {});
+      throw new Error(`the store answered ${res.ContentLength} bytes for the ${to - from + 1} of bytes ${from}-${to} of ${key}`);
+    }
+    return res?.Body?.transformToWebStream() as ReadableStream<Uint8Array> | undefined;
   }
 
   async open(): Promise<number> {
@@ -619,6 +626,7 @@ class S3Staging implements Staging {
     }
     this.#buffer = [];
     this.#buffered = 0;
+    this.#published = true;
     const chunks = this.#chunks;
     this.#chunks = [];
     this.#parts = [];

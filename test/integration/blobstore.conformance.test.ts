@@ -237,6 +237,35 @@ for (const driver of drivers) {
       await Promise.all([first.close(), second.close(), third.close(), fourth.close()]);
     });
 
+    test('staging: reads of the writer\'s own handle at once, while it commits and after, each get exactly the bytes asked for (a Worker\'s clients of one transfer)', async () => {
+      const key = `blobs/sha256/${randomBytes(32).toString('hex')}`;
+      const bytes = randomBytes(4 * PART + 333);
+      const writer = store.staging(key);
+      await writer.open();
+      for (let at = 0; at < bytes.length; at += 100_000) await writer.append(bytes.subarray(at, Math.min(bytes.length, at + 100_000)));
+      // Readers keep reading across the first part's end while the commit composes the
+      // object and removes the chunks; on S3 each read may list the chunks again.
+      const [from, to] = [PART - 10, PART + 10];
+      let committed = false;
+      const reader = async () => {
+        const seen: string[] = [];
+        do {
+          const body = await writer.read(from, to);
+          assert.ok(body, 'the staged or published bytes are there');
+          const got = await read(body);
+          if (!got.equals(bytes.subarray(from, to))) seen.push(`${got.length} bytes, not the ${to - from} asked for`);
+        } while (!committed);
+        return seen;
+      };
+      const readers = Array.from({ length: 8 }, reader);
+      await writer.commit('application/octet-stream');
+      committed = true;
+      assert.deepEqual((await Promise.all(readers)).flat(), [], 'no read of another length or other bytes');
+      assert.ok((await read((await writer.read(0, bytes.length))!)).equals(bytes), 'after the commit, every byte from the published object');
+      await writer.close();
+      await store.delete(key);
+    });
+
     test('staging with a replay: nothing is staged for readers elsewhere until one follows; then it reads every byte before the commit', async () => {
       const key = `blobs/sha256/${randomBytes(32).toString('hex')}`;
       const bytes = randomBytes(4 * PART + 777);
