@@ -3,6 +3,7 @@ import { Hono } from 'hono';
 import { admitting } from '../core/registry/admission.ts';
 import { getAcceptedManifest, type ManifestDeps } from '../core/registry/manifests.ts';
 import { parseAccept } from '../core/oci/manifest.ts';
+import { remembered } from '../core/memo.ts';
 import { inBackground, type AppEnv } from './env.ts';
 import { target, type RoutingConfig } from './target.ts';
 
@@ -15,13 +16,7 @@ const acceptMemo = new Map<string, readonly string[]>();
 function acceptedTypes(accept: string | undefined): readonly string[] {
   if (!accept) return [];
   if (accept.length > ACCEPT_MEMO_MAX_LENGTH) return parseAccept([accept]);
-  let types = acceptMemo.get(accept);
-  if (!types) {
-    if (acceptMemo.size >= ACCEPT_MEMO_ENTRIES) acceptMemo.clear();
-    types = Object.freeze(parseAccept([accept]));
-    acceptMemo.set(accept, types);
-  }
-  return types;
+  return remembered(acceptMemo, ACCEPT_MEMO_ENTRIES, accept, () => Object.freeze(parseAccept([accept])));
 }
 
 /** `GET|HEAD /v2/<name>/manifests/<reference>`. */

@@ -8,6 +8,7 @@
 import { base64url, constantTimeEqual, hashPassword, parsePasswordHash, verifyPassword, type ParsedHash } from './password.ts';
 import { signToken, verifyToken, type SigningKey, type TokenClaims } from './token.ts';
 import { allows, anonymous, type Grant, type Identity, type Rule } from './rules.ts';
+import { remembered } from '../memo.ts';
 
 /** CI tokens start with this, so a bearer value says what it is without a lookup. */
 export const STATIC_TOKEN_PREFIX = 'pt_';
@@ -88,13 +89,7 @@ export class Access {
     if (identity.kind !== 'anonymous' && !this.#exists(identity)) return false;
     // The rules are this process's configuration: a decision holds as long as the process.
     const key = `${identity.kind}:${identity.kind === 'anonymous' ? '' : identity.name}\u0000${grant}\u0000${target ? `${target.upstream}/${target.name}` : ''}`;
-    let allowed = this.#decisions.get(key);
-    if (allowed === undefined) {
-      allowed = allows(this.config.rules, identity, grant, target);
-      if (this.#decisions.size >= DECISION_CACHE_ENTRIES) this.#decisions.delete(this.#decisions.keys().next().value!);
-      this.#decisions.set(key, allowed);
-    }
-    return allowed;
+    return remembered(this.#decisions, DECISION_CACHE_ENTRIES, key, () => allows(this.config.rules, identity, grant, target));
   }
 
   #exists(identity: Identity): boolean {
