@@ -18,6 +18,9 @@
  * Every catalog write of this process goes through `CachedCatalog`, which drops or
  * replaces the entries it changes, so this process never sees its own writes late.
  *
+ * The same map holds the warm answers Node gives again before the app (functions/replay.ts):
+ * each names the entries it was made from (`Kept`), and holds only while they do.
+ *
  * Access decisions need no cache of their own here: the rules are configuration evaluated
  * in memory (core/auth/access.ts remembers them per process), and a change takes effect
  * when a process starts with it. The one database fact they depend on, reach, is kept above.
@@ -41,11 +44,29 @@ const IMMUTABLE_SHARED_SECONDS = 24 * 3600;
 /** What an entry costs besides its bytes: the key, the row's fields, the map's own. */
 const ENTRY_OVERHEAD_BYTES = 256;
 
-interface Entry<V> {
+/**
+ * A fact as this process keeps it, for an answer made from it (functions/replay.ts): the
+ * answer holds while the fact does, that is until `until` (by the cache's clock) and
+ * while `gone` is false. An entry is gone once it is dropped, replaced, pushed out or
+ * found expired, so an answer never outlives what it was made from.
+ */
+export interface Kept {
+  readonly until: number;
+  readonly gone: boolean;
+}
+
+/** A fact that holds until it is voided (`void`), with no expiry of its own. */
+class Standing implements Kept {
+  readonly until = Infinity;
+  gone = false;
+}
+
+interface Entry<V> extends Kept {
   value: V;
   bytes: number;
   /** By the cache's clock; `Infinity` for immutable facts. */
   until: number;
+  gone: boolean;
 }
 
 /** A map bounded by entries and bytes, least recently used out first, each entry with its own expiry. */
@@ -66,6 +87,12 @@ export class BoundedCache<V> {
 
   get bytes(): number {
     return this.#bytes;
+  }
+
+  /** The entry kept under `key` while it holds, as a `Kept` (its recency unchanged). */
+  kept(key: string): (Kept & { readonly value: V }) | undefined {
+    const entry = this.#entries.get(key);
+    return entry && entry.until > this.#clock() ? entry : undefined;
   }
 
   get(key: string): V | undefined {
@@ -89,7 +116,7 @@ export class BoundedCache<V> {
     while (this.#entries.size >= this.limits.maxEntries || this.#bytes + cost > this.limits.maxBytes) {
       this.delete(this.#entries.keys().next().value!);
     }
-    this.#entries.set(key, { value, bytes: cost, until });
+    this.#entries.set(key, { value, bytes: cost, until, gone: false });
     this.#bytes += cost;
   }
 
@@ -98,6 +125,7 @@ export class BoundedCache<V> {
     if (!entry) return;
     this.#entries.delete(key);
     this.#bytes -= entry.bytes;
+    entry.gone = true;
   }
 }
 
@@ -112,7 +140,8 @@ export interface MemoryCacheConfig {
   shared?: SharedCache | undefined;
 }
 
-type Value = Blob | Layer | Manifest | Uint8Array | { digest: string; resolvedAt: number } | number | true;
+/** What the map holds: rows, manifest bytes, tag resolutions, reach, the blob generation, and answers kept by functions/replay.ts. */
+type Value = Blob | Layer | Manifest | Uint8Array | { digest: string; resolvedAt: number } | Standing | true | object;
 
 const repo = (t: RepositoryTarget) => `${t.upstream}/${t.name}`;
 const tagKey = (t: RepositoryTarget, tag: string) => `t:${repo(t)}:${tag}`;
@@ -128,8 +157,8 @@ export class CachedCatalog implements Catalog {
   readonly config: MemoryCacheConfig;
   readonly cache: BoundedCache<Value>;
   readonly #clock: Clock;
-  /** Counts this process's blob row changes: "nothing left to fetch" answers hold for the generation they were read in. */
-  #blobGeneration = 0;
+  /** This process's blob rows since they last changed: "nothing left to fetch" answers hold for the generation they were read in. */
+  #blobGeneration = new Standing();
 
   constructor(inner: Catalog, config: MemoryCacheConfig, clock: Clock) {
     this.inner = inner;
@@ -238,6 +267,26 @@ export class CachedCatalog implements Catalog {
     return missing;
   }
 
+  // The facts an answer given again without the catalog (functions/replay.ts) is made
+  // from, while this process keeps them: undefined when it does not.
+
+  /** That the tag resolves to `digest`, within its TTL. */
+  keptTag(target: RepositoryTarget, tag: string, digest: string): Kept | undefined {
+    const kept = this.cache.kept(tagKey(target, tag));
+    return (kept?.value as { digest?: string } | undefined)?.digest === digest ? kept : undefined;
+  }
+
+  /** That the manifest has no blob left to fetch: the answer, and the generation of blob rows it was read in. */
+  keptNothingToFetch(manifestDigest: string): Kept[] | undefined {
+    const kept = this.cache.kept(`n:${manifestDigest}`);
+    return kept?.value === this.#blobGeneration ? [kept, this.#blobGeneration] : undefined;
+  }
+
+  /** The blob's ready row. */
+  keptBlob(digest: string): Kept | undefined {
+    return this.cache.kept(`b:${digest}`);
+  }
+
   blob(digest: string): Promise<Blob | undefined> {
     return this.#readyRow(`b:${digest}`, () => this.inner.blob(digest));
   }
@@ -258,7 +307,8 @@ export class CachedCatalog implements Catalog {
   /** A blob row of this process changed: its entry goes, and so do the "nothing left to fetch" answers (a new generation), which it may falsify. */
   #blobChanged(digest: string): void {
     this.cache.delete(`b:${digest}`);
-    this.#blobGeneration++;
+    this.#blobGeneration.gone = true;
+    this.#blobGeneration = new Standing();
   }
 
   #changed(kind: 'blob' | 'layer', id: string): void {

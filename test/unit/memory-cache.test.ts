@@ -70,3 +70,29 @@ test('with no entries allowed, nothing is kept', () => {
   cache.set('a', 'A', Infinity);
   assert.equal(cache.get('a'), undefined);
 });
+
+test('a kept entry is gone once dropped, replaced, pushed out or found expired, and holds until then', () => {
+  const clock = clockAt(1000);
+  const cache = new BoundedCache<string>({ maxEntries: 2, maxBytes: 1 << 20 }, clock);
+  const live = (k: { until: number; gone: boolean } | undefined) => k !== undefined && !k.gone && k.until > clock.now;
+  cache.set('a', 'A', Infinity);
+  const a = cache.kept('a')!;
+  assert.equal(a.value, 'A');
+  assert.ok(live(a));
+  cache.set('a', 'A2', Infinity);
+  assert.ok(a.gone, 'replaced: the old entry is gone, even with the same key kept');
+  assert.ok(live(cache.kept('a')));
+  const replaced = cache.kept('a')!;
+  cache.delete('a');
+  assert.ok(replaced.gone, 'dropped');
+  cache.set('b', 'B', 2000);
+  cache.set('c', 'C', Infinity);
+  const b = cache.kept('b')!;
+  cache.set('d', 'D', Infinity);
+  assert.ok(b.gone, 'pushed out by the entry bound');
+  cache.set('e', 'E', 1500);
+  const e = cache.kept('e')!;
+  clock.now = 1500;
+  assert.equal(cache.kept('e'), undefined, 'not handed out at its expiry');
+  assert.ok(!live(e), 'an expired entry does not hold, found or not');
+});
