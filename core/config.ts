@@ -70,7 +70,7 @@ export const VARIABLES = [
   { name: 'INGEST_CONCURRENCY', default: '`2`', doc: 'jobs (ingest, extract) run at once per Node process', runtime: 'node' },
   { name: 'INGEST_MAX_ATTEMPTS', default: '`5`', doc: 'attempts of a job before it fails for good', runtime: 'both' },
   { name: 'JOB_LEASE_SECONDS', default: '`60`', doc: 'lease of a job and of the blob or layer row it works on; renewed every third of it', runtime: 'both' },
-  { name: 'MEMORY_CACHE_BYTES', default: '32 MiB', doc: "the in-process cache of tag resolutions, manifests and ready rows (core/registry/memory-cache.ts): its size, manifest bytes included, per process or isolate", runtime: 'both' },
+  { name: 'MEMORY_CACHE_BYTES', default: '32 MiB', doc: "the in-process cache of tag resolutions, manifests, ready rows and (Node) warm answers (core/registry/memory-cache.ts, functions/replay.ts): its size, manifest bytes included, per process or isolate", runtime: 'both' },
   { name: 'MEMORY_CACHE_ENTRIES', default: '`50000`', doc: 'its entries at most (`0`: no cache)', runtime: 'both' },
   {
     name: 'MEMORY_CACHE_TTL_SECONDS',

@@ -25,6 +25,8 @@ export interface Caller {
   /** Authenticated by Basic credentials or a CI token (a token of ours is `token`). */
   direct: boolean;
   address: string;
+  /** Until when (epoch ms) the credentials prove this: a token's expiry; absent: as long as the process (the rules and identities are its configuration). */
+  until?: number | undefined;
 }
 
 /**
@@ -69,7 +71,7 @@ export function identify(deps: AccessDeps): MiddlewareHandler<AppEnv> {
         c.set('challengeError', 'invalid_token');
         throw new OciError('UNAUTHORIZED', verdict.reason === 'expired' ? 'the token has expired' : 'invalid token');
       }
-      caller = { identity: verdict.identity, token: verdict.claims, direct: false, address };
+      caller = { identity: verdict.identity, token: verdict.claims, direct: false, address, until: verdict.claims.exp * 1000 };
     }
     c.set('caller', caller);
     c.set('authorize', (target: RepositoryTarget) => authorize(c, deps, target));

@@ -28,6 +28,7 @@ import { importRoutes } from './import.ts';
 import { exportRoutes } from './export.ts';
 import { statusRoutes } from './status.ts';
 import { challenge, identify, requireGrant, type AccessDeps } from './access.ts';
+import { loggedPath, type Replays } from './replay.ts';
 
 export interface AppDeps {
   manifests: ManifestDeps;
@@ -49,6 +50,8 @@ export interface AppDeps {
   metrics: Metrics;
   /** Node: stored files sent from their descriptors (functions/stored.ts). */
   sendFile?: SendFile | undefined;
+  /** Where the runtime gives warm answers again without the app (Node): the routes keep them there. */
+  replays?: Replays | undefined;
 }
 
 /** The HTTP app: one route module per resource, one error handler. Handlers only translate HTTP to core calls. */
@@ -60,15 +63,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     await next();
     const status = c.get('sentStatus') ?? c.res.status;
     const ms = Math.round(performance.now() - started);
-    const query = c.req.url.indexOf('?');
-    const search = query < 0 ? '' : c.req.url.slice(query).replace(/(access_token=)[^&]*/g, '$1REDACTED');
-    deps.log({ msg: 'request', method: c.req.method, path: c.req.path + search, status, ms });
+    deps.log({ msg: 'request', method: c.req.method, path: loggedPath(c), status, ms });
     deps.metrics.count('pullthrough_requests_total', { route: routePath(c), method: c.req.method, status: String(status) });
   });
   app.use(identify(deps.access));
   app.route('/', tokenRoutes(deps.access, deps.routing));
-  app.route('/v2', manifestRoutes(deps.manifests, deps.routing, deps.metrics));
-  app.route('/v2', blobRoutes(deps.blobs, deps.routing, deps.metrics));
+  app.route('/v2', manifestRoutes(deps.manifests, deps.routing, deps.metrics, deps.replays));
+  app.route('/v2', blobRoutes(deps.blobs, deps.routing, deps.metrics, deps.replays));
   app.route('/v2', tagRoutes(deps.tags, deps.routing));
   app.route('/v2', referrerRoutes(deps.blobs, deps.routing));
   app.route('/api', rootfsRoutes(deps.plan, deps.routing, deps.access));

@@ -6,11 +6,12 @@ import { getBlob, type BlobDeps } from '../core/registry/blobs.ts';
 import { inBackground, type AppEnv } from './env.ts';
 import { target, type RoutingConfig } from './target.ts';
 import { storedResponse, type ResponseHeaders } from './stored.ts';
+import type { Replays } from './replay.ts';
 
 const PASSED_HEADERS = ['content-length', 'content-range', 'content-type', 'etag', 'accept-ranges'];
 
 /** `GET|HEAD /v2/<name>/blobs/<digest>`. */
-export function blobRoutes(deps: BlobDeps, routing: RoutingConfig, metrics: Metrics): Hono<AppEnv> {
+export function blobRoutes(deps: BlobDeps, routing: RoutingConfig, metrics: Metrics, replays?: Replays): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.get('/:name{.+}/blobs/:digest', target(routing), async (c) => {
     const method = c.get('method');
@@ -33,7 +34,9 @@ export function blobRoutes(deps: BlobDeps, routing: RoutingConfig, metrics: Metr
       if (answer.size !== undefined) headers['Content-Length'] = String(answer.size);
       return new Response(answer.body, { status: 200, headers });
     }
-    return storedResponse(c, method, headers, answer.size, answer.range, answer.body, answer.file);
+    const response = await storedResponse(c, method, headers, answer.size, answer.range, answer.body, answer.file);
+    if (method === 'HEAD' && !answer.range) replays?.keepBlobHead(c, answer.digest, headers);
+    return response;
   });
   return app;
 }

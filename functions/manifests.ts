@@ -5,6 +5,7 @@ import { getAcceptedManifest, type ManifestDeps } from '../core/registry/manifes
 import { parseAccept } from '../core/oci/manifest.ts';
 import { remembered } from '../core/memo.ts';
 import { inBackground, type AppEnv } from './env.ts';
+import type { Replays } from './replay.ts';
 import { target, type RoutingConfig } from './target.ts';
 
 /** Accept headers seen, parsed: clients send a handful of distinct ones, each on every pull. */
@@ -20,11 +21,12 @@ function acceptedTypes(accept: string | undefined): readonly string[] {
 }
 
 /** `GET|HEAD /v2/<name>/manifests/<reference>`. */
-export function manifestRoutes(deps: ManifestDeps, routing: RoutingConfig, metrics: Metrics): Hono<AppEnv> {
+export function manifestRoutes(deps: ManifestDeps, routing: RoutingConfig, metrics: Metrics, replays?: Replays): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.get('/:name{.+}/manifests/:reference', target(routing), async (c) => {
     const method = c.get('method');
-    const manifest = await getAcceptedManifest(admitting(deps, c.get('admit')), c.get('target'), c.req.param('reference'), method, acceptedTypes(c.req.header('accept')));
+    const reference = c.req.param('reference');
+    const manifest = await getAcceptedManifest(admitting(deps, c.get('admit')), c.get('target'), reference, method, acceptedTypes(c.req.header('accept')));
     inBackground(c, manifest.background);
     if (method === 'GET') metrics.count('pullthrough_cache_requests_total', { kind: 'manifest', result: manifest.fromStore ? 'hit' : 'miss' });
     const headers = {
@@ -34,6 +36,7 @@ export function manifestRoutes(deps: ManifestDeps, routing: RoutingConfig, metri
       'Docker-Distribution-API-Version': 'registry/2.0',
       ETag: `"${manifest.digest}"`,
     };
+    replays?.keepManifest(c, c.get('target'), reference, manifest, headers, manifest.bytes);
     return new Response(method === 'HEAD' ? null : (manifest.bytes as Uint8Array<ArrayBuffer>), { status: 200, headers });
   });
   return app;

@@ -27,6 +27,7 @@ import { S3BlobStore, createS3Client } from '../core/adapters/s3-store.ts';
 import type { AppDeps } from '../functions/app.ts';
 import type { GcDeps } from '../core/cache/gc.ts';
 import type { AccessDeps } from '../functions/access.ts';
+import { Replays, type ReplayDeps } from '../functions/replay.ts';
 import { Access } from '../core/auth/access.ts';
 import { MemoryRateLimiter, type RateLimiter } from '../core/auth/rate-limit.ts';
 
@@ -43,6 +44,8 @@ export interface Deps {
   pulls: PullCounter;
   log: Log;
   metrics: Metrics;
+  /** Warm answers to give again before the app, when the runtime reads its requests for them (`Parts.replayRequest`). */
+  replays: Replays | undefined;
 }
 
 export interface Parts {
@@ -70,6 +73,8 @@ export interface Parts {
   doneJobs?: GcDeps['doneJobs'];
   /** The client's address for the anonymous rate limit; else the Node socket's. */
   clientAddress?: AccessDeps['clientAddress'];
+  /** A runtime that answers warm requests again before the app (Node) reads a context's request for their keys (functions/replay.ts). */
+  replayRequest?: ReplayDeps['requestOf'];
 }
 
 /** The peer of the Node socket (@hono/node-server hands the request over as `c.env.incoming`). */
@@ -170,8 +175,10 @@ export function buildDeps(config: Config, parts: Parts): Deps {
     guardMs: (config.presignTtlSeconds + config.pullFlushSeconds + 60) * 1000,
     settleMs: config.memoryCache.ttlSeconds * 1000,
   };
+  const replays = parts.replayRequest ? new Replays({ catalog, clock, pulls, metrics, log, requestOf: parts.replayRequest }) : undefined;
   return {
     app: {
+      replays,
       manifests,
       blobs: { catalog, store, upstreams, queue, pulls, clock, transfers, delivery: config.blobDelivery, presigned },
       tags: { catalog, upstreams, clock, tagTtlSeconds: config.tagTtlSeconds, tagFlights },
@@ -207,5 +214,6 @@ export function buildDeps(config: Config, parts: Parts): Deps {
     pulls,
     log,
     metrics,
+    replays,
   };
 }

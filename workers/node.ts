@@ -1,6 +1,7 @@
 // The embedded single-machine server: one Node process with a libSQL file (or Turso),
 // the filesystem or S3 blob store, the HTTP app, and ingest consumers on the libSQL queue.
 import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createHttpServer, type IncomingMessage, type RequestListener, type ServerOptions } from 'node:http';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
@@ -10,6 +11,7 @@ import { open } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import type { SendFile } from '../functions/stored.ts';
+import { replayKey, type ReplayRequest, type Replays } from '../functions/replay.ts';
 import { parseConfig, ConfigError, type Config, type ConfigEnv } from '../core/config.ts';
 import { openDatabase } from '../core/adapters/libsql.ts';
 import { LibsqlCatalog } from '../core/adapters/libsql-catalog.ts';
@@ -83,6 +85,33 @@ const sendFile: SendFile = async (c, file, status, headers) => {
   return RESPONSE_ALREADY_SENT;
 };
 
+/** What a kept answer depends on, read off a Node request. */
+const replayRequestOf = (req: IncomingMessage): ReplayRequest => ({
+  method: req.method,
+  url: req.url,
+  accept: req.headers.accept,
+  authorization: req.headers.authorization,
+  ranged: req.headers.range !== undefined,
+});
+
+/**
+ * The server's request listener: a warm answer this process keeps (functions/replay.ts)
+ * is written to the socket at once, before any of the app's work (Hono's own is most of
+ * a warm request); everything else goes to the app.
+ */
+function replaying(replays: Replays | undefined, app: RequestListener): RequestListener {
+  if (!replays) return app;
+  return (req, res) => {
+    const key = replayKey(replayRequestOf(req));
+    const replay = key === undefined ? undefined : replays.find(key);
+    if (!replay) return app(req, res);
+    const started = performance.now();
+    res.writeHead(200, replay.headers);
+    res.end(replay.body);
+    replays.served(replay, Math.round(performance.now() - started));
+  };
+}
+
 /** A start-up failure: one line naming what to fix, exit status 2 (as for bad configuration). */
 function fatal(message: string): never {
   console.error(`pullthrough: ${message}`);
@@ -114,14 +143,31 @@ async function main(): Promise<void> {
   });
   const queue = new LibsqlJobQueue(db);
   const spool = await FilesystemSpool.forProcess(join(config.dataDir, 'spool'));
-  const deps = buildDeps(config, { catalog: new LibsqlCatalog(db), store, queue, spool, log, doneJobs: queue, metrics: new PrometheusMetrics(), jobCounts: () => queue.counts(), decoders: nodeDecoders });
+  const deps = buildDeps(config, {
+    catalog: new LibsqlCatalog(db),
+    store,
+    queue,
+    spool,
+    log,
+    doneJobs: queue,
+    metrics: new PrometheusMetrics(),
+    jobCounts: () => queue.counts(),
+    decoders: nodeDecoders,
+    replayRequest: (c) => {
+      const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+      return incoming && replayRequestOf(incoming);
+    },
+  });
   const app = createApp({ ...deps.app, sendFile });
   const tls = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined;
+  // The app's listener, behind the kept answers; over TLS when a certificate is configured.
+  const createServer = (options: object, listener: RequestListener) => (tls ? createHttpsServer(options, replaying(deps.replays, listener)) : createHttpServer(options, replaying(deps.replays, listener)));
   const server = serve({
     fetch: app.fetch,
     hostname: config.host,
     port: config.port,
-    ...(tls ? { createServer: createHttpsServer, serverOptions: tls } : {}),
+    createServer: createServer as unknown as typeof createHttpServer,
+    serverOptions: (tls ?? {}) as ServerOptions,
   });
   await new Promise<void>((resolve) => {
     server.once('listening', () => resolve());

@@ -3,7 +3,8 @@
 // RGW, blobs handed out as presigned redirects). A tag moved upstream is seen by both once
 // its TTL has run out; a blob the other process evicts is never served from a stale
 // entry (garbage collection waits out MEMORY_CACHE_TTL_SECONDS before deleting, so a
-// redirect from an entry still in its TTL finds its object); a revoked rule stops a pull
+// redirect from an entry still in its TTL finds its object, and a HEAD given again from it
+// stops with it); a revoked rule stops a pull
 // on a process as soon as it runs with the new rules.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -107,9 +108,13 @@ test('a blob the other process evicts is not served from a stale entry: a redire
     await until(async () => (await pullBlob(a, name, blob)).status === 307, 60_000, 'the blob stored and redirected to');
     // Not pulled for long: retention may take it (the guard would otherwise keep it a minute and more).
     await db.run(sql`UPDATE blobs SET last_pulled_at = 0, ready_at = 0`);
-    // A's entry is fresh now; B evicts the blob while it is.
+    // A's entry is fresh now, and its HEAD is given again from it (functions/replay.ts); B evicts the blob while it is.
     assert.deepEqual(await pullBlob(a, name, blob), { status: 307, bucketStatus: 200, digest: blob });
     const kept = Date.now();
+    const head = () => fetch(`${a.url}/v2/${name}/blobs/${blob}`, { method: 'HEAD' });
+    const replayedHeads = () => a.output().split('\n').filter((l) => l.includes('"method":"HEAD"') && l.includes(`/blobs/${blob}`) && l.includes('"replayed":true')).length;
+    for (let i = 0; i < 2; i++) assert.equal((await head()).status, 200);
+    await until(async () => replayedHeads() === 1, 10_000, "A's blob HEAD given again");
     const gc = fetch(`${b.url}/api/gc`, { method: 'POST', headers: OP });
     await until(async () => (await state()) === 'evicted', 30_000, 'the row marked evicted');
     const stale = await pullBlob(a, name, blob);
@@ -119,6 +124,11 @@ test('a blob the other process evicts is not served from a stale entry: a redire
     assert.ok((report.totals.blob?.count ?? 0) >= 1, JSON.stringify(report.totals));
     // The objects are gone now, and so is A's entry (it was read before the mark, the delete came a TTL after).
     assert.equal(await state(), 'evicted');
+    const upstreamHeads = async () => (await registry.settledRequests()).filter((r) => r.method === 'HEAD' && r.path.endsWith(`/blobs/${blob}`)).length;
+    const headsBefore = await upstreamHeads();
+    assert.equal((await head()).status, 200);
+    assert.equal(await upstreamHeads(), headsBefore + 1, "A's HEAD is asked of the upstream: its kept answer went with the entry");
+    assert.equal(replayedHeads(), 1);
     const after = await pullBlob(a, name, blob);
     assert.deepEqual(after, { status: 200, digest: blob }, 'fetched again from the upstream, not redirected to the deleted object');
   } finally {
