@@ -28,7 +28,9 @@ export interface ReplayRequest {
  */
 export function replayKey(request: ReplayRequest): string | undefined {
   if ((request.method !== 'GET' && request.method !== 'HEAD') || request.ranged || request.url === undefined) return undefined;
-  return `q:${request.method} ${request.url}\n${request.accept ?? ''}\n${request.authorization ?? ''}`;
+  // An Authorization header sent empty is not none: the app refuses it.
+  const credentials = request.authorization === undefined ? '' : `=${request.authorization}`;
+  return `q:${request.method} ${request.url}\n${request.accept ?? ''}\n${credentials}`;
 }
 
 /** An answer kept for its key: a 200 with these headers and bytes, and what serving it counts. */

@@ -167,6 +167,10 @@ test('an answer is given again for the credentials it was answered for only, and
   assert.deepEqual({ status: anonymous.seen.status, replayed: anonymous.line.replayed }, { status: 401, replayed: undefined });
   const op = await ask('GET', path, { ...ACCEPT, ...OP });
   assert.deepEqual({ status: op.seen.status, replayed: op.line.replayed }, { status: 403, replayed: undefined });
+  // An empty Authorization header is not none: refused, though anonymous answers are kept.
+  await askUntilReplayed('GET', '/v2/library/kept/manifests/v1', ACCEPT);
+  const empty = await ask('GET', '/v2/library/kept/manifests/v1', { ...ACCEPT, authorization: '' });
+  assert.deepEqual({ status: empty.seen.status, replayed: empty.line.replayed }, { status: 401, replayed: undefined });
 
   const exp = Math.floor(Date.now() / 1000) + 3;
   const token = await signToken(
