@@ -1,8 +1,8 @@
 // Layer decompression by media type: natively where the runtime wires decoders in (Node's
-// zlib for gzip: core/adapters/node-zlib.ts; workerd's DecompressionStream for gzip:
-// workers/cloudflare.ts), else gzip through fflate; zstd through fzstd everywhere (pure JS
-// and streaming: workerd's DecompressionStream has no zstd, and Node's zstd decoder ends
-// after a stream's first frame). Node's own DecompressionStream is not used: it does not
+// zlib for gzip, and for zstd where Node has it, its input cut at frame ends:
+// core/adapters/node-zlib.ts; workerd's DecompressionStream for gzip: workers/cloudflare.ts),
+// else gzip through fflate and zstd through fzstd (pure JS and streaming: workerd's
+// DecompressionStream has no zstd). Node's own DecompressionStream is not used: it does not
 // hold back its output when the reader is slower (a 1 GiB gzip layer into S3 grew the
 // process to 700 MB); workerd's does, and stays within the isolate's memory
 // (worker.workerd.test.ts extracts a 200 MB layer under 128 MB live).
