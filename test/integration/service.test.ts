@@ -1,7 +1,8 @@
 // The Node server as a service: the process `npm start` or a supervisor starts is the one
 // that stops, cleanly, on SIGTERM and SIGINT (jobs that outlast the grace are given back);
 // and a start-up that cannot work (port taken, store or database unusable) stops at once
-// with one line naming what to fix, exit status 2.
+// with one line naming what to fix, exit status 2; a stored file goes out from its
+// descriptor, and a client that goes away leaves no file open.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -10,7 +11,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { eq } from 'drizzle-orm';
+import { readdirSync, readlinkSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
+import { eq, sql } from 'drizzle-orm';
 import { openDatabase } from '../../core/adapters/libsql.ts';
 import { jobs } from '../../schema/jobs.ts';
 import { freePort, startRegistry, type Registry } from '../setup/registry.ts';
@@ -152,6 +155,58 @@ test('a bucket that goes away after start-up: requests that need it are 503 UNAV
     assert.ok(line, server.output());
     assert.deepEqual(JSON.parse(line), { level: 'error', msg: 'the blob store cannot be used', fix: 'S3_BUCKET', problem: 'no bucket of this name at the S3 endpoint', bucket, endpoint: process.env.S3_TEST_ENDPOINT });
     assert.doesNotMatch(server.output(), new RegExp(process.env.S3_TEST_SECRET_ACCESS_KEY!));
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a stored blob goes out from its file, whole and by Range, byte for byte; a client that goes away mid-blob has the file closed, and the server serves on', { timeout: 120_000 }, async () => {
+  const big = await pushImage(registry, 'library/big', '1', [{ 'data.bin': randomBytes(24_000_000) }]);
+  const layer = big.layers[0]!;
+  const bytes = Buffer.from(await (await fetch(`${registry.url}/v2/library/big/blobs/${layer.digest}`)).arrayBuffer());
+  const data = join(dir, 'send-file');
+  const server = await startServer({ DATA_DIR: data, UPSTREAMS: JSON.stringify({ 'docker.io': { url: registry.url } }) });
+  try {
+    const url = `${server.url}/v2/library/big/blobs/${layer.digest}`;
+    await (await fetch(`${server.url}/v2/library/big/manifests/1`)).arrayBuffer();
+    const { db, close } = await openDatabase(`file:${join(data, 'pullthrough.db')}`);
+    try {
+      const state = async () => (await db.all<{ state: string }>(sql`SELECT state FROM blobs WHERE digest = ${layer.digest}`))[0]?.state;
+      await until(async () => (await state()) === 'ready', 60_000, 'the layer stored');
+    } finally {
+      close();
+    }
+    const file = join(data, 'store', 'blobs', 'sha256', layer.digest.slice('sha256:'.length));
+    const openOnFile = () => readdirSync(`/proc/${server.child.pid}/fd`).filter((fd) => {
+      try {
+        return readlinkSync(`/proc/${server.child.pid}/fd/${fd}`) === file;
+      } catch {
+        return false;
+      }
+    }).length;
+    const whole = await fetch(url);
+    assert.equal(whole.status, 200);
+    assert.ok(Buffer.from(await whole.arrayBuffer()).equals(bytes), 'the whole blob');
+    for (const [range, from, to] of [['bytes=0-0', 0, 0], ['bytes=1048570-3145740', 1048570, 3145740], [`bytes=${bytes.length - 5}-`, bytes.length - 5, bytes.length - 1]] as const) {
+      const part = await fetch(url, { headers: { range } });
+      assert.equal(part.status, 206, range);
+      assert.equal(part.headers.get('content-range'), `bytes ${from}-${to}/${bytes.length}`);
+      assert.ok(Buffer.from(await part.arrayBuffer()).equals(bytes.subarray(from, to + 1)), range);
+    }
+    // A client that reads the first bytes and goes away.
+    await new Promise<void>((resolve, reject) => {
+      const req = httpGet(url, (res) => {
+        res.once('data', () => {
+          req.destroy();
+          resolve();
+        });
+      });
+      req.on('error', (e) => (req.destroyed ? resolve() : reject(e)));
+    });
+    await until(async () => openOnFile() === 0, 10_000, 'the file closed after the client went away');
+    const again = await fetch(url);
+    assert.ok(Buffer.from(await again.arrayBuffer()).equals(bytes), 'the blob again, whole');
+    assert.equal(openOnFile(), 0);
   } finally {
     await server.stop();
   }
