@@ -119,9 +119,11 @@ export class Replays {
     if (!answer.fromStore) return;
     const { catalog } = this.#deps;
     const ref = parseReference(reference);
-    const resolution = 'tag' in ref ? catalog.keptTag(target, ref.tag, answer.digest) : ref.digest.value === answer.digest ? null : undefined;
+    // By tag: the kept resolution to this digest is a fact of the answer; by digest, the digest must be the one answered.
+    const resolution = 'tag' in ref ? catalog.keptTag(target, ref.tag, answer.digest) : undefined;
+    if ('tag' in ref ? !resolution : ref.digest.value !== answer.digest) return;
     const nothingToFetch = catalog.keptNothingToFetch(answer.digest);
-    if (resolution === undefined || !nothingToFetch) return;
+    if (!nothingToFetch) return;
     const method = c.get('method');
     this.#keep(c, { headers, body, method, pull: method === 'GET' ? { kind: 'manifest', digest: answer.digest } : undefined }, resolution ? [resolution, ...nothingToFetch] : nothingToFetch);
   }

@@ -55,7 +55,7 @@ export interface Kept {
   readonly gone: boolean;
 }
 
-/** A fact that holds until it is voided (`void`), with no expiry of its own. */
+/** A fact with no expiry of its own, which holds until its owner marks it `gone`. */
 class Standing implements Kept {
   readonly until = Infinity;
   gone = false;
