@@ -6,7 +6,8 @@
 // answer every request with 429 and Retry-After: 7 ("ratelimit", as Docker Hub does), or
 // serve any manifest GET as a 5 MiB document ("hugemanifest"). Independently of the fault,
 // `cuts` drops a blob body's connection when it reaches each of those fractions of the
-// blob (once each, whether the body started at 0 or at a Range's offset), `ignoreRange`
+// blob (once each, whether the body started at 0 or at a Range's offset; with `cutsOnly`, only
+// the bodies of that digest, so that a blob the queue fetches meanwhile is not cut instead), `ignoreRange`
 // strips Range headers from blob requests (an upstream that does not do ranges), and
 // `changeEtag` answers Range requests with another ETag (the object changed), and
 // `blobBytes` / `blobRanges` count the blob body bytes sent and the Range asked per GET.
@@ -20,6 +21,8 @@ export interface FaultyProxy {
   url: string;
   fault: Fault;
   cuts: number[];
+  /** A digest: the cuts apply to its bodies only. */
+  cutsOnly?: string | undefined;
   ignoreRange: boolean;
   changeEtag: boolean;
   blobBytes: number;
@@ -70,7 +73,8 @@ export async function startFaultyProxy(target: string): Promise<FaultyProxy> {
           up.destroy();
           return;
         }
-        const cut = state.cuts.findIndex((f) => f * total > start + seen && f * total <= start + seen + chunk.length);
+        const cuttable = !state.cutsOnly || (req.url ?? '').endsWith(`/blobs/${state.cutsOnly}`);
+        const cut = cuttable ? state.cuts.findIndex((f) => f * total > start + seen && f * total <= start + seen + chunk.length) : -1;
         if (cut >= 0) {
           const keep = Math.floor(state.cuts[cut]! * total) - (start + seen);
           state.cuts.splice(cut, 1);
