@@ -103,7 +103,8 @@ async function readyPlan(options: RootfsOptions): Promise<{ plan: RootfsPlan; ur
       throw new RootfsError(`layers cannot be extracted: ${failed.map((l) => `${l.diff_id} ${l.state}${l.error ? `: ${l.error}` : ''}`).join('; ')}`);
     }
     if (status === 200 && body.ready) {
-      const lifetime = Date.parse(body.urls_expire_at ?? '') - Date.parse(res.headers.date ?? '');
+      // The Date header counts whole seconds: the server's clock may be up to a second past it.
+      const lifetime = Date.parse(body.urls_expire_at ?? '') - Date.parse(res.headers.date ?? '') - 1000;
       return { plan: body, ...(Number.isFinite(lifetime) ? { urlsLifetimeMs: lifetime } : {}) };
     }
     if (Date.now() > deadline) throw new RootfsError('timed out waiting for the server to extract the layers');
