@@ -28,7 +28,8 @@ import { importRoutes } from './import.ts';
 import { exportRoutes } from './export.ts';
 import { statusRoutes } from './status.ts';
 import { challenge, identify, requireGrant, type AccessDeps } from './access.ts';
-import { loggedPath, type Replays } from './replay.ts';
+import type { Replays } from './replay.ts';
+import { logRequest, loggedPath } from './request-log.ts';
 
 export interface AppDeps {
   manifests: ManifestDeps;
@@ -63,8 +64,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     await next();
     const status = c.get('sentStatus') ?? c.res.status;
     const ms = Math.round(performance.now() - started);
-    deps.log({ msg: 'request', method: c.req.method, path: loggedPath(c), status, ms });
-    deps.metrics.count('pullthrough_requests_total', { route: routePath(c), method: c.req.method, status: String(status) });
+    logRequest(deps.log, deps.metrics, { method: c.req.method, path: loggedPath(c), route: routePath(c), status, ms });
   });
   app.use(identify(deps.access));
   app.route('/', tokenRoutes(deps.access, deps.routing));

@@ -35,7 +35,7 @@ export function blobRoutes(deps: BlobDeps, routing: RoutingConfig, metrics: Metr
       return new Response(answer.body, { status: 200, headers });
     }
     const response = await storedResponse(c, method, headers, answer.size, answer.range, answer.body, answer.file);
-    if (method === 'HEAD' && !answer.range) replays?.keepBlobHead(c, answer.digest, headers);
+    if (method === 'HEAD') replays?.keepBlobHead(c, answer.digest, headers);
     return response;
   });
   return app;

@@ -9,6 +9,7 @@ import type { BoundedCache, CachedCatalog, Kept } from '../core/registry/memory-
 import { parseReference, type RepositoryTarget } from '../core/oci/reference.ts';
 import type { AppEnv } from './env.ts';
 import type { ResponseHeaders } from './stored.ts';
+import { logRequest, loggedPath } from './request-log.ts';
 
 /** The request as far as a kept answer depends on it; the runtime reads it off its own request. */
 export interface ReplayRequest {
@@ -67,12 +68,6 @@ const KEPT_QUERY = /^[^?]*(\?ns=[^&]*)?$/;
 /** What an answer costs besides its bytes and key: the headers and the facts. */
 const REPLAY_OVERHEAD_BYTES = 512;
 
-/** The path the access log shows: the query's `access_token` redacted. */
-export function loggedPath(c: Context): string {
-  const query = c.req.url.indexOf('?');
-  return c.req.path + (query < 0 ? '' : c.req.url.slice(query).replace(/(access_token=)[^&]*/g, '$1REDACTED'));
-}
-
 /**
  * Answers given again, for as long as what they were made from holds in this process:
  * a manifest whose tag resolution (within TAG_TTL_SECONDS), "nothing left to fetch"
@@ -104,8 +99,7 @@ export class Replays {
   /** What the app does after a warm answer, for one given again. */
   served(replay: Replay, ms: number): void {
     const { log, metrics, pulls } = this.#deps;
-    log({ msg: 'request', method: replay.method, path: replay.path, status: 200, ms, replayed: true });
-    metrics.count('pullthrough_requests_total', { route: replay.route, method: replay.method, status: '200' });
+    logRequest(log, metrics, { method: replay.method, path: replay.path, route: replay.route, status: 200, ms, replayed: true });
     if (!replay.pull) return;
     metrics.count('pullthrough_cache_requests_total', { kind: replay.pull.kind, result: 'hit' });
     pulls.count(replay.pull.kind, replay.pull.digest)?.catch((e: unknown) => log({ level: 'error', msg: 'background work failed', error: String(e) }));
@@ -128,10 +122,10 @@ export class Replays {
     this.#keep(c, { headers, body, method, pull: method === 'GET' ? { kind: 'manifest', digest: answer.digest } : undefined }, resolution ? [resolution, ...nothingToFetch] : nothingToFetch);
   }
 
-  /** Keeps a HEAD of a stored blob, while its ready row is kept. */
+  /** Keeps a HEAD of a stored blob (the route asks only for HEAD), while its ready row is kept. */
   keepBlobHead(c: Context<AppEnv>, digest: string, headers: ResponseHeaders): void {
     const row = this.#deps.catalog.keptBlob(digest);
-    if (row && c.get('method') === 'HEAD') this.#keep(c, { headers, body: undefined, method: 'HEAD' }, [row]);
+    if (row) this.#keep(c, { headers, body: undefined, method: 'HEAD' }, [row]);
   }
 
   #keep(c: Context<AppEnv>, answer: Pick<Replay, 'headers' | 'body' | 'method' | 'pull'>, facts: readonly Kept[]): void {

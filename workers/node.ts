@@ -195,7 +195,10 @@ async function main(): Promise<void> {
   const app = createApp({ ...deps.app, sendFile });
   const tls = config.tlsCert && config.tlsKey ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined;
   // The app's listener, behind the kept answers; over TLS when a certificate is configured.
-  const createServer = (options: object, listener: RequestListener) => (tls ? createHttpsServer(options, replaying(deps.replays, listener)) : createHttpServer(options, replaying(deps.replays, listener)));
+  const createServer = (options: object, app: RequestListener) => {
+    const listener = replaying(deps.replays, app);
+    return tls ? createHttpsServer(options, listener) : createHttpServer(options, listener);
+  };
   const server = serve({
     fetch: app.fetch,
     hostname: config.host,
