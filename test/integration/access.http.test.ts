@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { createTestApp, type TestApp } from '../setup/app.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
+import { basic } from '../setup/server.ts';
 import { hashPassword } from '../../core/auth/password.ts';
 import { newStaticToken } from '../../core/auth/access.ts';
 import { MANIFEST_MEDIA_TYPES } from '../../core/oci/manifest.ts';
@@ -41,7 +42,6 @@ after(async () => {
 });
 
 const accept = { accept: MANIFEST_MEDIA_TYPES.join(', ') };
-const basic = (user: string, password: string) => ({ authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` });
 const errors = async (res: Response) => ((await res.json()) as { errors: Array<{ code: string; message: string; detail: unknown }> }).errors;
 const tokenFor = async (scope: string, headers: Record<string, string> = {}) => {
   const res = await t.app.request(`/token?service=pullthrough&scope=${encodeURIComponent(scope)}`, { headers });

@@ -19,14 +19,13 @@ import { MANIFEST_MEDIA_TYPES } from '../../core/oci/manifest.ts';
 import { digestOf } from '../../core/oci/digest.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
-import { startServer, type Server } from '../setup/server.ts';
+import { basic, startServer, type Server } from '../setup/server.ts';
 import { s3ServerEnv, s3TestBucket } from '../setup/s3.ts';
 import { until } from '../setup/process.ts';
 
 const TAG_TTL_SECONDS = 3;
 const MEMORY_CACHE_TTL_SECONDS = 10;
 const ACCEPT = { accept: MANIFEST_MEDIA_TYPES.join(', ') };
-const basic = (user: string, password: string) => ({ authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` });
 const OP = basic('op', 'op-pass');
 const ALICE = basic('alice', 'alice-pass');
 const RULES = 'pull docker.io/library/* to anonymous; pull docker.io/team/* to alice; admin to op';

@@ -16,13 +16,12 @@ import { signToken } from '../../core/auth/token.ts';
 import { MANIFEST_MEDIA_TYPES } from '../../core/oci/manifest.ts';
 import { startRegistry, type Registry } from '../setup/registry.ts';
 import { pushImage, type BuiltImage } from '../setup/images.ts';
-import { startServer, type Server } from '../setup/server.ts';
+import { basic, startServer, type Server } from '../setup/server.ts';
 import { until } from '../setup/process.ts';
 
 const TAG_TTL_SECONDS = 2;
 const MEMORY_CACHE_TTL_SECONDS = 10;
 const ACCEPT = { accept: MANIFEST_MEDIA_TYPES.join(', ') };
-const basic = (user: string, password: string) => ({ authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` });
 const OP = basic('op', 'op-pass');
 const ALICE = basic('alice', 'alice-pass');
 const KEY_SECRET = randomBytes(32);

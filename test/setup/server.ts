@@ -71,3 +71,6 @@ export async function runServerToExit(env: Record<string, string>, port?: number
   clearTimeout(timer);
   return { code, stdout, stderr };
 }
+
+/** The `Authorization` header of Basic credentials, as fetch headers. */
+export const basic = (user: string, password: string) => ({ authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` });
