@@ -9,6 +9,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Upload } from '@aws-sdk/lib-storage';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { blobKey } from '../../core/oci/keys.ts';
+import { parseDigest } from '../../core/oci/reference.ts';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,7 +56,7 @@ async function layerOf(trees: string, name: string, files: number, bytes: number
 
 /** The stored blob from the bucket through `<compression> -dc` into a plain lib-storage upload (5 MiB parts, 2 at once, as the server). */
 async function nativeCopy(bucket: NonNullable<Awaited<ReturnType<typeof s3TestBucket>>>, digest: string, compression: 'gzip' | 'zstd'): Promise<void> {
-  const object = await bucket.client.send(new GetObjectCommand({ Bucket: bucket.bucket, Key: `blobs/sha256/${digest.slice('sha256:'.length)}` }));
+  const object = await bucket.client.send(new GetObjectCommand({ Bucket: bucket.bucket, Key: blobKey(parseDigest(digest)) }));
   const decoder = spawn(compression, ['-dc'], { stdio: ['pipe', 'pipe', 'inherit'] });
   const exited = new Promise<number | null>((resolve) => decoder.once('exit', resolve));
   const fed = pipeline(object.Body as Readable, decoder.stdin);
